@@ -1,0 +1,263 @@
+//! Command-line definitions and dispatch. Each command is a thin layer over the library: it
+//! opens the host, calls one library function, and prints the result for people or, with
+//! `--json`, for scripts.
+
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use provision::config::{Config, SourceError};
+use provision::host::{Host, OpenError};
+use provision::model::ProvisioningState;
+use provision::store::OrderFilter;
+
+/// Exit code: the command failed (database, I/O, a job that could not finish).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a config or input file is invalid; the message names file, key and line.
+pub const EXIT_INVALID_INPUT: u8 = 3;
+/// Exit code: the job ran to the end but reported problems (a plugin call that failed, a
+/// managed system that could not be read); details are printed and kept with the run.
+pub const EXIT_JOB_PROBLEMS: u8 = 4;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (database, I/O, a job that could not finish)
+  2  wrong command line
+  3  invalid config or input file (the message names file, key and line)
+  4  the job ran but reported problems (failed plugin calls, unreadable systems)";
+
+/// The provisioning policy host.
+///
+/// Decides, records and carries out every write identity governance makes to managed
+/// systems: desired assignments become provisioning orders, review rules decide which need a
+/// human, connectors carry them out, synchronisation verifies them. Connectors, review rules
+/// and notification routers are sandboxed WebAssembly components declared in the config.
+///
+/// Start with `provision demo`, then read examples/quickstart/provision.toml.
+#[derive(Parser)]
+#[command(name = "provision", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such as
+    /// `info,plugin=debug`. Logs go to stderr; the `plugin` target carries plugins' own lines.
+    #[arg(long, global = true, env = "PROVISION_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the quickstart deployment end to end in a fresh directory and show every order's
+    /// states and history
+    Demo(demo::DemoArgs),
+    /// Run the complete job, or one of its steps
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// List and inspect provisioning orders
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Load identities and assignments (the desired state) from a TOML file
+    Import(ImportArgs),
+    /// The plugins of a config
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The host's config file
+    #[arg(long, short, env = "PROVISION_CONFIG", default_value = "provision.toml")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Run the complete job: synchronise, compute (with review rules), fulfil, synchronise
+    ///
+    /// Orders move from desired state to Pending or AwaitingApproval, then Executed, then
+    /// Verified once the managed system shows the change. Running it again creates nothing
+    /// twice.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run only one step
+        #[arg(long, value_enum)]
+        only: Option<Step>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Step {
+    /// Read managed systems back; Executed orders seen there become Verified
+    Synchronise,
+    /// Create orders from differences and run review rules
+    Compute,
+    /// Carry out Pending orders through connectors or manual tickets
+    Fulfil,
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// List orders, oldest first
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only orders in this state: a number 0-8 or a name such as `pending` (repeatable)
+        #[arg(long, short)]
+        state: Vec<ProvisioningState>,
+        /// Only orders of this resource type (repeatable)
+        #[arg(long)]
+        resource_type: Vec<String>,
+        /// Only orders owned by this identity key
+        #[arg(long)]
+        owner: Option<String>,
+        /// At most this many
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show one order and its history
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The order's id
+        id: i64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The desired-state file (see examples/quickstart/data.toml)
+    file: PathBuf,
+    /// The file is the complete desired state: withdraw every assignment it does not list
+    #[arg(long)]
+    replace: bool,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Load every plugin of the config and list them: worlds, sha256, size, load time
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+/// Sets up `tracing` to stderr from the level flag (or `RUST_LOG`-style filter).
+pub fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).context("not a level or filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).init();
+    Ok(())
+}
+
+/// The exit code for an error: invalid input files get their own.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let invalid = error.chain().any(|cause| {
+        cause.downcast_ref::<SourceError>().is_some()
+            || matches!(cause.downcast_ref::<OpenError>(), Some(OpenError::Config(_)))
+    });
+    if invalid { EXIT_INVALID_INPUT } else { EXIT_FAILURE }
+}
+
+/// Loads a config and opens its host.
+pub fn open(config: &ConfigArg) -> anyhow::Result<Host> {
+    let config = Config::load(&config.config)?;
+    Ok(Host::open(config)?)
+}
+
+/// A spinner on stderr for long work; invisible when stderr is not a terminal.
+pub fn progress() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({pos} items, {elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Job(JobCommand::Run { config, only, json }) => {
+            let mut host = open(&config)?;
+            let bar = progress();
+            let report = match only {
+                None => provision::jobs::complete(&mut host, &bar),
+                Some(Step::Synchronise) => provision::jobs::synchronise(&mut host, &bar),
+                Some(Step::Compute) => provision::jobs::compute(&mut host, &bar),
+                Some(Step::Fulfil) => provision::jobs::fulfil(&mut host, &bar),
+            };
+            bar.finish_and_clear();
+            let report = report.context("the job stopped")?;
+            output::job_report(&report, json.json)?;
+            Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_JOB_PROBLEMS) })
+        }
+        Command::Orders(OrdersCommand::List { config, state, resource_type, owner, limit, json }) => {
+            let host = open(&config)?;
+            let filter =
+                OrderFilter { states: state, resource_types: resource_type, owner, limit, ..OrderFilter::default() };
+            let orders = host.store.orders(&filter)?;
+            output::orders(&orders, json.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Orders(OrdersCommand::Show { config, id, json }) => {
+            let host = open(&config)?;
+            let order = host.store.order(id)?;
+            let history = host.store.history(id)?;
+            output::order(&order, &history, json.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            let mut host = open(&args.config)?;
+            let desired = provision::import::load(&args.file, &host.config, &host.store)?;
+            let imported = desired.apply(&mut host.store, args.replace)?;
+            if args.json.json {
+                println!("{}", serde_json::to_string_pretty(&imported)?);
+            } else {
+                println!(
+                    "Imported {} identities and {} assignments{}.",
+                    imported.identities,
+                    imported.assignments,
+                    if args.replace { format!("; withdrew {}", imported.withdrawn) } else { String::new() }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCommand::List { config, json }) => {
+            let host = open(&config)?;
+            output::plugins(&host, json.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Printing results: tables for people, JSON (`--json`) for scripts.
+
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::json;
+
+use provision::host::Host;
+use provision::jobs::JobReport;
+use provision::model::{HistoryEntry, Order, format_time};
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_style(NOTHING).set_header(header.to_vec());
+    table
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn order_json(order: &Order) -> serde_json::Value {
+    json!({
+        "id": order.id,
+        "owner": order.owner,
+        "entity_type": order.entity_type,
+        "resource_type": order.resource_type,
+        "resource_id": order.resource_id,
+        "change": order.change,
+        "state": { "number": order.state.number(), "name": order.state.name() },
+        "closed": order.closed,
+        "message": order.message,
+        "attempts": order.attempts,
+        "created_at": format_time(order.created_at),
+        "updated_at": format_time(order.updated_at),
+    })
+}
+
+fn history_json(entry: &HistoryEntry) -> serde_json::Value {
+    json!({
+        "at": format_time(entry.at),
+        "from": entry.from.map(|s| json!({ "number": s.number(), "name": s.name() })),
+        "to": { "number": entry.to.number(), "name": entry.to.name() },
+        "event": entry.event,
+        "actor": entry.actor,
+        "reason": entry.reason,
+    })
+}
+
+/// A list of orders.
+pub fn orders(orders: &[Order], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return print_json(&orders.iter().map(order_json).collect::<Vec<_>>());
+    }
+    if orders.is_empty() {
+        println!("No orders.");
+        return Ok(());
+    }
+    let mut t = table(&["ORDER", "OWNER", "RESOURCE TYPE", "CHANGE", "STATE", "UPDATED", "MESSAGE"]);
+    for o in orders {
+        t.add_row(vec![
+            o.id.to_string(),
+            o.owner.clone(),
+            o.resource_type.clone(),
+            o.change.kind.to_string(),
+            o.state.to_string(),
+            format_time(o.updated_at),
+            o.message.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// History lines under an order, for people.
+pub fn history_lines(history: &[HistoryEntry]) -> String {
+    let mut t = table(&["", "AT", "FROM", "TO", "BY", "WHY"]);
+    for h in history {
+        t.add_row(vec![
+            " ".to_string(),
+            format_time(h.at),
+            h.from.map_or_else(|| "(new)".to_string(), |s| s.to_string()),
+            h.to.to_string(),
+            h.actor.clone(),
+            h.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// One order with its history.
+pub fn order(order: &Order, history: &[HistoryEntry], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let mut value = order_json(order);
+        value["history"] = history.iter().map(history_json).collect();
+        return print_json(&value);
+    }
+    println!(
+        "Order {}: {} {} for {} ({}), state {}",
+        order.id, order.change.kind, order.resource_type, order.owner, order.entity_type, order.state
+    );
+    let summary = order.change.summary();
+    if !summary.is_empty() {
+        println!("  change: {summary}");
+    }
+    if let Some(closed) = &order.closed {
+        println!("  closed: {closed}");
+    }
+    println!("{}", history_lines(history));
+    Ok(())
+}
+
+/// What a job run did.
+pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return print_json(report);
+    }
+    let c = &report.counters;
+    println!(
+        "Job run {}: read {} resources; created {} orders ({} released, {} awaiting approval, {} blocked, {} rule errors, \
+         {} already matching); {} superseded, {} inactive; fulfilled: {} executed, {} transmitted, {} errored; {} verified.",
+        report.run,
+        c.resources_read,
+        c.orders_created,
+        c.released,
+        c.awaiting_approval,
+        c.blocked,
+        c.rule_errors,
+        c.already_matching,
+        c.superseded,
+        c.inactive,
+        c.executed,
+        c.transmitted,
+        c.errored,
+        c.verified
+    );
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    Ok(())
+}
+
+/// The loaded plugins of a host.
+pub fn plugins(host: &Host, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let list: Vec<_> = host
+            .plugins
+            .values()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "worlds": p.worlds(),
+                    "can_read": p.can_read(),
+                    "sha256": p.sha256,
+                    "size": p.size,
+                    "load_ms": p.load_time.as_secs_f64() * 1000.0,
+                    "from_cache": p.from_cache,
+                })
+            })
+            .collect();
+        return print_json(&list);
+    }
+    let mut t = table(&["PLUGIN", "WORLDS", "SHA256", "SIZE", "LOADED IN", "COMPILED CODE"]);
+    for p in host.plugins.values() {
+        let mut worlds: Vec<String> = p.worlds().iter().map(ToString::to_string).collect();
+        if p.can_read() {
+            worlds.push("(reads)".into());
+        }
+        t.add_row(vec![
+            p.name.clone(),
+            worlds.join(" "),
+            p.sha256[..16].to_string(),
+            format!("{} KiB", p.size / 1024),
+            format!("{:.1} ms", p.load_time.as_secs_f64() * 1000.0),
+            if p.from_cache { "cached".into() } else { "compiled".into() },
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

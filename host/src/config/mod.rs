@@ -1,0 +1,449 @@
+//! The host's config file (TOML): plugins with their grants and limits, connections, entity
+//! types and resource types. Validated on load; every error names the file, the key and the
+//! line. See the README's config reference for each key.
+
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+pub use source::{Source, SourceError};
+
+use crate::plugins::bundled;
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file's text, kept so that later errors (a wrong sha256 pin, a plugin of the wrong
+    /// world) can name their key and line too.
+    pub source: Source,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Where compiled components are cached; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
+    /// Entity types by name.
+    pub entity_types: BTreeMap<String, EntityType>,
+    /// Plugin instances by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Connections by name.
+    pub connections: BTreeMap<String, Connection>,
+    /// Resource types by name.
+    pub resource_types: BTreeMap<String, ResourceType>,
+}
+
+/// A kind of owner, e.g. `Directory_User`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityType {
+    /// The name.
+    pub name: String,
+    /// Name to show.
+    pub display_name: String,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A first-party component bundled in the binary: `bundled:NAME`.
+    Bundled(String),
+    /// A `.wasm` file.
+    File(PathBuf),
+}
+
+/// One plugin instance: a component, its pin, its own config values, its grants and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// The instance's name, used in config references, logs and history (`plugin:NAME`).
+    pub name: String,
+    /// Where the component comes from.
+    pub source: PluginSource,
+    /// Expected sha256 of the component, checked at load.
+    pub sha256: Option<String>,
+    /// Maximum linear memory of one call, in bytes.
+    pub memory: u64,
+    /// Maximum wall time of one call.
+    pub timeout: Duration,
+    /// Values the plugin reads through its `config` import.
+    pub config: BTreeMap<String, String>,
+    /// Directories the plugin may reach.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A directory granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it, an absolute guest path such as `/data`.
+    pub guest: String,
+    /// Whether the plugin may write in it.
+    pub writable: bool,
+}
+
+/// How a connection carries out orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// Automatically, through a connector plugin.
+    Connector {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// Manually: orders are handed to people (Transmitted) who confirm them.
+    ManualTicket,
+}
+
+/// How the host reaches one managed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The name.
+    pub name: String,
+    /// Automatic or manual.
+    pub kind: ConnectionKind,
+    /// Orders per connector call.
+    pub batch_size: usize,
+}
+
+/// A kind of resource in a managed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceType {
+    /// The name, e.g. `SaaS_Account`.
+    pub name: String,
+    /// The source entity type of its owners.
+    pub entity_type: String,
+    /// The connection that fulfils it.
+    pub connection: String,
+    /// Its classification, e.g. `basic` or `sensitive`; review rules decide on it.
+    pub classification: String,
+    /// The review-rule plugin deciding on its orders; none means no review.
+    pub review_rule: Option<String>,
+}
+
+const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_BATCH: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    entity_types: BTreeMap<String, RawEntityType>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    connections: BTreeMap<String, RawConnection>,
+    #[serde(default)]
+    resource_types: BTreeMap<String, RawResourceType>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRuntime {
+    cache_dir: Option<String>,
+    cache: bool,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime { cache_dir: None, cache: true }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntityType {
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    file: String,
+    sha256: Option<String>,
+    memory: Option<ByteSize>,
+    timeout: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    grants: RawGrants,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    dirs: Vec<RawDirGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirGrant {
+    host: String,
+    guest: String,
+    #[serde(default)]
+    writable: bool,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum RawKind {
+    Connector,
+    ManualTicket,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    kind: Option<RawKind>,
+    plugin: Option<String>,
+    batch_size: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResourceType {
+    entity_type: String,
+    connection: String,
+    #[serde(default = "basic")]
+    classification: String,
+    review_rule: Option<String>,
+}
+
+fn basic() -> String {
+    "basic".to_string()
+}
+
+/// Names of entity types, resource types, connections and plugins: they appear in permission
+/// paths, file names and URLs, so keep them plain.
+fn check_name(source: &Source, key: &str, name: &str) -> Result<(), SourceError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(source.error(key, format!("`{name}` is not a valid name (use letters, digits, `_` and `-`)")));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, SourceError> {
+        Config::from_source(Source::read(file)?)
+    }
+
+    /// Validates a config held in memory; relative paths resolve against `file`'s directory.
+    pub fn from_source(source: Source) -> Result<Config, SourceError> {
+        let raw: RawConfig = source.parse()?;
+        let base = source.file().parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |path: &str| -> PathBuf { base.join(path) };
+
+        let database = resolve(raw.database.path.as_deref().unwrap_or("provision.db"));
+        let cache_dir =
+            raw.runtime.cache.then(|| resolve(raw.runtime.cache_dir.as_deref().unwrap_or("provision-cache")));
+
+        let mut entity_types = BTreeMap::new();
+        for (name, raw) in raw.entity_types {
+            check_name(&source, &format!("entity_types.{name}"), &name)?;
+            let display_name = raw.display_name.unwrap_or_else(|| name.clone());
+            entity_types.insert(name.clone(), EntityType { name, display_name });
+        }
+
+        let mut plugins = BTreeMap::new();
+        for (name, raw) in raw.plugins {
+            let key = format!("plugins.{name}");
+            check_name(&source, &key, &name)?;
+            let plugin = plugin(&source, &key, &name, raw, &resolve)?;
+            plugins.insert(name, plugin);
+        }
+
+        let mut connections = BTreeMap::new();
+        for (name, raw) in raw.connections {
+            let key = format!("connections.{name}");
+            check_name(&source, &key, &name)?;
+            let kind = match (raw.kind.unwrap_or(RawKind::Connector), raw.plugin) {
+                (RawKind::Connector, Some(plugin)) => {
+                    if !plugins.contains_key(&plugin) {
+                        return Err(source.error(format!("{key}.plugin"), unknown("plugin", &plugin, plugins.keys())));
+                    }
+                    ConnectionKind::Connector { plugin }
+                }
+                (RawKind::Connector, None) => {
+                    return Err(source.error(
+                        &key,
+                        "a connector connection needs `plugin = \"NAME\"` (or `kind = \"manual-ticket\"`)",
+                    ));
+                }
+                (RawKind::ManualTicket, None) => ConnectionKind::ManualTicket,
+                (RawKind::ManualTicket, Some(_)) => {
+                    return Err(source.error(format!("{key}.plugin"), "a manual-ticket connection has no plugin"));
+                }
+            };
+            let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH);
+            if !(1..=100_000).contains(&batch_size) {
+                return Err(source.error(format!("{key}.batch_size"), "must be between 1 and 100000"));
+            }
+            connections.insert(name.clone(), Connection { name, kind, batch_size });
+        }
+
+        let mut resource_types = BTreeMap::new();
+        for (name, raw) in raw.resource_types {
+            let key = format!("resource_types.{name}");
+            check_name(&source, &key, &name)?;
+            if !entity_types.contains_key(&raw.entity_type) {
+                let message = unknown("entity type", &raw.entity_type, entity_types.keys());
+                return Err(source.error(format!("{key}.entity_type"), message));
+            }
+            if !connections.contains_key(&raw.connection) {
+                let message = unknown("connection", &raw.connection, connections.keys());
+                return Err(source.error(format!("{key}.connection"), message));
+            }
+            if let Some(rule) = &raw.review_rule
+                && !plugins.contains_key(rule)
+            {
+                return Err(source.error(format!("{key}.review_rule"), unknown("plugin", rule, plugins.keys())));
+            }
+            if raw.classification.trim().is_empty() {
+                return Err(source.error(format!("{key}.classification"), "must not be empty"));
+            }
+            resource_types.insert(
+                name.clone(),
+                ResourceType {
+                    name,
+                    entity_type: raw.entity_type,
+                    connection: raw.connection,
+                    classification: raw.classification,
+                    review_rule: raw.review_rule,
+                },
+            );
+        }
+
+        Ok(Config { source, database, cache_dir, entity_types, plugins, connections, resource_types })
+    }
+
+    /// An error about a key of this config file (see [`Source::error`]).
+    pub fn error(&self, key: impl Into<String>, message: impl std::fmt::Display) -> SourceError {
+        self.source.error(key, message)
+    }
+
+    /// The resource types fulfilled through a connection, by name.
+    pub fn resource_types_of(&self, connection: &str) -> impl Iterator<Item = &ResourceType> {
+        self.resource_types.values().filter(move |rt| rt.connection == connection)
+    }
+}
+
+fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    if known.is_empty() {
+        format!("unknown {what} `{name}` (none is defined)")
+    } else {
+        format!("unknown {what} `{name}` (defined: {})", known.join(", "))
+    }
+}
+
+fn plugin(
+    source: &Source,
+    key: &str,
+    name: &str,
+    raw: RawPlugin,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<PluginConfig, SourceError> {
+    let plugin_source = match raw.file.strip_prefix("bundled:") {
+        Some(bundled_name) => {
+            if bundled::get(bundled_name).is_none() {
+                let known = bundled::ALL.iter().map(|(n, _)| format!("bundled:{n}")).collect::<Vec<_>>().join(", ");
+                return Err(source
+                    .error(format!("{key}.file"), format!("no bundled plugin `{bundled_name}` (bundled: {known})")));
+            }
+            PluginSource::Bundled(bundled_name.to_string())
+        }
+        None => {
+            let path = resolve(&raw.file);
+            if !path.is_file() {
+                return Err(
+                    source.error(format!("{key}.file"), format!("plugin file {} does not exist", path.display()))
+                );
+            }
+            PluginSource::File(path)
+        }
+    };
+    let sha256 = match raw.sha256 {
+        Some(pin) => {
+            let pin = pin.trim().to_ascii_lowercase();
+            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(source.error(format!("{key}.sha256"), "must be 64 hexadecimal digits"));
+            }
+            Some(pin)
+        }
+        None => None,
+    };
+    let memory = raw.memory.map_or(DEFAULT_MEMORY, |m| m.as_u64());
+    if !(1024 * 1024..=4 * 1024 * 1024 * 1024).contains(&memory) {
+        return Err(source.error(format!("{key}.memory"), "must be between 1 MiB and 4 GiB"));
+    }
+    let timeout = match raw.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(text) => {
+            let parsed = text.parse::<jiff::SignedDuration>().map_err(|e| {
+                source.error(
+                    format!("{key}.timeout"),
+                    format!("`{text}` is not a duration such as \"5s\" or \"250ms\": {e}"),
+                )
+            })?;
+            match Duration::try_from(parsed) {
+                Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(600) => d,
+                _ => return Err(source.error(format!("{key}.timeout"), "must be more than 0 and at most 10 minutes")),
+            }
+        }
+    };
+    let mut config = BTreeMap::new();
+    for (k, value) in raw.config {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            toml::Value::Array(_) | toml::Value::Table(_) => {
+                return Err(source.error(
+                    format!("{key}.config.{k}"),
+                    "plugin config values are strings, numbers or booleans (join lists with commas)",
+                ));
+            }
+        };
+        config.insert(k, text);
+    }
+    let mut dirs = Vec::new();
+    for (i, grant) in raw.grants.dirs.into_iter().enumerate() {
+        let grant_key = format!("{key}.grants.dirs[{i}]");
+        if !grant.guest.starts_with('/') {
+            return Err(source.error(format!("{grant_key}.guest"), "must be an absolute guest path such as \"/data\""));
+        }
+        let host = resolve(&grant.host);
+        if !host.is_dir() {
+            if grant.writable {
+                // A writable grant is the plugin's own output area: create it on first use.
+                std::fs::create_dir_all(&host).map_err(|e| {
+                    source.error(format!("{grant_key}.host"), format!("cannot create {}: {e}", host.display()))
+                })?;
+            } else {
+                return Err(
+                    source.error(format!("{grant_key}.host"), format!("directory {} does not exist", host.display()))
+                );
+            }
+        }
+        dirs.push(DirGrant { host, guest: grant.guest, writable: grant.writable });
+    }
+    Ok(PluginConfig { name: name.to_string(), source: plugin_source, sha256, memory, timeout, config, dirs })
+}
+
+#[cfg(test)]
+mod tests;

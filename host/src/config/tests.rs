@@ -1,0 +1,118 @@
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"
+[entity_types.Directory_User]
+
+[plugins.files]
+file = "bundled:file-connector"
+timeout = "250ms"
+memory = "16 MiB"
+
+[plugins.files.config]
+dir = "/data"
+page-size = 100
+
+[connections.saas]
+plugin = "files"
+
+[resource_types.SaaS_Account]
+entity_type = "Directory_User"
+connection = "saas"
+"#;
+
+fn load(text: &str) -> Result<Config, SourceError> {
+    Config::from_source(Source::from_text(Path::new("/etc/provision/provision.toml"), text))
+}
+
+#[test]
+fn a_valid_config_resolves_defaults_and_paths() {
+    let config = load(BASE).unwrap();
+    assert_eq!(config.database, Path::new("/etc/provision/provision.db"));
+    assert_eq!(config.cache_dir.as_deref(), Some(Path::new("/etc/provision/provision-cache")));
+    let files = &config.plugins["files"];
+    assert_eq!(files.timeout, Duration::from_millis(250));
+    assert_eq!(files.memory, 16 * 1024 * 1024);
+    assert_eq!(files.config["page-size"], "100", "numbers reach plugins as text");
+    assert_eq!(config.resource_types["SaaS_Account"].classification, "basic");
+    assert_eq!(config.connections["saas"].batch_size, DEFAULT_BATCH);
+}
+
+#[test]
+fn an_unknown_key_names_file_key_and_line() {
+    let text = BASE.replace("connection = \"saas\"", "connection = \"saas\"\ncolour = \"blue\"");
+    let err = load(&text).unwrap_err();
+    assert_eq!(err.key, "resource_types.SaaS_Account.colour");
+    assert_eq!(err.position.map(|p| p.0), Some(19));
+    let text = err.to_string();
+    assert!(text.starts_with("/etc/provision/provision.toml:19:1: key `resource_types.SaaS_Account.colour`"), "{text}");
+    assert!(text.contains("unknown field `colour`"), "{text}");
+}
+
+#[test]
+fn unknown_references_are_named() {
+    let cases = [
+        (
+            "connection = \"saas\"",
+            "connection = \"crm\"",
+            "resource_types.SaaS_Account.connection",
+            "unknown connection `crm`",
+        ),
+        (
+            "entity_type = \"Directory_User\"",
+            "entity_type = \"Device\"",
+            "resource_types.SaaS_Account.entity_type",
+            "unknown entity type `Device`",
+        ),
+        ("plugin = \"files\"", "plugin = \"ldap\"", "connections.saas.plugin", "unknown plugin `ldap`"),
+        (
+            "connection = \"saas\"",
+            "connection = \"saas\"\nreview_rule = \"nope\"",
+            "resource_types.SaaS_Account.review_rule",
+            "unknown plugin `nope`",
+        ),
+    ];
+    for (from, to, key, message) in cases {
+        let err = load(&BASE.replace(from, to)).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.message.contains(message), "{err}");
+        assert!(err.position.is_some(), "{err}");
+    }
+}
+
+#[test]
+fn plugin_files_pins_and_limits_are_checked() {
+    let err = load(&BASE.replace("bundled:file-connector", "plugins/missing.wasm")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.file");
+    assert!(err.message.contains("/etc/provision/plugins/missing.wasm does not exist"), "{err}");
+
+    let err = load(&BASE.replace("bundled:file-connector", "bundled:ldap")).unwrap_err();
+    assert!(err.message.contains("no bundled plugin `ldap`"), "{err}");
+
+    let err = load(&BASE.replace("timeout = \"250ms\"", "timeout = \"250ms\"\nsha256 = \"abc\"")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.sha256");
+
+    let err = load(&BASE.replace("timeout = \"250ms\"", "timeout = \"soon\"")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.timeout");
+    assert!(err.message.contains("`soon` is not a duration"), "{err}");
+
+    let err = load(&BASE.replace("memory = \"16 MiB\"", "memory = \"10 KiB\"")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.memory");
+}
+
+#[test]
+fn connections_need_a_plugin_unless_manual() {
+    let err = load(&BASE.replace("plugin = \"files\"", "")).unwrap_err();
+    assert_eq!(err.key, "connections.saas");
+    let manual = BASE.replace("plugin = \"files\"", "kind = \"manual-ticket\"");
+    assert_eq!(load(&manual).unwrap().connections["saas"].kind, ConnectionKind::ManualTicket);
+    let err = load(&BASE.replace("plugin = \"files\"", "kind = \"carrier-pigeon\"")).unwrap_err();
+    assert_eq!(err.key, "connections.saas.kind");
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let err = load("[entity_types.Directory_User\n").unwrap_err();
+    assert_eq!(err.position.map(|p| p.0), Some(1), "{err}");
+}

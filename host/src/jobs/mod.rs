@@ -1,0 +1,120 @@
+//! The jobs: synchronise, compute (with review rules), fulfil, and the complete job that runs
+//! them in that order and synchronises again, so an order can travel from desired state to
+//! Verified in one run. Each is a function over a [`Host`]; each records a job run.
+
+mod compute;
+mod fulfil;
+mod synchronise;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::host::Host;
+use crate::store::StoreError;
+
+pub use compute::compute;
+pub use fulfil::fulfil;
+pub use synchronise::synchronise;
+
+/// Orders handed to a review rule per call.
+const REVIEW_BATCH: usize = 500;
+/// Identities compute reads per chunk; bounds its memory whatever the number of identities.
+const COMPUTE_CHUNK: usize = 1000;
+
+/// What a job run did, by counter. Also stored with the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Resources read from managed systems.
+    pub resources_read: u64,
+    /// Orders created by compute.
+    pub orders_created: u64,
+    /// Of those, recorded Verified at once because the managed system already matched.
+    pub already_matching: u64,
+    /// Of those, recorded Inactive because their validity window was already over.
+    pub window_over: u64,
+    /// Orders released to fulfilment (Pending) by their review rule.
+    pub released: u64,
+    /// Orders held for a reviewer (AwaitingApproval).
+    pub awaiting_approval: u64,
+    /// Orders refused by their review rule.
+    pub blocked: u64,
+    /// Orders whose review rule failed (Error).
+    pub rule_errors: u64,
+    /// Open orders superseded by a change of desired state.
+    pub superseded: u64,
+    /// Orders made Inactive because their validity window ended.
+    pub inactive: u64,
+    /// Orders a connector carried out (Executed).
+    pub executed: u64,
+    /// Orders handed to people (Transmitted).
+    pub transmitted: u64,
+    /// Orders whose fulfilment failed (Errored).
+    pub errored: u64,
+    /// Executed orders seen in the managed system (Verified).
+    pub verified: u64,
+}
+
+/// The result of a job run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobReport {
+    /// The recorded run's id.
+    pub run: i64,
+    /// What it did.
+    pub counters: Counters,
+    /// Problems that did not stop the run (a plugin that failed a call, a connector that
+    /// could not read). Each is also in the affected orders' history or the log.
+    pub problems: Vec<String>,
+}
+
+/// Why a job could not run to the end. What it wrote before is kept; every order is in a state
+/// the machine allowed, with its history.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the complete job: synchronise, compute, fulfil, synchronise.
+pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
+    let run = host.store.start_job("complete")?;
+    let mut report = JobReport { run, ..JobReport::default() };
+    let result = (|| {
+        synchronise::run(host, &mut report, progress)?;
+        compute::run(host, &mut report, progress)?;
+        fulfil::run(host, &mut report, progress)?;
+        synchronise::run(host, &mut report, progress)
+    })();
+    finish(host, &report, result)?;
+    Ok(report)
+}
+
+/// Records the end of a run; a failed run keeps its counters and says why.
+fn finish(host: &mut Host, report: &JobReport, result: Result<(), JobError>) -> Result<(), JobError> {
+    match result {
+        Ok(()) => {
+            let message = (!report.problems.is_empty()).then(|| report.problems.join("\n"));
+            host.store.finish_job(report.run, "succeeded", &report.counters, message.as_deref())?;
+            Ok(())
+        }
+        Err(error) => {
+            // Best effort: the store may be what failed.
+            let _ = host.store.finish_job(report.run, "failed", &report.counters, Some(&error.to_string()));
+            Err(error)
+        }
+    }
+}
+
+/// Runs one step as a job run of its own.
+fn single(
+    host: &mut Host,
+    kind: &str,
+    progress: &ProgressBar,
+    step: fn(&mut Host, &mut JobReport, &ProgressBar) -> Result<(), JobError>,
+) -> Result<JobReport, JobError> {
+    let run = host.store.start_job(kind)?;
+    let mut report = JobReport { run, ..JobReport::default() };
+    let result = step(host, &mut report, progress);
+    finish(host, &report, result)?;
+    Ok(report)
+}

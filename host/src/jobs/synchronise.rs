@@ -1,0 +1,91 @@
+//! Synchronise: read each managed system back through its connector's `read`, store what it
+//! has as the actual state, and mark Executed orders whose change is seen Verified. Drift (a
+//! resource changed or removed behind the host's back) shows up at the next compute.
+
+use indicatif::ProgressBar;
+
+use super::{JobError, JobReport, single};
+use crate::host::Host;
+use crate::machine::Event;
+use crate::store::Transition;
+
+/// Pages one read may take before the host gives up on a connector that never ends.
+const MAX_PAGES: usize = 100_000;
+/// Executed orders verified per transaction.
+const VERIFY_BATCH: usize = 1000;
+
+/// Runs synchronise alone, as a job run.
+pub fn synchronise(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
+    single(host, "synchronise", progress, run)
+}
+
+pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
+    let resource_types: Vec<(String, String)> =
+        host.config.resource_types.values().map(|rt| (rt.name.clone(), rt.connection.clone())).collect();
+    for (resource_type, connection) in resource_types {
+        let Some(connector) = host.connector(&connection) else { continue };
+        if !connector.can_read() {
+            continue;
+        }
+        progress.set_message(format!("synchronise {resource_type}"));
+        if let Err(problem) = read_all(host, &resource_type, &connection, report, progress)? {
+            tracing::warn!(resource_type, "synchronisation failed: {problem}");
+            report.problems.push(format!("synchronise {resource_type}: {problem}"));
+            continue;
+        }
+        verify(host, &resource_type, report)?;
+    }
+    Ok(())
+}
+
+/// Reads every page; only a complete read removes the resources it did not see. The inner
+/// error is a failed read, which leaves the previous actual state in place.
+fn read_all(
+    host: &mut Host,
+    resource_type: &str,
+    connection: &str,
+    report: &mut JobReport,
+    progress: &ProgressBar,
+) -> Result<Result<(), String>, JobError> {
+    let stamp = host.store.next_sync_stamp(resource_type)?;
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let Some(connector) = host.connector(connection) else { return Ok(Ok(())) };
+        let page = match connector.read(resource_type, cursor.as_deref()) {
+            Ok(Ok(page)) => page,
+            Ok(Err(error)) => return Ok(Err(format!("the connector could not read: {error}"))),
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        host.store.upsert_resources(resource_type, &page.resources, stamp)?;
+        report.counters.resources_read += page.resources.len() as u64;
+        progress.inc(page.resources.len() as u64);
+        match page.next_cursor {
+            Some(next) if Some(&next) == cursor.as_ref() => {
+                return Ok(Err(format!("the connector returned the same cursor `{next}` twice")));
+            }
+            Some(next) => cursor = Some(next),
+            None => {
+                host.store.remove_unseen_resources(resource_type, stamp)?;
+                return Ok(Ok(()));
+            }
+        }
+    }
+    Ok(Err(format!("more than {MAX_PAGES} pages")))
+}
+
+/// Executed orders whose change is seen in the synchronised resources become Verified.
+fn verify(host: &mut Host, resource_type: &str, report: &mut JobReport) -> Result<(), JobError> {
+    let mut after = 0;
+    loop {
+        let executed = host.store.executed_with_actual(resource_type, after, VERIFY_BATCH)?;
+        let Some((last, _)) = executed.last() else { return Ok(()) };
+        after = last.id;
+        let seen: Vec<Transition> = executed
+            .iter()
+            .filter(|(order, actual)| order.change.is_seen_in(actual.as_ref()))
+            .map(|(order, _)| Transition::new(order.id, Event::Seen, "seen in the managed system"))
+            .collect();
+        let results = host.store.apply(&seen, "job:synchronise")?;
+        report.counters.verified += results.iter().filter(|r| r.is_ok()).count() as u64;
+    }
+}

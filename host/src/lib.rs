@@ -1,0 +1,15 @@
+//! The provisioning policy host: the provisioning state machine of identity governance, its
+//! storage, and sandboxed WebAssembly plugins (connectors, review rules, notification
+//! routers). See ARCHITECTURE.md for the map; `provision --help` for the CLI.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod host;
+pub mod import;
+pub mod jobs;
+pub mod machine;
+pub mod model;
+pub mod permissions;
+pub mod plugins;
+pub mod store;

@@ -1,0 +1,408 @@
+//! The calls of each world: host types in and out, conversion to and from the WIT types, and
+//! validation of everything a guest returns.
+//!
+//! **Architecture invariant**: the host never trusts a plugin. Every answer is checked here:
+//! one result per item, sizes within bounds; a bad answer fails the call with
+//! [`CallError::Invalid`], as a trap would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::InstancePre;
+
+use super::bindings::{evaluate, fulfil, read, route, types};
+use super::guest::{GuestState, truncate};
+use super::{CallError, LoadError, Plugin, WIT_VERSION, World};
+use crate::model::{ChangeKind, Order, ResourceContent};
+use crate::permissions::Directory;
+
+/// Longest message (error, reason, reference) kept from a guest, bytes.
+const MAX_MESSAGE: usize = 4096;
+/// Longest id or cursor accepted from a guest, bytes.
+const MAX_ID: usize = 1024;
+/// Most resources accepted in one page of `read`.
+const MAX_PAGE: usize = 10_000;
+/// Longest attribute value accepted from `read`, bytes.
+const MAX_VALUE: usize = 64 * 1024;
+/// Most messages one routed event may produce.
+const MAX_MESSAGES: usize = 100;
+/// Longest message body from a router, bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The export indices of the worlds a component implements, found once at load.
+pub(crate) struct Exports {
+    fulfil: Option<fulfil::GuestIndices>,
+    pub(crate) read: Option<read::GuestIndices>,
+    evaluate: Option<evaluate::GuestIndices>,
+    route: Option<route::GuestIndices>,
+}
+
+impl Exports {
+    pub(crate) fn find(pre: &InstancePre<GuestState>, names: &[String]) -> Result<Exports, LoadError> {
+        let has = |interface: &str| names.iter().any(|n| *n == format!("provision:plugin/{interface}@{WIT_VERSION}"));
+        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let exports = Exports {
+            fulfil: has("fulfil").then(|| fulfil::GuestIndices::new(pre)).transpose().map_err(link)?,
+            read: has("read").then(|| read::GuestIndices::new(pre)).transpose().map_err(link)?,
+            evaluate: has("evaluate").then(|| evaluate::GuestIndices::new(pre)).transpose().map_err(link)?,
+            route: has("route").then(|| route::GuestIndices::new(pre)).transpose().map_err(link)?,
+        };
+        if exports.read.is_some() && exports.fulfil.is_none() {
+            return Err(LoadError::Link("the component exports `read` without `fulfil`".into()));
+        }
+        if exports.worlds().is_empty() {
+            let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("provision:plugin/")).collect();
+            if let Some(other) = ours.first() {
+                return Err(LoadError::NoWorld(format!(
+                    "{other}, a version of provision:plugin this host does not know (it implements {WIT_VERSION})"
+                )));
+            }
+            return Err(LoadError::NoWorld(if names.is_empty() { "nothing".into() } else { names.join(", ") }));
+        }
+        Ok(exports)
+    }
+
+    pub(crate) fn worlds(&self) -> Vec<World> {
+        let mut worlds = Vec::new();
+        if self.fulfil.is_some() {
+            worlds.push(World::Connector);
+        }
+        if self.evaluate.is_some() {
+            worlds.push(World::ReviewRule);
+        }
+        if self.route.is_some() {
+            worlds.push(World::NotificationRouter);
+        }
+        worlds
+    }
+}
+
+/// What a connector did with one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written; carries the resource's id when the connector learned it.
+    Executed {
+        /// The id in the managed system.
+        resource_id: Option<String>,
+    },
+    /// Handed to a person or desk.
+    Transmitted {
+        /// A reference for the operator.
+        reference: String,
+    },
+    /// Failed.
+    Failed {
+        /// Whether a retry may succeed.
+        transient: bool,
+        /// What went wrong.
+        message: String,
+        /// The earliest retry the managed system asked for.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A resource as read from a managed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Its id in the managed system.
+    pub id: String,
+    /// The owning identity's key, when the connector can tell.
+    pub owner: Option<String>,
+    /// Attributes and entitlements.
+    pub content: ResourceContent,
+}
+
+/// One page of a `read`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The resources.
+    pub resources: Vec<Resource>,
+    /// Where the next page starts; none on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A connector's own report that it could not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReadError {
+    /// Whether a retry may succeed.
+    pub transient: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A review rule's decision on one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Release to fulfilment.
+    NoReview,
+    /// Hold for a reviewer, with the reason.
+    ReviewNeeded(String),
+    /// Refuse outright, with the reason.
+    Blocked(String),
+}
+
+/// What happened, for a notification router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Manual orders were handed to people.
+    ManualOrdersTransmitted,
+    /// Orders wait for a reviewer.
+    OrdersAwaitingApproval,
+    /// Orders wait for an operator.
+    OrdersErrored,
+}
+
+/// An order a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSummary {
+    /// The order's id.
+    pub id: i64,
+    /// The owner's key.
+    pub owner: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// What it does.
+    pub change: ChangeKind,
+    /// The reason or error of its last state change.
+    pub reason: String,
+}
+
+/// One event for one source entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The source entity type.
+    pub entity_type: String,
+    /// The orders concerned.
+    pub orders: Vec<OrderSummary>,
+}
+
+/// A message a router asks the host to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Logins of the recipients.
+    pub recipients: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+fn change_kind(kind: ChangeKind) -> types::ChangeKind {
+    match kind {
+        ChangeKind::Added => types::ChangeKind::Added,
+        ChangeKind::Modified => types::ChangeKind::Modified,
+        ChangeKind::Deleted => types::ChangeKind::Deleted,
+    }
+}
+
+fn wit_order(order: &Order) -> types::Order {
+    let change = &order.change;
+    types::Order {
+        id: u64::try_from(order.id).unwrap_or_default(),
+        idempotency_key: order.idempotency_key.clone(),
+        change: change_kind(change.kind),
+        owner: order.owner.clone(),
+        entity_type: order.entity_type.clone(),
+        resource_type: order.resource_type.clone(),
+        classification: order.classification.clone(),
+        resource_id: order.resource_id.clone(),
+        attributes: change
+            .attributes
+            .iter()
+            .map(|(name, value)| types::Attribute { name: name.clone(), value: value.clone() })
+            .collect(),
+        attributes_cleared: change.cleared.iter().cloned().collect(),
+        entitlements_added: change.granted.iter().cloned().collect(),
+        entitlements_removed: change.revoked.iter().cloned().collect(),
+    }
+}
+
+fn message(mut text: String) -> String {
+    truncate(&mut text, MAX_MESSAGE);
+    text
+}
+
+impl Plugin {
+    fn invalid(&self, message: impl Into<String>) -> CallError {
+        CallError::Invalid { plugin: self.name.clone(), message: message.into() }
+    }
+
+    fn wrong_world(&self, world: &str) -> CallError {
+        CallError::WrongWorld { plugin: self.name.clone(), world: world.into() }
+    }
+
+    fn check_count(&self, what: &str, got: usize, sent: usize) -> Result<(), CallError> {
+        if got != sent {
+            return Err(
+                self.invalid(format!("returned {got} {what} for {sent} inputs; exactly one per input is required"))
+            );
+        }
+        Ok(())
+    }
+
+    /// Calls a connector's `fulfil` on a batch: one outcome per order, in order.
+    pub fn fulfil(&self, orders: &[Order]) -> Result<Vec<Outcome>, CallError> {
+        let indices = self.exports.fulfil.as_ref().ok_or_else(|| self.wrong_world("connector"))?;
+        let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
+        let output =
+            self.call(None, |store, instance| indices.load(&mut *store, instance)?.call_fulfil(&mut *store, &input))?;
+        self.check_count("outcomes", output.len(), orders.len())?;
+        Ok(output
+            .into_iter()
+            .zip(orders)
+            .map(|(outcome, order)| match outcome {
+                fulfil::Outcome::Executed(id) => {
+                    let resource_id = id.filter(|id| {
+                        let ok = !id.is_empty() && id.len() <= MAX_ID;
+                        if !ok {
+                            tracing::warn!(plugin = %self.name, order = order.id, "ignoring an invalid resource id from the connector");
+                        }
+                        ok
+                    });
+                    Outcome::Executed { resource_id }
+                }
+                fulfil::Outcome::Transmitted(reference) => Outcome::Transmitted { reference: message(reference) },
+                fulfil::Outcome::Failed(failure) => Outcome::Failed {
+                    transient: failure.kind == fulfil::ErrorKind::Transient,
+                    message: message(failure.message),
+                    retry_after: failure.retry_after_seconds.map(|s| Duration::from_secs(u64::from(s))),
+                },
+            })
+            .collect())
+    }
+
+    /// Calls a connector's `read` for one page. The outer error is a failed call; the inner
+    /// one is the connector's own report that it could not read.
+    pub fn read(&self, resource_type: &str, cursor: Option<&str>) -> Result<Result<Page, ReadError>, CallError> {
+        let indices = self.exports.read.as_ref().ok_or_else(|| self.wrong_world("synchronising connector"))?;
+        let cursor = cursor.map(str::to_string);
+        let output = self.call(None, |store, instance| {
+            indices.load(&mut *store, instance)?.call_read(&mut *store, resource_type, cursor.as_deref())
+        })?;
+        let page = match output {
+            Ok(page) => page,
+            Err(failure) => {
+                return Ok(Err(ReadError {
+                    transient: failure.kind == fulfil::ErrorKind::Transient,
+                    message: message(failure.message),
+                }));
+            }
+        };
+        if page.resources.len() > MAX_PAGE {
+            return Err(
+                self.invalid(format!("a page of {} resources; at most {MAX_PAGE} are accepted", page.resources.len()))
+            );
+        }
+        if page.next_cursor.as_ref().is_some_and(|c| c.is_empty() || c.len() > MAX_ID) {
+            return Err(self.invalid("a next-cursor that is empty or longer than 1024 bytes"));
+        }
+        let mut resources = Vec::with_capacity(page.resources.len());
+        for r in page.resources {
+            if r.id.is_empty() || r.id.len() > MAX_ID {
+                return Err(self.invalid("a resource id that is empty or longer than 1024 bytes"));
+            }
+            if r.attributes.iter().any(|a| a.name.is_empty() || a.name.len() > MAX_ID || a.value.len() > MAX_VALUE) {
+                return Err(self
+                    .invalid(format!("resource `{}` has an attribute with an empty or oversize name or value", r.id)));
+            }
+            if r.entitlements.iter().any(|e| e.is_empty() || e.len() > MAX_ID) {
+                return Err(self.invalid(format!("resource `{}` has an empty or oversize entitlement", r.id)));
+            }
+            resources.push(Resource {
+                id: r.id,
+                owner: r.owner.filter(|o| !o.is_empty()),
+                content: ResourceContent {
+                    attributes: r.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
+                    entitlements: r.entitlements.into_iter().collect(),
+                },
+            });
+        }
+        Ok(Ok(Page { resources, next_cursor: page.next_cursor }))
+    }
+
+    /// Calls a review rule's `evaluate` on a batch: one decision per order, in order.
+    pub fn evaluate(&self, orders: &[Order]) -> Result<Vec<Decision>, CallError> {
+        let indices = self.exports.evaluate.as_ref().ok_or_else(|| self.wrong_world("review rule"))?;
+        let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
+        let output =
+            self.call(None, |store, instance| indices.load(&mut *store, instance)?.call_evaluate(&mut *store, &input))?;
+        self.check_count("decisions", output.len(), orders.len())?;
+        Ok(output
+            .into_iter()
+            .map(|decision| match decision {
+                evaluate::Decision::NoReview => Decision::NoReview,
+                evaluate::Decision::ReviewNeeded(reason) => Decision::ReviewNeeded(message(reason)),
+                evaluate::Decision::Blocked(reason) => Decision::Blocked(message(reason)),
+            })
+            .collect())
+    }
+
+    /// Calls a router's `route` on a batch of events, with a directory snapshot for its
+    /// `directory` import: one result per event, in order.
+    pub fn route(
+        &self,
+        events: &[Event],
+        directory: Arc<Directory>,
+    ) -> Result<Vec<Result<Vec<Message>, String>>, CallError> {
+        let indices = self.exports.route.as_ref().ok_or_else(|| self.wrong_world("notification router"))?;
+        let input: Vec<route::Event> = events
+            .iter()
+            .map(|event| route::Event {
+                kind: match event.kind {
+                    EventKind::ManualOrdersTransmitted => route::EventKind::ManualOrdersTransmitted,
+                    EventKind::OrdersAwaitingApproval => route::EventKind::OrdersAwaitingApproval,
+                    EventKind::OrdersErrored => route::EventKind::OrdersErrored,
+                },
+                entity_type: event.entity_type.clone(),
+                orders: event
+                    .orders
+                    .iter()
+                    .map(|o| route::OrderSummary {
+                        id: u64::try_from(o.id).unwrap_or_default(),
+                        owner: o.owner.clone(),
+                        resource_type: o.resource_type.clone(),
+                        change: change_kind(o.change),
+                        reason: o.reason.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let known = directory.clone();
+        let output = self.call(Some(directory), |store, instance| {
+            indices.load(&mut *store, instance)?.call_route(&mut *store, &input)
+        })?;
+        self.check_count("results", output.len(), events.len())?;
+        output
+            .into_iter()
+            .map(|result| match result {
+                Err(error) => Ok(Err(message(error))),
+                Ok(messages) => {
+                    if messages.len() > MAX_MESSAGES {
+                        return Err(
+                            self.invalid(format!("{} messages for one event; at most {MAX_MESSAGES}", messages.len()))
+                        );
+                    }
+                    messages
+                        .into_iter()
+                        .map(|m| {
+                            if let Some(unknown) =
+                                m.recipients.iter().find(|r| !known.users.iter().any(|u| &u.login == *r))
+                            {
+                                return Err(self.invalid(format!("a message to `{unknown}`, who is not a known user")));
+                            }
+                            if m.body.len() > MAX_BODY {
+                                return Err(self
+                                    .invalid(format!("a message body of {} bytes; at most {MAX_BODY}", m.body.len())));
+                            }
+                            Ok(Message { recipients: m.recipients, subject: message(m.subject), body: m.body })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Ok)
+                }
+            })
+            .collect()
+    }
+}

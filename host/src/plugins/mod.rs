@@ -1,0 +1,381 @@
+//! The plugin runtime: wasmtime with the component model, loading customer components and
+//! calling them under limits.
+//!
+//! - One [`Runtime`] per host: one `Engine`, one `Linker` with the imports a plugin may use
+//!   (WASI p2 with an empty context, `log`, `config`, `directory`), an epoch ticker thread for
+//!   time limits, and the on-disk cache of compiled components.
+//! - One [`Plugin`] per configured instance: the component (checked against its sha256 pin),
+//!   an `InstancePre` (imports resolved once), and the export indices of the worlds it
+//!   implements.
+//! - A fresh `Store` per call batch, so no state leaks from one batch to the next; a call that
+//!   traps, runs out of time or memory fails with a [`CallError`] and nothing else.
+//!
+//! **Architecture invariant**: a plugin reaches nothing it was not granted. The WASI context
+//! has no environment, arguments, stdin, network or preopened directory other than the
+//! directories granted in config; stdout and stderr go to a bounded buffer.
+
+pub mod bindings;
+pub mod bundled;
+mod cache;
+mod calls;
+mod guest;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::config::{PluginConfig, PluginSource};
+use crate::permissions::Directory;
+use cache::CompileCache;
+pub use calls::{Decision, Event, EventKind, Message, OrderSummary, Outcome, Page, ReadError, Resource};
+use guest::{GuestState, MemoryLimiter, OutputTail};
+
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+/// How often the epoch ticker advances; the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A world (role) a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// Exports `fulfil` (and maybe `read`).
+    Connector,
+    /// Exports `evaluate`.
+    ReviewRule,
+    /// Exports `route`.
+    NotificationRouter,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::Connector => "connector",
+            World::ReviewRule => "review-rule",
+            World::NotificationRouter => "notification-router",
+        })
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The component's sha256 differs from the pin in config.
+    #[error("sha256 mismatch: config pins {expected} but the component is {actual}")]
+    Sha256Mismatch {
+        /// The pin.
+        expected: String,
+        /// What the file hashes to.
+        actual: String,
+    },
+    /// The bytes are not a valid component for this engine.
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// The component imports something this host does not provide or the plugin was not granted.
+    #[error("cannot link the component: {0}")]
+    Link(String),
+    /// The component exports none of the worlds this host knows.
+    #[error(
+        "the component implements none of the provision:plugin@{WIT_VERSION} worlds (connector, review-rule, notification-router); it exports: {0}"
+    )]
+    NoWorld(String),
+}
+
+/// Why one call into a plugin failed. The call's batch fails; the host and other plugins go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past the plugin's time limit.
+    #[error("plugin `{plugin}` exceeded its time limit of {limit:?}")]
+    TimeLimit {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past the plugin's limit.
+    #[error("plugin `{plugin}` exceeded its memory limit of {limit} bytes (it asked for {wanted})")]
+    MemoryLimit {
+        /// The plugin.
+        plugin: String,
+        /// The limit, bytes.
+        limit: usize,
+        /// The size it asked to grow to, bytes.
+        wanted: usize,
+    },
+    /// The guest trapped (a panic, an unreachable, a bad memory access...).
+    #[error("plugin `{plugin}` trapped: {message}")]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// The guest's panic message and the trap.
+        message: String,
+    },
+    /// The guest answered, but not validly (wrong number of results, unknown ids, oversize).
+    #[error("plugin `{plugin}` answered badly: {message}")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The call could not be set up (e.g. a granted directory disappeared).
+    #[error("plugin `{plugin}` could not be started: {message}")]
+    Setup {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+    /// The plugin does not implement what was asked of it.
+    #[error("plugin `{plugin}` is not a {world}")]
+    WrongWorld {
+        /// The plugin.
+        plugin: String,
+        /// What it was called as.
+        world: String,
+    },
+}
+
+/// Advances the engine's epoch on a background thread: the clock for time limits.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker; time limits will not fire: {e}"));
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plugin runtime of one host.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache: Option<CompileCache>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime; compiled components are cached in `cache_dir` when given.
+    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::log::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+        bindings::config::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+        bindings::types::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+        bindings::directory::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+
+        let cache =
+            match cache_dir {
+                Some(dir) => Some(CompileCache::new(dir, &engine).map_err(|e| {
+                    anyhow::anyhow!("cannot use {} as the compiled-component cache: {e}", dir.display())
+                })?),
+                None => None,
+            };
+        let ticker = EpochTicker::start(&engine);
+        Ok(Runtime { engine, linker, cache, _ticker: ticker })
+    }
+
+    /// Loads one configured plugin: reads it, checks its pin, compiles it (or loads the cached
+    /// compilation), resolves its imports and finds the worlds it implements.
+    pub fn load(&self, config: &PluginConfig) -> Result<Plugin, LoadError> {
+        let started = Instant::now();
+        let bytes: std::borrow::Cow<'static, [u8]> = match &config.source {
+            PluginSource::Bundled(name) => {
+                bundled::get(name).ok_or_else(|| LoadError::Compile(format!("no bundled plugin `{name}`")))?.into()
+            }
+            PluginSource::File(path) => std::fs::read(path)
+                .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?
+                .into(),
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(expected) = &config.sha256
+            && *expected != sha256
+        {
+            return Err(LoadError::Sha256Mismatch { expected: expected.clone(), actual: sha256 });
+        }
+
+        let cached = self.cache.as_ref().and_then(|cache| cache.get(&self.engine, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = wasmtime::component::Component::new(&self.engine, &bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&sha256, &component);
+                }
+                component
+            }
+        };
+
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let exports = calls::Exports::find(&instance_pre, &exports)?;
+
+        let plugin = Plugin {
+            name: config.name.clone(),
+            sha256,
+            size: bytes.len(),
+            load_time: started.elapsed(),
+            from_cache,
+            shared: Arc::new(Shared {
+                name: config.name.as_str().into(),
+                config: Arc::new(config.config.clone()),
+                memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
+                timeout: config.timeout,
+                dirs: config.dirs.iter().map(|d| (d.host.clone(), d.guest.clone(), d.writable)).collect(),
+            }),
+            engine: self.engine.clone(),
+            instance_pre,
+            exports,
+        };
+        tracing::debug!(plugin = %plugin.name, sha256 = %plugin.sha256, worlds = ?plugin.worlds(), from_cache, "loaded plugin in {:?}", plugin.load_time);
+        Ok(plugin)
+    }
+}
+
+/// What every call of one plugin shares.
+struct Shared {
+    name: Arc<str>,
+    config: Arc<std::collections::BTreeMap<String, String>>,
+    memory: usize,
+    timeout: Duration,
+    dirs: Vec<(std::path::PathBuf, String, bool)>,
+}
+
+/// A loaded plugin instance, ready to be called.
+pub struct Plugin {
+    /// The instance's name from config.
+    pub name: String,
+    /// sha256 of the component.
+    pub sha256: String,
+    /// Size of the component, bytes.
+    pub size: usize,
+    /// How long loading took.
+    pub load_time: Duration,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    shared: Arc<Shared>,
+    engine: Engine,
+    instance_pre: InstancePre<GuestState>,
+    exports: calls::Exports,
+}
+
+impl Plugin {
+    /// The worlds this component implements.
+    pub fn worlds(&self) -> Vec<World> {
+        self.exports.worlds()
+    }
+
+    /// Whether it implements `world`.
+    pub fn implements(&self, world: World) -> bool {
+        self.worlds().contains(&world)
+    }
+
+    /// Whether it is a connector that can also read its managed system.
+    pub fn can_read(&self) -> bool {
+        self.exports.read.is_some()
+    }
+
+    /// Runs `f` on a fresh instance in a fresh store, under the plugin's limits.
+    fn call<R>(
+        &self,
+        directory: Option<Arc<Directory>>,
+        f: impl FnOnce(&mut Store<GuestState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let plugin = self.name.clone();
+        let stderr = OutputTail::default();
+        let mut wasi = WasiCtxBuilder::new();
+        // Plugins run on the job's thread; blocking file calls on it avoid a round trip
+        // through tokio for every read and write.
+        wasi.allow_blocking_current_thread(true)
+            .stdout(stderr.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (host, guest, writable) in &self.shared.dirs {
+            let perms = if *writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(host, guest, perms).map_err(|e| CallError::Setup {
+                plugin: plugin.clone(),
+                message: format!("cannot open granted directory {}: {e}", host.display()),
+            })?;
+        }
+        let state = GuestState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            limiter: MemoryLimiter { limit: self.shared.memory, refused: None },
+            plugin: self.shared.name.clone(),
+            config: self.shared.config.clone(),
+            directory,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = self.shared.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = self.instance_pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance));
+        result.map_err(|error| {
+            if let Some(wanted) = store.data().limiter.refused {
+                return CallError::MemoryLimit { plugin: plugin.clone(), limit: self.shared.memory, wanted };
+            }
+            match error.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => CallError::TimeLimit { plugin: plugin.clone(), limit: self.shared.timeout },
+                trap => {
+                    let what = trap.map_or_else(|| format!("{error:#}"), |t| format!("wasm trap: {t}"));
+                    let message = match guest::panic_message(&stderr.text()) {
+                        Some(panic) => format!("{panic} ({what})"),
+                        None => what,
+                    };
+                    CallError::Trap { plugin: plugin.clone(), message }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,273 @@
+//! Identities and their desired assignments, and the per-identity "slot" view compute reads:
+//! desired assignment, synchronised resource and current order, side by side.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store, StoreError, from_json, json};
+use crate::model::{ProvisioningState, ResourceContent, now_ms};
+
+/// An owner of resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Its entity type, e.g. `Directory_User`.
+    pub entity_type: String,
+    /// Unique key within the entity type, e.g. `alice`.
+    pub key: String,
+    /// Name to show.
+    pub display_name: String,
+    /// Free attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Desired state: the identity should have a resource of this type with this content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The owner's key (the entity type is the resource type's).
+    pub identity: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// Desired attributes and entitlements.
+    pub content: ResourceContent,
+    /// Start of validity, Unix ms.
+    pub valid_from: Option<i64>,
+    /// End of validity, Unix ms.
+    pub valid_until: Option<i64>,
+}
+
+/// The current order of a slot, as compute needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotOrder {
+    /// Its id.
+    pub id: i64,
+    /// Its state.
+    pub state: ProvisioningState,
+    /// Digest of its change.
+    pub fingerprint: String,
+    /// Why it was closed, if it was.
+    pub closed: Option<String>,
+}
+
+/// One identity and one resource type: what should be, what is, and the latest order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The identity's row id.
+    pub identity_id: i64,
+    /// The identity's key.
+    pub owner: String,
+    /// The desired assignment, if any.
+    pub desired: Option<Assignment>,
+    /// The synchronised resource (id and content), if any.
+    pub actual: Option<(String, ResourceContent)>,
+    /// The slot's latest order, if any.
+    pub order: Option<SlotOrder>,
+}
+
+impl Store {
+    /// Inserts or updates identities, in one transaction.
+    pub fn upsert_identities(&mut self, identities: &[Identity]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO identities (entity_type, key, display_name, attributes) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (entity_type, key) DO UPDATE SET display_name = excluded.display_name,
+                    attributes = excluded.attributes",
+            )?;
+            for identity in identities {
+                stmt.execute(params![
+                    identity.entity_type,
+                    identity.key,
+                    identity.display_name,
+                    json(&identity.attributes)
+                ])
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                        StoreError::Unknown(format!(
+                            "identity `{}`: unknown entity type `{}`",
+                            identity.key, identity.entity_type
+                        ))
+                    }
+                    e => e.into(),
+                })?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets desired assignments, in one transaction. With `replace`, every assignment not in
+    /// `assignments` is withdrawn: the list is the complete desired state.
+    pub fn set_assignments(&mut self, assignments: &[Assignment], replace: bool) -> Result<usize> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let mut withdrawn = 0;
+        {
+            // With `replace`, the pairs seen are kept aside to withdraw every other one after.
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS kept (identity_id INTEGER, resource_type TEXT)", [])?;
+            tx.execute("DELETE FROM temp.kept", [])?;
+            let mut find = tx.prepare_cached(
+                "SELECT i.id FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
+                 WHERE t.name = ?1 AND i.key = ?2",
+            )?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO assignments (identity_id, resource_type, content, valid_from, valid_until, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (identity_id, resource_type) DO UPDATE SET content = excluded.content,
+                    valid_from = excluded.valid_from, valid_until = excluded.valid_until,
+                    updated_at = excluded.updated_at
+                 WHERE content IS NOT excluded.content OR valid_from IS NOT excluded.valid_from
+                    OR valid_until IS NOT excluded.valid_until",
+            )?;
+            let mut keep = tx.prepare_cached("INSERT INTO temp.kept VALUES (?1, ?2)")?;
+            for a in assignments {
+                let identity: Option<i64> =
+                    find.query_row(params![a.resource_type, a.identity], |r| r.get(0)).optional()?;
+                let identity = identity.ok_or_else(|| {
+                    StoreError::Unknown(format!(
+                        "assignment of {} to `{}`: no such identity for that resource type's entity type",
+                        a.resource_type, a.identity
+                    ))
+                })?;
+                upsert.execute(params![
+                    identity,
+                    a.resource_type,
+                    json(&a.content),
+                    a.valid_from,
+                    a.valid_until,
+                    now
+                ])?;
+                if replace {
+                    keep.execute(params![identity, a.resource_type])?;
+                }
+            }
+            if replace {
+                withdrawn = tx.execute(
+                    "DELETE FROM assignments WHERE NOT EXISTS (SELECT 1 FROM temp.kept k
+                        WHERE k.identity_id = assignments.identity_id AND k.resource_type = assignments.resource_type)",
+                    [],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(withdrawn)
+    }
+
+    /// Withdraws one assignment: the identity should no longer have that resource.
+    pub fn withdraw_assignment(&mut self, identity: &str, resource_type: &str) -> Result<bool> {
+        let removed = self.conn.execute(
+            "DELETE FROM assignments WHERE resource_type = ?2 AND identity_id =
+                (SELECT i.id FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
+                 WHERE t.name = ?2 AND i.key = ?1)",
+            params![identity, resource_type],
+        )?;
+        Ok(removed > 0)
+    }
+
+    /// The slots of one resource type for up to `limit` identities with a row id above `after`,
+    /// in row-id order. Compute walks a resource type chunk by chunk so memory stays flat.
+    pub fn slots(&self, resource_type: &str, after: i64, limit: usize) -> Result<Vec<Slot>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.id, i.key FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
+             WHERE t.name = ?1 AND i.id > ?2 ORDER BY i.id LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<(i64, String)> = stmt
+            .query_map(params![resource_type, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(Vec::new()) };
+        let (lo, hi) = (first.0, last.0);
+
+        let mut desired: HashMap<i64, Assignment> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.identity_id, i.key, a.content, a.valid_from, a.valid_until FROM assignments a
+             JOIN identities i ON i.id = a.identity_id
+             WHERE a.resource_type = ?1 AND a.identity_id BETWEEN ?2 AND ?3",
+        )?;
+        let mut rows = stmt.query(params![resource_type, lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let content: String = row.get(2)?;
+            desired.insert(
+                row.get(0)?,
+                Assignment {
+                    identity: row.get(1)?,
+                    resource_type: resource_type.to_string(),
+                    content: from_json(&content, "assignment content")?,
+                    valid_from: row.get(3)?,
+                    valid_until: row.get(4)?,
+                },
+            );
+        }
+
+        let mut actual: HashMap<i64, (String, ResourceContent)> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT identity_id, id, content FROM resources
+             WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3 ORDER BY id",
+        )?;
+        let mut rows = stmt.query(params![resource_type, lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let identity: i64 = row.get(0)?;
+            let id: String = row.get(1)?;
+            let content: String = row.get(2)?;
+            if actual.contains_key(&identity) {
+                tracing::warn!(resource_type, resource = %id, "a second resource for the same owner; only the first is managed");
+                continue;
+            }
+            actual.insert(identity, (id, from_json(&content, "resource content")?));
+        }
+
+        let mut orders: HashMap<i64, SlotOrder> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.identity_id, o.id, o.state, o.fingerprint, o.closed FROM orders o
+             JOIN (SELECT MAX(id) AS id FROM orders WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3
+                   GROUP BY identity_id) latest ON latest.id = o.id",
+        )?;
+        let mut rows = stmt.query(params![resource_type, lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let state: u8 = row.get(2)?;
+            orders.insert(
+                row.get(0)?,
+                SlotOrder {
+                    id: row.get(1)?,
+                    state: ProvisioningState::from_number(state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+                    fingerprint: row.get(3)?,
+                    closed: row.get(4)?,
+                },
+            );
+        }
+
+        Ok(ids
+            .into_iter()
+            .map(|(identity_id, owner)| Slot {
+                identity_id,
+                owner,
+                desired: desired.remove(&identity_id),
+                actual: actual.remove(&identity_id),
+                order: orders.remove(&identity_id),
+            })
+            .collect())
+    }
+
+    /// Counts of identities and assignments, for summaries.
+    pub fn desired_counts(&self) -> Result<(i64, i64)> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM identities), (SELECT COUNT(*) FROM assignments)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+}
+
+impl Store {
+    /// Whether an identity exists.
+    pub fn identity_exists(&self, entity_type: &str, key: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM identities WHERE entity_type = ?1 AND key = ?2", [entity_type, key], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}

@@ -1,0 +1,168 @@
+//! Persistence on SQLite (rusqlite, bundled), in WAL mode: identities and desired assignments,
+//! synchronised resources, orders and their history, job runs.
+//!
+//! **Architecture invariant**: every state change is written together with its history row, in
+//! one transaction, after [`crate::machine::apply`] allowed it. Orders are never deleted and
+//! history rows never change (the schema's triggers refuse it).
+//!
+//! Hot paths take slices and write them in one transaction with cached prepared statements: one
+//! transaction per write caps SQLite at a few thousand writes per second, one per batch reaches
+//! well over a hundred thousand.
+
+mod desired;
+mod jobs;
+mod orders;
+mod resources;
+mod schema;
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::Config;
+use crate::machine::Refused;
+
+pub use desired::{Assignment, Identity, Slot, SlotOrder};
+pub use jobs::JobRun;
+pub use orders::{NewOrder, OrderFilter, Transition};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused or failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The state machine refused a transition; the order is untouched.
+    #[error("order {order}: {refused}")]
+    Refused {
+        /// The order.
+        order: i64,
+        /// Why.
+        refused: Refused,
+    },
+    /// No order has this id.
+    #[error("there is no order {0}")]
+    NoSuchOrder(i64),
+    /// A reference to something the store does not know.
+    #[error("{0}")]
+    Unknown(String),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A connection to the host's database.
+pub struct Store {
+    conn: Connection,
+    installation: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unknown(format!("cannot create the database directory {}: {e}", dir.display()))
+            })?;
+        }
+        Store::from_connection(Connection::open(path)?)
+    }
+
+    /// An in-memory database, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Store> {
+        Store::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(mut conn: Connection) -> Result<Store> {
+        // WAL lets readers (listings, the web pages) run beside a job; NORMAL sync is durable
+        // across process crashes, which is what an order must survive.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::MIGRATIONS.to_latest(&mut conn)?;
+        let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
+        Ok(Store { conn, installation })
+    }
+
+    /// The random id of this database, prefix of every idempotency key it hands out.
+    pub fn installation(&self) -> &str {
+        &self.installation
+    }
+
+    /// Writes the config's entity types and resource types, so orders can refer to them.
+    /// Types removed from the config are kept: old orders still refer to them.
+    pub fn sync_catalog(&mut self, config: &Config) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for et in config.entity_types.values() {
+            tx.execute(
+                "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name",
+                params![et.name, et.display_name],
+            )?;
+        }
+        for rt in config.resource_types.values() {
+            tx.execute(
+                "INSERT INTO resource_types (name, entity_type, connection, classification, review_rule)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET entity_type = excluded.entity_type,
+                    connection = excluded.connection, classification = excluded.classification,
+                    review_rule = excluded.review_rule",
+                params![rt.name, rt.entity_type, rt.connection, rt.classification, rt.review_rule],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reserves `count` consecutive order ids. Ids are handed out before the rows exist because
+    /// a new order is shown to its review rule before it is stored; a crash in between only
+    /// leaves a gap.
+    pub fn allocate_order_ids(&mut self, count: usize) -> Result<i64> {
+        let count = i64::try_from(count).map_err(|_| StoreError::Unknown("too many ids".into()))?;
+        let first = self.conn.query_row(
+            "UPDATE sequences SET next = next + ?1 WHERE name = 'orders' RETURNING next - ?1",
+            [count],
+            |row| row.get(0),
+        )?;
+        Ok(first)
+    }
+
+    /// The number of orders in each state.
+    pub fn count_by_state(&self) -> Result<Vec<(crate::model::ProvisioningState, i64)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT state, COUNT(*) FROM orders GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, u8>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (state, count) = row?;
+            let state = crate::model::ProvisioningState::from_number(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("order state {state}")))?;
+            counts.push((state, count));
+        }
+        Ok(counts)
+    }
+
+    /// The entity type of a resource type, if the store knows the resource type.
+    pub fn entity_type_of(&self, resource_type: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT entity_type FROM resource_types WHERE name = ?1", [resource_type], |row| row.get(0))
+            .optional()?)
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // The stored types serialise to JSON without fail (string keys, no floats).
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

@@ -1,0 +1,325 @@
+//! Orders: creation, state changes (each with its history row, in one transaction), queries.
+
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+
+use super::{Result, Store, StoreError, from_json, json};
+use crate::machine::{self, Event, NEW};
+use crate::model::{Change, ChangeKind, HistoryEntry, Order, ProvisioningState, now_ms};
+
+/// An order to create, with the event that decides its first state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Its id, from [`Store::allocate_order_ids`].
+    pub id: i64,
+    /// The owning identity's row id.
+    pub identity_id: i64,
+    /// The resource type.
+    pub resource_type: String,
+    /// The resource's id in the managed system, when known.
+    pub resource_id: Option<String>,
+    /// What to write.
+    pub change: Change,
+    /// The assignment's end of validity, Unix ms.
+    pub valid_until: Option<i64>,
+    /// The creating event (no review needed, review needed, already matches...).
+    pub event: Event,
+    /// Why, in words (the rule's reason, the error...).
+    pub reason: String,
+    /// Who decided the first state: `job:compute`, `plugin:NAME`.
+    pub actor: String,
+}
+
+/// A state change to apply to a stored order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The order.
+    pub order: i64,
+    /// What happened.
+    pub event: Event,
+    /// Why, in words.
+    pub reason: String,
+    /// The resource's id in the managed system, when this change taught it (a create).
+    pub resource_id: Option<String>,
+}
+
+impl Transition {
+    /// A transition with no resource id.
+    pub fn new(order: i64, event: Event, reason: impl Into<String>) -> Transition {
+        Transition { order, event, reason: reason.into(), resource_id: None }
+    }
+}
+
+/// Which orders to list.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// Only these states.
+    pub states: Vec<ProvisioningState>,
+    /// Only these resource types.
+    pub resource_types: Vec<String>,
+    /// Only this owner's key.
+    pub owner: Option<String>,
+    /// Only orders whose validity ends at or before this time (Unix ms).
+    pub valid_until_before: Option<i64>,
+    /// Only ids above this (for paging through in id order).
+    pub after: Option<i64>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// Why an order was closed, by the event that closed it.
+fn closed_by(event: Event) -> Option<&'static str> {
+    match event {
+        Event::Decline => Some("declined"),
+        Event::RuleBlocks => Some("blocked"),
+        Event::Superseded => Some("superseded"),
+        _ => None,
+    }
+}
+
+/// Whether the event is the outcome of a fulfilment attempt.
+fn is_attempt(event: Event) -> bool {
+    matches!(event, Event::ConnectorOk | Event::ConnectorError | Event::HandOver)
+}
+
+const ORDER_COLUMNS: &str = "o.id, i.key, i.entity_type, o.resource_type, t.classification, o.resource_id,
+    o.change_kind, o.change, o.state, o.closed, o.message, o.attempts, o.created_at, o.updated_at";
+
+fn insert_history(
+    tx: &Transaction<'_>,
+    order: i64,
+    at: i64,
+    from: Option<ProvisioningState>,
+    to: ProvisioningState,
+    event: Event,
+    actor: &str,
+    reason: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO order_history (order_id, at, from_state, to_state, event, actor, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![order, at, from.map(ProvisioningState::number), to.number(), event.name(), actor, reason])?;
+    Ok(())
+}
+
+impl Store {
+    fn order_from_row(&self, row: &Row<'_>) -> Result<Order> {
+        let id: i64 = row.get(0)?;
+        let kind: u8 = row.get(6)?;
+        let change_text: String = row.get(7)?;
+        let mut change: Change = from_json(&change_text, "order change")?;
+        change.kind = ChangeKind::from_number(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id}: change kind {kind}")))?;
+        let state: u8 = row.get(8)?;
+        Ok(Order {
+            id,
+            idempotency_key: format!("{}-{id}", self.installation),
+            owner: row.get(1)?,
+            entity_type: row.get(2)?,
+            resource_type: row.get(3)?,
+            classification: row.get(4)?,
+            resource_id: row.get(5)?,
+            change,
+            state: ProvisioningState::from_number(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("order {id}: state {state}")))?,
+            closed: row.get(9)?,
+            message: row.get(10)?,
+            attempts: row.get(11)?,
+            created_at: row.get(12)?,
+            updated_at: row.get(13)?,
+        })
+    }
+
+    /// Creates orders, each in the state the machine gives its creating event, with its first
+    /// history row; all in one transaction.
+    pub fn create_orders(&mut self, orders: &[NewOrder], job_run: Option<i64>) -> Result<()> {
+        self.record_compute(&[], orders, "job:compute", job_run).map(|_| ())
+    }
+
+    /// Applies state changes in one transaction. Each is checked by the machine against the
+    /// order's current state; a refused one leaves its order untouched and is reported in its
+    /// slot of the result, the others are applied.
+    pub fn apply(&mut self, transitions: &[Transition], actor: &str) -> Result<Vec<Result<ProvisioningState>>> {
+        let tx = self.conn.transaction()?;
+        let results = apply_in(&tx, transitions, actor, now_ms())?;
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// What one compute step decided, in one transaction: the open orders it supersedes
+    /// (by `actor`) and the orders it creates, so a crash never leaves a slot with both or
+    /// neither half.
+    pub fn record_compute(
+        &mut self,
+        supersede: &[Transition],
+        create: &[NewOrder],
+        actor: &str,
+        job_run: Option<i64>,
+    ) -> Result<Vec<Result<ProvisioningState>>> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let results = apply_in(&tx, supersede, actor, now)?;
+        for order in create {
+            let state =
+                machine::apply(NEW, order.event).map_err(|refused| StoreError::Refused { order: order.id, refused })?;
+            tx.prepare_cached(
+                "INSERT INTO orders (id, identity_id, resource_type, change_kind, resource_id, change, fingerprint,
+                    state, closed, message, valid_until, job_run, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            )?
+            .execute(params![
+                order.id,
+                order.identity_id,
+                order.resource_type,
+                order.change.kind.number(),
+                order.resource_id,
+                json(&order.change),
+                order.change.fingerprint(),
+                state.number(),
+                closed_by(order.event),
+                order.reason,
+                order.valid_until,
+                job_run,
+                now,
+            ])?;
+            insert_history(&tx, order.id, now, None, state, order.event, &order.actor, &order.reason)?;
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// One order.
+    pub fn order(&self, id: i64) -> Result<Order> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o JOIN identities i ON i.id = o.identity_id
+             JOIN resource_types t ON t.name = o.resource_type WHERE o.id = ?1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(row) => self.order_from_row(row),
+            None => Err(StoreError::NoSuchOrder(id)),
+        }
+    }
+
+    /// Orders matching a filter, in id order.
+    pub fn orders(&self, filter: &OrderFilter) -> Result<Vec<Order>> {
+        let mut sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o JOIN identities i ON i.id = o.identity_id
+             JOIN resource_types t ON t.name = o.resource_type WHERE 1 = 1"
+        );
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut any_of = |sql: &mut String, column: &str, items: Vec<rusqlite::types::Value>| {
+            if !items.is_empty() {
+                sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; items.len()].join(", ")));
+                values.extend(items);
+            }
+        };
+        any_of(&mut sql, "o.state", filter.states.iter().map(|s| i64::from(s.number()).into()).collect());
+        any_of(&mut sql, "o.resource_type", filter.resource_types.iter().map(|r| r.clone().into()).collect());
+        if let Some(owner) = &filter.owner {
+            sql.push_str(" AND i.key = ?");
+            values.push(owner.clone().into());
+        }
+        if let Some(until) = filter.valid_until_before {
+            sql.push_str(" AND o.valid_until <= ?");
+            values.push(until.into());
+        }
+        if let Some(after) = filter.after {
+            sql.push_str(" AND o.id > ?");
+            values.push(after.into());
+        }
+        sql.push_str(" ORDER BY o.id");
+        if let Some(limit) = filter.limit {
+            sql.push_str(" LIMIT ?");
+            values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        }
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(values))?;
+        let mut orders = Vec::new();
+        while let Some(row) = rows.next()? {
+            orders.push(self.order_from_row(row)?);
+        }
+        Ok(orders)
+    }
+
+    /// An order's history, oldest first.
+    pub fn history(&self, order: i64) -> Result<Vec<HistoryEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, from_state, to_state, event, actor, reason FROM order_history WHERE order_id = ?1 ORDER BY id",
+        )?;
+        let mut rows = stmt.query([order])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            let from: Option<u8> = row.get(1)?;
+            let to: u8 = row.get(2)?;
+            let state = |n: u8| {
+                ProvisioningState::from_number(n).ok_or_else(|| StoreError::Corrupt(format!("history state {n}")))
+            };
+            entries.push(HistoryEntry {
+                at: row.get(0)?,
+                from: from.map(state).transpose()?,
+                to: state(to)?,
+                event: row.get(3)?,
+                actor: row.get(4)?,
+                reason: row.get(5)?,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The row id of an order's owner (for matching it against synchronised resources).
+    pub fn order_identity(&self, order: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT identity_id FROM orders WHERE id = ?1", [order], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::NoSuchOrder(order))
+    }
+}
+
+/// Applies transitions inside a transaction (see [`Store::apply`]).
+fn apply_in(
+    tx: &Transaction<'_>,
+    transitions: &[Transition],
+    actor: &str,
+    now: i64,
+) -> Result<Vec<Result<ProvisioningState>>> {
+    let mut results = Vec::with_capacity(transitions.len());
+    for t in transitions {
+        let current: Option<u8> = tx
+            .prepare_cached("SELECT state FROM orders WHERE id = ?1")?
+            .query_row([t.order], |r| r.get(0))
+            .optional()?;
+        let Some(current) = current else {
+            results.push(Err(StoreError::NoSuchOrder(t.order)));
+            continue;
+        };
+        let from = ProvisioningState::from_number(current)
+            .ok_or_else(|| StoreError::Corrupt(format!("order {}: state {current}", t.order)))?;
+        let to = match machine::apply(Some(from), t.event) {
+            Ok(to) => to,
+            Err(refused) => {
+                results.push(Err(StoreError::Refused { order: t.order, refused }));
+                continue;
+            }
+        };
+        tx.prepare_cached(
+            "UPDATE orders SET state = ?2, message = ?3, updated_at = ?4,
+                closed = COALESCE(?5, closed), attempts = attempts + ?6,
+                resource_id = COALESCE(?7, resource_id)
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            t.order,
+            to.number(),
+            t.reason,
+            now,
+            closed_by(t.event),
+            i64::from(is_attempt(t.event)),
+            t.resource_id,
+        ])?;
+        insert_history(tx, t.order, now, Some(from), to, t.event, actor, &t.reason)?;
+        results.push(Ok(to));
+    }
+    Ok(results)
+}

@@ -1,0 +1,131 @@
+//! The database schema, as migrations (rusqlite_migration keeps the version in SQLite's
+//! `user_version`). Append a migration; never edit one that has shipped.
+//!
+//! Times are Unix milliseconds. Orders are never deleted and history rows never change:
+//! triggers refuse both, so not even a bug in the host can lose an order.
+
+use rusqlite_migration::{M, Migrations};
+
+const STEPS: &[M<'static>] = &[M::up(
+    r#"
+CREATE TABLE installation (
+    id         TEXT NOT NULL,              -- random, prefixes idempotency keys
+    created_at INTEGER NOT NULL
+);
+INSERT INTO installation (id, created_at)
+    VALUES (lower(hex(randomblob(16))), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+
+-- Ids handed out before rows exist (an order's id is shown to its review rule first).
+CREATE TABLE sequences (
+    name TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+);
+INSERT INTO sequences (name, next) VALUES ('orders', 1);
+
+CREATE TABLE entity_types (
+    name         TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL
+);
+
+CREATE TABLE resource_types (
+    name           TEXT PRIMARY KEY,
+    entity_type    TEXT NOT NULL REFERENCES entity_types (name),
+    connection     TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    review_rule    TEXT
+);
+
+CREATE TABLE identities (
+    id           INTEGER PRIMARY KEY,
+    entity_type  TEXT NOT NULL REFERENCES entity_types (name),
+    key          TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    attributes   TEXT NOT NULL DEFAULT '{}',   -- JSON object
+    UNIQUE (entity_type, key)
+);
+
+-- Desired state: identity X should have a resource of type T with this content.
+-- No row: X should not have one.
+CREATE TABLE assignments (
+    identity_id   INTEGER NOT NULL REFERENCES identities (id),
+    resource_type TEXT NOT NULL REFERENCES resource_types (name),
+    content       TEXT NOT NULL,               -- JSON: attributes, entitlements
+    valid_from    INTEGER,
+    valid_until   INTEGER,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (identity_id, resource_type)
+);
+CREATE INDEX assignments_by_type ON assignments (resource_type, identity_id);
+
+-- Actual state: the managed systems as last synchronised.
+CREATE TABLE resources (
+    resource_type TEXT NOT NULL REFERENCES resource_types (name),
+    id            TEXT NOT NULL,               -- the id in the managed system
+    owner         TEXT,                        -- owner key reported by the connector
+    identity_id   INTEGER REFERENCES identities (id),  -- the owner, when known to the host
+    content       TEXT NOT NULL,
+    synced_at     INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, id)
+);
+CREATE INDEX resources_by_owner ON resources (resource_type, identity_id);
+
+CREATE TABLE job_runs (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,                 -- complete, compute, fulfil, synchronise
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    status      TEXT NOT NULL,                 -- running, succeeded, failed
+    counters    TEXT NOT NULL DEFAULT '{}',    -- JSON
+    message     TEXT
+);
+
+CREATE TABLE orders (
+    id            INTEGER PRIMARY KEY,
+    identity_id   INTEGER NOT NULL REFERENCES identities (id),
+    resource_type TEXT NOT NULL REFERENCES resource_types (name),
+    change_kind   INTEGER NOT NULL CHECK (change_kind BETWEEN 0 AND 2),
+    resource_id   TEXT,
+    change        TEXT NOT NULL,               -- JSON: what to write
+    fingerprint   TEXT NOT NULL,               -- digest of change_kind + change
+    state         INTEGER NOT NULL CHECK (state BETWEEN 0 AND 8),
+    closed        TEXT,                        -- declined, blocked, superseded
+    message       TEXT,                        -- reason of the last state change
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    valid_until   INTEGER,
+    job_run       INTEGER REFERENCES job_runs (id),
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX orders_by_state ON orders (state, resource_type);
+CREATE INDEX orders_by_slot ON orders (identity_id, resource_type, id);
+
+CREATE TABLE order_history (
+    id         INTEGER PRIMARY KEY,
+    order_id   INTEGER NOT NULL REFERENCES orders (id),
+    at         INTEGER NOT NULL,
+    from_state INTEGER CHECK (from_state BETWEEN 0 AND 8),   -- NULL: the order's creation
+    to_state   INTEGER NOT NULL CHECK (to_state BETWEEN 0 AND 8),
+    event      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    reason     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX order_history_by_order ON order_history (order_id, id);
+
+CREATE TRIGGER order_history_is_append_only_update BEFORE UPDATE ON order_history
+BEGIN SELECT RAISE(ABORT, 'order history is append-only'); END;
+CREATE TRIGGER order_history_is_append_only_delete BEFORE DELETE ON order_history
+BEGIN SELECT RAISE(ABORT, 'order history is append-only'); END;
+CREATE TRIGGER orders_are_never_deleted BEFORE DELETE ON orders
+BEGIN SELECT RAISE(ABORT, 'orders are never deleted'); END;
+"#,
+)];
+
+pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        super::MIGRATIONS.validate().unwrap();
+    }
+}

@@ -1,0 +1,60 @@
+//! A connector that misbehaves as its `mode` config says: `panic`, `loop`, `alloc`,
+//! `garbage` (one outcome too many), or `escape`: try to read files it was not granted and
+//! report what happened as each order's (permanent) error.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "connector" });
+
+use exports::provision::plugin::fulfil::{ErrorKind, Failure, Guest, Outcome};
+use provision::plugin::config;
+use provision::plugin::types::Order;
+
+struct FaultyConnector;
+
+fn escape() -> String {
+    ["/etc/passwd", "/data/../etc/passwd", "../etc/passwd", "/proc/self/environ"]
+        .iter()
+        .map(|path| match std::fs::read(path) {
+            Ok(bytes) => format!("{path}: READ {} BYTES", bytes.len()),
+            Err(e) => format!("{path}: refused ({e})"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+        + &format!("; env vars: {}", std::env::vars().count())
+}
+
+impl Guest for FaultyConnector {
+    fn fulfil(orders: Vec<Order>) -> Vec<Outcome> {
+        match config::get("mode").as_deref() {
+            Some("panic") => panic!("connector exploded on order {}", orders.first().map_or(0, |o| o.id)),
+            Some("loop") => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("alloc") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Some("garbage") => (0..=orders.len()).map(|_| Outcome::Executed(None)).collect(),
+            Some("escape") => {
+                let report = escape();
+                orders
+                    .iter()
+                    .map(|_| {
+                        Outcome::Failed(Failure {
+                            kind: ErrorKind::Permanent,
+                            message: report.clone(),
+                            retry_after_seconds: None,
+                        })
+                    })
+                    .collect()
+            }
+            _ => orders.iter().map(|_| Outcome::Executed(None)).collect(),
+        }
+    }
+}
+
+export!(FaultyConnector);

@@ -1,0 +1,35 @@
+//! A review rule that misbehaves as its `mode` config says: `panic`, `loop`, `alloc` (grow
+//! memory without bound), `garbage` (no decisions at all), or `review` (behave: every order
+//! needs a review).
+
+wit_bindgen::generate!({ path: "../../../wit", world: "review-rule" });
+
+use exports::provision::plugin::evaluate::{Decision, Guest};
+use provision::plugin::config;
+use provision::plugin::types::Order;
+
+struct FaultyRule;
+
+impl Guest for FaultyRule {
+    fn evaluate(orders: Vec<Order>) -> Vec<Decision> {
+        match config::get("mode").as_deref() {
+            Some("panic") => panic!("rule exploded on order {}", orders.first().map_or(0, |o| o.id)),
+            Some("loop") => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("alloc") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Some("garbage") => Vec::new(),
+            _ => orders.iter().map(|o| Decision::ReviewNeeded(format!("test rule reviews {}", o.owner))).collect(),
+        }
+    }
+}
+
+export!(FaultyRule);
