@@ -175,7 +175,12 @@ enum PluginsCommand {
 /// Sets up `tracing` to stderr from the level flag (or `RUST_LOG`-style filter).
 pub fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).context("not a level or filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     Ok(())
 }
 
@@ -189,7 +194,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 /// Loads a config and opens its host.
-pub fn open(config: &ConfigArg) -> anyhow::Result<Host> {
+fn open(config: &ConfigArg) -> anyhow::Result<Host> {
     let config = Config::load(&config.config)?;
     Ok(Host::open(config)?)
 }

@@ -96,10 +96,11 @@ impl Source {
         for part in split_key(key) {
             match part {
                 Part::Key(name) => {
-                    let current = table.take().or_else(|| match value {
+                    let nested = match value {
                         Some(DeValue::Table(t)) => Some(t),
                         _ => None,
-                    })?;
+                    };
+                    let current = table.take().or(nested)?;
                     let (k, v) = current.get_key_value(name)?;
                     span = k.span();
                     value = Some(v.get_ref());

@@ -48,13 +48,13 @@ impl CompileCache {
     /// The cached compilation of the component whose sha256 is given, if there is a usable one.
     pub fn get(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let path = self.path(sha256);
-        if !path.is_file() {
-            return None;
-        }
+        // Read into memory rather than map the file: a mapped file that someone truncates
+        // under a running host would crash it (SIGBUS); a copy cannot be taken away.
+        let bytes = std::fs::read(&path).ok()?;
         // SAFETY: the artifact was written by `put` below from a component this host compiled,
         // into a directory only the host writes (see the module's invariant); wasmtime also
         // checks that it was produced by a compatible engine and refuses it otherwise.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => Some(component),
             Err(error) => {
                 tracing::warn!(path = %path.display(), "ignoring a compiled component that does not load: {error}");

@@ -224,7 +224,8 @@ pub(crate) fn panic_message(stderr: &str) -> Option<String> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
         .map(|l| match l.strip_prefix("thread '") {
-            Some(rest) => rest.split_once("' ").map_or(l, |(_, after)| after),
+            // `thread '<unnamed>' (1) panicked at ...`: keep from `panicked`.
+            Some(rest) => rest.find("panicked at").map_or(l, |at| &rest[at..]),
             None => l,
         })
         .collect();
@@ -237,7 +238,7 @@ mod tests {
 
     #[test]
     fn panic_output_becomes_one_line() {
-        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nrule exploded on order 7\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        let stderr = "\nthread '<unnamed>' (1) panicked at src/lib.rs:12:9:\nrule exploded on order 7\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
         assert_eq!(panic_message(stderr).unwrap(), "panicked at src/lib.rs:12:9: rule exploded on order 7");
         assert_eq!(panic_message("  \n"), None);
     }

@@ -108,7 +108,7 @@ pub enum CallError {
         limit: Duration,
     },
     /// The guest tried to grow its memory past the plugin's limit.
-    #[error("plugin `{plugin}` exceeded its memory limit of {limit} bytes (it asked for {wanted})")]
+    #[error("plugin `{plugin}` exceeded its memory limit of {} (it asked for {})", bytesize::ByteSize(*limit as u64), bytesize::ByteSize(*wanted as u64))]
     MemoryLimit {
         /// The plugin.
         plugin: String,
@@ -368,7 +368,7 @@ impl Plugin {
             match error.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => CallError::TimeLimit { plugin: plugin.clone(), limit: self.shared.timeout },
                 trap => {
-                    let what = trap.map_or_else(|| format!("{error:#}"), |t| format!("wasm trap: {t}"));
+                    let what = trap.map_or_else(|| format!("{error:#}"), |t| t.to_string());
                     let message = match guest::panic_message(&stderr.text()) {
                         Some(panic) => format!("{panic} ({what})"),
                         None => what,

@@ -14,6 +14,8 @@ mod jobs;
 mod orders;
 mod resources;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 

@@ -84,21 +84,31 @@ fn is_attempt(event: Event) -> bool {
 const ORDER_COLUMNS: &str = "o.id, i.key, i.entity_type, o.resource_type, t.classification, o.resource_id,
     o.change_kind, o.change, o.state, o.closed, o.message, o.attempts, o.created_at, o.updated_at";
 
-fn insert_history(
-    tx: &Transaction<'_>,
+/// One history row to append.
+struct HistoryRow<'a> {
     order: i64,
     at: i64,
     from: Option<ProvisioningState>,
     to: ProvisioningState,
     event: Event,
-    actor: &str,
-    reason: &str,
-) -> Result<()> {
+    actor: &'a str,
+    reason: &'a str,
+}
+
+fn insert_history(tx: &Transaction<'_>, row: HistoryRow<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO order_history (order_id, at, from_state, to_state, event, actor, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![order, at, from.map(ProvisioningState::number), to.number(), event.name(), actor, reason])?;
+    .execute(params![
+        row.order,
+        row.at,
+        row.from.map(ProvisioningState::number),
+        row.to.number(),
+        row.event.name(),
+        row.actor,
+        row.reason
+    ])?;
     Ok(())
 }
 
@@ -182,7 +192,18 @@ impl Store {
                 job_run,
                 now,
             ])?;
-            insert_history(&tx, order.id, now, None, state, order.event, &order.actor, &order.reason)?;
+            insert_history(
+                &tx,
+                HistoryRow {
+                    order: order.id,
+                    at: now,
+                    from: None,
+                    to: state,
+                    event: order.event,
+                    actor: &order.actor,
+                    reason: &order.reason,
+                },
+            )?;
         }
         tx.commit()?;
         Ok(results)
@@ -318,7 +339,10 @@ fn apply_in(
             i64::from(is_attempt(t.event)),
             t.resource_id,
         ])?;
-        insert_history(tx, t.order, now, Some(from), to, t.event, actor, &t.reason)?;
+        insert_history(
+            tx,
+            HistoryRow { order: t.order, at: now, from: Some(from), to, event: t.event, actor, reason: &t.reason },
+        )?;
         results.push(Ok(to));
     }
     Ok(results)

@@ -1,0 +1,103 @@
+use super::*;
+use crate::machine::Event;
+use crate::model::{Change, ChangeKind, ProvisioningState, ResourceContent};
+
+fn store_with_identity() -> Store {
+    let mut store = Store::open_in_memory().unwrap();
+    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", []).unwrap();
+    store
+        .conn
+        .execute("INSERT INTO resource_types VALUES ('SaaS_Account', 'Directory_User', 'saas', 'basic', NULL)", [])
+        .unwrap();
+    store
+        .upsert_identities(&[Identity {
+            entity_type: "Directory_User".into(),
+            key: "alice".into(),
+            display_name: "Alice".into(),
+            attributes: Default::default(),
+        }])
+        .unwrap();
+    store
+}
+
+fn new_order(store: &mut Store, event: Event) -> i64 {
+    let id = store.allocate_order_ids(1).unwrap();
+    let content =
+        ResourceContent { attributes: [("userName".into(), "alice".into())].into(), entitlements: Default::default() };
+    let change = Change::between(None, Some(&content)).unwrap();
+    let order = NewOrder {
+        id,
+        identity_id: 1,
+        resource_type: "SaaS_Account".into(),
+        resource_id: None,
+        change,
+        valid_until: None,
+        event,
+        reason: "test".into(),
+        actor: "test".into(),
+    };
+    store.create_orders(&[order], None).unwrap();
+    id
+}
+
+#[test]
+fn history_is_append_only_and_orders_are_never_deleted() {
+    let mut store = store_with_identity();
+    let id = new_order(&mut store, Event::NoReviewNeeded);
+    let update = store.conn.execute("UPDATE order_history SET reason = 'rewritten'", []);
+    assert!(update.unwrap_err().to_string().contains("order history is append-only"));
+    let delete = store.conn.execute("DELETE FROM order_history", []);
+    assert!(delete.unwrap_err().to_string().contains("order history is append-only"));
+    let delete = store.conn.execute("DELETE FROM orders WHERE id = ?1", [id]);
+    assert!(delete.unwrap_err().to_string().contains("orders are never deleted"));
+    assert_eq!(store.history(id).unwrap().len(), 1);
+}
+
+#[test]
+fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
+    let mut store = store_with_identity();
+    let pending = new_order(&mut store, Event::NoReviewNeeded);
+    let waiting = new_order(&mut store, Event::ReviewNeeded);
+    let results = store
+        .apply(
+            &[
+                Transition::new(pending, Event::ConnectorOk, "written"),
+                Transition::new(waiting, Event::ConnectorOk, "written"),
+                Transition::new(999, Event::Approve, "no such order"),
+            ],
+            "test",
+        )
+        .unwrap();
+    assert_eq!(*results[0].as_ref().unwrap(), ProvisioningState::Executed);
+    assert!(matches!(results[1], Err(StoreError::Refused { order, .. }) if order == waiting));
+    assert!(matches!(results[2], Err(StoreError::NoSuchOrder(999))));
+    assert_eq!(store.order(waiting).unwrap().state, ProvisioningState::AwaitingApproval);
+    assert_eq!(store.history(waiting).unwrap().len(), 1, "a refused transition wrote history");
+    let pending_order = store.order(pending).unwrap();
+    assert_eq!(pending_order.attempts, 1);
+    assert_eq!(pending_order.change.kind, ChangeKind::Added);
+    let history = store.history(pending).unwrap();
+    assert_eq!(
+        history.iter().map(|h| (h.from, h.to)).collect::<Vec<_>>(),
+        [(None, ProvisioningState::Pending), (Some(ProvisioningState::Pending), ProvisioningState::Executed)]
+    );
+}
+
+#[test]
+fn closing_events_record_why() {
+    let mut store = store_with_identity();
+    let id = new_order(&mut store, Event::ReviewNeeded);
+    store.apply(&[Transition::new(id, Event::Decline, "not needed")], "user:bob").unwrap();
+    let order = store.order(id).unwrap();
+    assert_eq!((order.state, order.closed.as_deref()), (ProvisioningState::None, Some("declined")));
+    let blocked = new_order(&mut store, Event::RuleBlocks);
+    assert_eq!(store.order(blocked).unwrap().closed.as_deref(), Some("blocked"));
+}
+
+#[test]
+fn order_ids_are_reserved_without_overlap() {
+    let mut store = store_with_identity();
+    let a = store.allocate_order_ids(10).unwrap();
+    let b = store.allocate_order_ids(1).unwrap();
+    assert_eq!(b, a + 10);
+}

@@ -1,0 +1,105 @@
+//! The `provision` binary as operators and scripts use it: the demo, listings with `--json`,
+//! exit codes, errors that name file, key and line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn provision(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PROVISION_CONFIG")
+        .env_remove("PROVISION_LOG")
+        .output()
+        .expect("run provision")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_demo_takes_each_order_to_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = provision(&["demo", "--dir", "demo", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let demo: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut paths: Vec<(String, String, Vec<u64>)> = demo["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let path = o["path"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+            (o["resource_type"].as_str().unwrap().to_string(), o["owner"].as_str().unwrap().to_string(), path)
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            ("Finance_Group_Membership".into(), "alice".into(), vec![5]),
+            ("SaaS_Account".into(), "alice".into(), vec![1, 8, 4]),
+            ("SaaS_Account".into(), "bob".into(), vec![1, 8, 4]),
+            ("SaaS_Account".into(), "carol".into(), vec![1, 8, 4]),
+        ]
+    );
+
+    // The deployment it left behind works with the other commands.
+    let config = dir.path().join("demo/provision.toml");
+    let config = config.to_str().unwrap();
+    let out = provision(&["orders", "list", "--config", config, "--state", "verified", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verified: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(verified.as_array().unwrap().len(), 3);
+    assert!(verified.as_array().unwrap().iter().all(|o| o["state"]["number"] == 4 && o["state"]["name"] == "Verified"));
+
+    let out = provision(&["orders", "show", "2", "--config", config], dir.path());
+    assert!(stdout(&out).contains("1 Pending"), "{}", stdout(&out));
+
+    let out = provision(&["job", "run", "--config", config, "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["counters"]["orders_created"], 0);
+
+    // A second demo into the same directory would overwrite a database: refused.
+    let out = provision(&["demo", "--dir", "demo"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already holds a database"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_invalid_config_exits_3_naming_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("provision.toml"),
+        "[entity_types.Directory_User]\n\n[connections.saas]\nkind = \"manual-ticket\"\nretries = 3\n",
+    )
+    .unwrap();
+    let out = provision(&["orders", "list"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("provision.toml:5:1: key `connections.saas.retries`"), "{message}");
+    assert!(message.contains("unknown field `retries`"), "{message}");
+
+    let out = provision(&["orders", "list", "--config", "missing.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("missing.toml: cannot read the file"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_teaches_and_bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = provision(&["--help"], dir.path());
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for needle in ["provision demo", "Exit codes:", "invalid config", "--log-level"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    let out = provision(&["orders", "list", "--state", "done"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown provisioning state `done`"), "{}", stderr(&out));
+}
