@@ -17,13 +17,12 @@ pub fn build_guests(workspace: &Path, wit: &Path, packages: &[&str], module: &st
     for path in [wit.to_path_buf(), workspace.join("Cargo.toml"), workspace.join("Cargo.lock")] {
         println!("cargo::rerun-if-changed={}", path.display());
     }
-    for package in packages {
-        // Only paths that exist: a missing one would rerun this script on every build.
-        for part in ["Cargo.toml", "src"] {
-            let path = workspace.join(package).join(part);
-            if path.exists() {
-                println!("cargo::rerun-if-changed={}", path.display());
-            }
+    // Every crate of the guest workspace, not only the packages built: they may share code.
+    // Only paths that exist: a missing one would rerun this script on every build.
+    let crates = std::fs::read_dir(workspace).expect("the guest workspace is a directory");
+    for dir in crates.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("Cargo.toml").is_file()) {
+        for path in [dir.join("Cargo.toml"), dir.join("src")].into_iter().filter(|p| p.exists()) {
+            println!("cargo::rerun-if-changed={}", path.display());
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use provision::config::{DirGrant, PluginConfig, PluginSource};
+use provision::config::{PluginConfig, PluginSource};
 use provision::host::{Host, OpenError};
 use provision::permissions::{Directory, DirectoryUser};
 use provision::plugins::{Event, EventKind, OrderSummary, Runtime, World, bundled};
@@ -58,15 +58,7 @@ fn write_temp(bytes: &[u8]) -> std::path::PathBuf {
 }
 
 fn plugin_config(name: &str, source: PluginSource) -> PluginConfig {
-    PluginConfig {
-        name: name.into(),
-        source,
-        sha256: None,
-        memory: 64 << 20,
-        timeout: std::time::Duration::from_secs(5),
-        config: Default::default(),
-        dirs: Vec::<DirGrant>::new(),
-    }
+    PluginConfig::new(name, source)
 }
 
 #[test]

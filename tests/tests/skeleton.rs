@@ -158,3 +158,44 @@ fn a_refused_transition_leaves_the_order_untouched() {
     assert_eq!(host.store.order(order.id).unwrap(), order);
     assert_eq!(host.store.history(order.id).unwrap(), before);
 }
+
+#[test]
+fn validity_windows_hold_or_retire_orders() {
+    let deployment = Deployment::quickstart();
+    let mut host = deployment.host();
+    deployment.write(
+        "windows.toml",
+        r#"
+[[identities]]
+entity_type = "Directory_User"
+key = "past"
+
+[[identities]]
+entity_type = "Directory_User"
+key = "future"
+
+[[assignments]]
+identity = "past"
+resource_type = "SaaS_Account"
+attributes = { userName = "past" }
+valid_until = 2020-01-01T00:00:00Z
+
+[[assignments]]
+identity = "future"
+resource_type = "SaaS_Account"
+attributes = { userName = "future" }
+valid_from = "2999-01-01T00:00:00Z"
+"#,
+    );
+    deployment.import(&mut host, "windows.toml", false);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.window_over, 1, "{report:?}");
+    let past = host.store.orders(&OrderFilter { owner: Some("past".into()), ..OrderFilter::default() }).unwrap();
+    assert_eq!(past.len(), 1);
+    assert_eq!(state_path(&host, past[0].id), [6], "an order whose window is already over is Inactive at once");
+    let future = host.store.orders(&OrderFilter { owner: Some("future".into()), ..OrderFilter::default() }).unwrap();
+    assert!(future.is_empty(), "an assignment not yet valid waits");
+
+    let again = complete(&mut host);
+    assert_eq!(again.counters.orders_created, 0, "the inactive order was recorded twice");
+}

@@ -72,6 +72,21 @@ pub struct PluginConfig {
     pub dirs: Vec<DirGrant>,
 }
 
+impl PluginConfig {
+    /// A plugin with default limits (64 MiB, 5 s), no config values and no grants.
+    pub fn new(name: impl Into<String>, source: PluginSource) -> PluginConfig {
+        PluginConfig {
+            name: name.into(),
+            source,
+            sha256: None,
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            config: BTreeMap::new(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
 /// A directory granted to a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirGrant {

@@ -72,10 +72,16 @@ fn plan(slot: &Slot, now: i64) -> (Option<i64>, Plan) {
         Some(a) if a.valid_from.is_some_and(|from| from > now) => return (None, Plan::Keep),
         Some(a) if a.valid_until.is_some_and(|until| until <= now) => {
             if slot.actual.is_none() {
+                // Nothing to remove. Record the useless order as Inactive if it never had an
+                // order, or if the order it had is still open (it is superseded); a slot whose
+                // history is already closed stays as it is.
                 let change = Change::between(None, Some(&a.content)).unwrap_or_else(Change::deletion);
-                let recorded = current.is_some_and(|o| o.fingerprint == change.fingerprint());
-                let supersede = open.map(|o| o.id);
-                return (supersede, if recorded { Plan::Keep } else { Plan::Record(Event::WindowAlreadyOver, change) });
+                let plan = if current.is_none() || open.is_some() {
+                    Plan::Record(Event::WindowAlreadyOver, change)
+                } else {
+                    Plan::Keep
+                };
+                return (open.map(|o| o.id), plan);
             }
             None
         }

@@ -197,6 +197,9 @@ impl Runtime {
     pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        // Plugins are called synchronously, batch by batch; concurrency support would set up
+        // per-store structures and cost every export call more (see benches/plugins.rs).
+        config.concurrency_support(cfg!(feature = "concurrency-support"));
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
 

@@ -26,18 +26,8 @@ impl Guest for FaultyConnector {
     fn fulfil(orders: Vec<Order>) -> Vec<Outcome> {
         match config::get("mode").as_deref() {
             Some("panic") => panic!("connector exploded on order {}", orders.first().map_or(0, |o| o.id)),
-            Some("loop") => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
-            Some("alloc") => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
-                }
-            }
+            Some("loop") => misbehave::spin(),
+            Some("alloc") => misbehave::hoard(),
             Some("garbage") => (0..=orders.len()).map(|_| Outcome::Executed(None)).collect(),
             Some("escape") => {
                 let report = escape();
