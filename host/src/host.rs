@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, ConnectionKind, SourceError};
 use crate::plugins::{LoadError, Plugin, Runtime, World};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UserSpec};
 
 /// Why a host could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +46,9 @@ impl Host {
         let plugins = load_plugins(&config, &runtime)?;
         let mut store = Store::open(&config.database)
             .map_err(|source| OpenError::Store { path: config.database.display().to_string(), source })?;
-        store
-            .sync_catalog(&config)
-            .map_err(|source| OpenError::Store { path: config.database.display().to_string(), source })?;
+        let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
+        store.sync_catalog(&config).map_err(store_error)?;
+        seed_operators(&mut store, &config).map_err(store_error)?;
         Ok(Host { config, store, plugins, runtime })
     }
 
@@ -65,6 +65,25 @@ impl Host {
             ConnectionKind::ManualTicket => None,
         }
     }
+}
+
+/// Writes the config's profiles and users: the config is authoritative for those it lists
+/// (their permissions and profiles become exactly the configured ones); others are left alone.
+fn seed_operators(store: &mut Store, config: &Config) -> Result<(), StoreError> {
+    for profile in config.profiles.values() {
+        store.upsert_profile(&profile.name, Some(&profile.description))?;
+        store.set_profile_permissions(&profile.name, &profile.permissions)?;
+    }
+    for user in config.users.values() {
+        store.upsert_user(&UserSpec {
+            login: user.login.clone(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone(),
+            identity: user.identity.clone(),
+        })?;
+        store.set_user_profiles(&user.login, &user.profiles)?;
+    }
+    Ok(())
 }
 
 /// Loads every configured plugin; errors name the config key at fault.
@@ -107,6 +126,18 @@ pub fn load_plugins(config: &Config, runtime: &Runtime) -> Result<BTreeMap<Strin
                 rule,
                 loaded,
                 World::ReviewRule,
+            ));
+        }
+    }
+    for et in config.entity_types.values().filter(|et| et.notifications) {
+        if let Some(loaded) = plugins.get(&et.router)
+            && !loaded.implements(World::NotificationRouter)
+        {
+            return Err(wrong_world(
+                format!("entity_types.{}.router", et.name),
+                &et.router,
+                loaded,
+                World::NotificationRouter,
             ));
         }
     }

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::model::NotificationKind;
 use crate::model::ProvisioningState::{
     self, AwaitingApproval, Error, Errored, Executed, Inactive, Pending, Transmitted, Verified,
 };
@@ -178,6 +179,20 @@ impl fmt::Display for Refused {
     }
 }
 
+/// Whom a state change concerns: entering Transmitted, AwaitingApproval or Errored means people
+/// have something to do. The store queues the notification in the transaction of the change.
+pub fn notification(from: Origin, to: ProvisioningState) -> Option<NotificationKind> {
+    if from == Some(to) {
+        return None;
+    }
+    match to {
+        Transmitted => Some(NotificationKind::ManualOrdersTransmitted),
+        AwaitingApproval => Some(NotificationKind::OrdersAwaitingApproval),
+        Errored => Some(NotificationKind::OrdersErrored),
+        _ => None,
+    }
+}
+
 /// Applies `event` to an order in state `from` (`None`: a new order): the new state, or why not.
 pub fn apply(from: Origin, event: Event) -> Result<ProvisioningState, Refused> {
     TABLE
@@ -269,6 +284,16 @@ mod tests {
         );
         let err = apply(None, Event::Seen).unwrap_err().to_string();
         assert!(err.starts_with("event `seen` cannot create an order"), "{err}");
+    }
+
+    #[test]
+    fn people_are_told_when_an_order_waits_for_them() {
+        assert_eq!(notification(NEW, AwaitingApproval), Some(NotificationKind::OrdersAwaitingApproval));
+        assert_eq!(notification(Some(Error), AwaitingApproval), Some(NotificationKind::OrdersAwaitingApproval));
+        assert_eq!(notification(Some(AwaitingApproval), AwaitingApproval), None, "a postpone is not news");
+        assert_eq!(notification(Some(Pending), Transmitted), Some(NotificationKind::ManualOrdersTransmitted));
+        assert_eq!(notification(Some(Transmitted), Errored), Some(NotificationKind::OrdersErrored));
+        assert_eq!(notification(Some(Pending), Executed), None);
     }
 
     #[test]

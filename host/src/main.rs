@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Die quietly when stdout is a closed pipe (`provision orders list | head`), as Unix tools
+    // do, instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     if let Err(error) = cli::init_logging(&args.log_level) {
         eprintln!("error: --log-level: {error}");

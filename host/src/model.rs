@@ -166,6 +166,44 @@ impl fmt::Display for ChangeKind {
     }
 }
 
+/// Why people are told about orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotificationKind {
+    /// Orders were handed to people for manual provisioning (Transmitted).
+    ManualOrdersTransmitted,
+    /// Orders wait for a reviewer (AwaitingApproval).
+    OrdersAwaitingApproval,
+    /// Orders wait for an operator (Errored).
+    OrdersErrored,
+}
+
+impl NotificationKind {
+    /// Every kind.
+    pub const ALL: [NotificationKind; 3] =
+        [Self::ManualOrdersTransmitted, Self::OrdersAwaitingApproval, Self::OrdersErrored];
+
+    /// The kind's stored name, e.g. `orders-errored`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ManualOrdersTransmitted => "manual-orders-transmitted",
+            Self::OrdersAwaitingApproval => "orders-awaiting-approval",
+            Self::OrdersErrored => "orders-errored",
+        }
+    }
+
+    /// The kind for a stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for NotificationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The desired or actual content of one resource: attribute values and entitlements.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceContent {
@@ -261,6 +299,35 @@ impl Change {
         // Serialising BTree-backed fields is deterministic; serde_json cannot fail on them.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(&Sha256::digest(&canonical)[..12])
+    }
+
+    /// What a person should do in the managed system, e.g. `Create SaaS_Account for alice:
+    /// set email = alice@example.com, userName = alice; grant Users`.
+    pub fn suggestion(&self, order: &Order) -> String {
+        let target = match &order.resource_id {
+            Some(id) => format!("{} {id} of {}", order.resource_type, order.owner),
+            None => format!("{} for {}", order.resource_type, order.owner),
+        };
+        let mut parts = Vec::new();
+        if !self.attributes.is_empty() {
+            let set: Vec<String> = self.attributes.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+            parts.push(format!("set {}", set.join(", ")));
+        }
+        if !self.cleared.is_empty() {
+            parts.push(format!("clear {}", self.cleared.iter().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        if !self.granted.is_empty() {
+            parts.push(format!("grant {}", self.granted.iter().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        if !self.revoked.is_empty() {
+            parts.push(format!("revoke {}", self.revoked.iter().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        let verb = match self.kind {
+            ChangeKind::Added => "Create",
+            ChangeKind::Modified => "Change",
+            ChangeKind::Deleted => "Delete",
+        };
+        if parts.is_empty() { format!("{verb} {target}") } else { format!("{verb} {target}: {}", parts.join("; ")) }
     }
 
     /// One line for people: `+userName=alice +group:Finance -group:Sales`.

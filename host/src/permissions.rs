@@ -5,7 +5,92 @@
 //! - a *notification* goes only to holders of the exact path: a parent allows the action but
 //!   does not receive the notifications.
 
+use std::fmt;
+
 use serde::Serialize;
+
+/// The actions of people on orders, each guarded per source entity type by the path
+/// `/Custom/ProvisioningPolicy/{Action}/{EntityType}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Action {
+    /// Approve, decline or postpone one order.
+    ReviewProvisioning,
+    /// The same for several orders at once (also needs `ReviewProvisioning`).
+    BulkReviewProvisioning,
+    /// Confirm or report an error on one manual order.
+    PerformManualProvisioning,
+    /// The same for several orders at once (also needs `PerformManualProvisioning`).
+    BulkPerformManualProvisioning,
+}
+
+impl Action {
+    /// The action's name in permission paths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::ReviewProvisioning => "ReviewProvisioning",
+            Action::BulkReviewProvisioning => "BulkReviewProvisioning",
+            Action::PerformManualProvisioning => "PerformManualProvisioning",
+            Action::BulkPerformManualProvisioning => "BulkPerformManualProvisioning",
+        }
+    }
+
+    /// The permission path guarding the action for an entity type.
+    pub fn path(self, entity_type: &str) -> String {
+        format!("/Custom/ProvisioningPolicy/{}/{entity_type}", self.name())
+    }
+
+    /// What the action does, in words.
+    fn describe(self) -> &'static str {
+        match self {
+            Action::ReviewProvisioning => "review",
+            Action::BulkReviewProvisioning => "review in bulk",
+            Action::PerformManualProvisioning => "provision manually",
+            Action::BulkPerformManualProvisioning => "provision manually in bulk",
+        }
+    }
+}
+
+/// A refused action: who, what, and the permission it needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+pub struct Denied {
+    /// The user.
+    pub login: String,
+    /// The action.
+    pub action: Action,
+    /// The entity type.
+    pub entity_type: String,
+    /// The permission path that would allow it.
+    pub missing: String,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "user `{}` may not {} {} orders: that needs the permission {} (or a parent of it)",
+            self.login,
+            self.action.describe(),
+            self.entity_type,
+            self.missing
+        )
+    }
+}
+
+/// The authorisation function: `login`, holding `held`, may perform `action` on orders of
+/// `entity_type` when it holds the action's path or any parent of it.
+pub fn authorize(login: &str, held: &[String], action: Action, entity_type: &str) -> Result<(), Denied> {
+    let wanted = action.path(entity_type);
+    if held.iter().any(|path| grants(path, &wanted)) {
+        return Ok(());
+    }
+    Err(Denied { login: login.to_string(), action, entity_type: entity_type.to_string(), missing: wanted })
+}
+
+/// Whether holding `held` makes a user receive the notifications guarded by `path`: only the
+/// exact path does.
+pub fn is_notified(held: &[String], path: &str) -> bool {
+    held.iter().any(|p| is_exact(p, path))
+}
 
 /// How a permission path is matched against the paths users hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +105,20 @@ pub enum PathMatch {
 
 fn segments(path: &str) -> impl Iterator<Item = &str> + Clone {
     path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Checks that a permission path is absolute and has no empty or `.`/`..` segment.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("permission path `{path}` must start with `/`"));
+    }
+    if segments(path).next().is_none() {
+        return Err(format!("permission path `{path}` names nothing"));
+    }
+    if path.trim_end_matches('/').split('/').skip(1).any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(format!("permission path `{path}` has an empty, `.` or `..` segment"));
+    }
+    Ok(())
 }
 
 /// Whether holding `held` allows the action guarded by `wanted`: the same path or a parent.
@@ -88,6 +187,37 @@ mod tests {
         assert!(!grants(MANUAL, parent), "a child does not grant its parent");
         assert!(!grants("/Custom/ProvisioningPolicy/PerformManual", MANUAL), "segments, not characters");
         assert!(!grants("/", MANUAL), "the root path is not a permission");
+    }
+
+    #[test]
+    fn the_seeds_example_parent_allows_every_entity_type_but_is_not_notified() {
+        let parent = vec!["/Custom/ProvisioningPolicy/PerformManualProvisioning/".to_string()];
+        let exact = vec![MANUAL.to_string()];
+        for entity_type in ["Directory_User", "Device", "Contractor"] {
+            assert!(authorize("p", &parent, Action::PerformManualProvisioning, entity_type).is_ok());
+            assert!(!is_notified(&parent, &Action::PerformManualProvisioning.path(entity_type)));
+        }
+        assert!(authorize("e", &exact, Action::PerformManualProvisioning, "Directory_User").is_ok());
+        assert!(is_notified(&exact, MANUAL));
+        let denied = authorize("e", &exact, Action::PerformManualProvisioning, "Device").unwrap_err();
+        assert_eq!(denied.missing, "/Custom/ProvisioningPolicy/PerformManualProvisioning/Device");
+        assert!(denied.to_string().contains("user `e` may not provision manually Device orders"), "{denied}");
+        // Bulk is its own path: holding the single action does not allow bulk.
+        assert!(authorize("e", &exact, Action::BulkPerformManualProvisioning, "Directory_User").is_err());
+        // The whole policy tree allows everything.
+        let root = vec!["/Custom/ProvisioningPolicy".to_string()];
+        assert!(authorize("r", &root, Action::BulkReviewProvisioning, "Device").is_ok());
+        assert!(!is_notified(&root, MANUAL));
+    }
+
+    #[test]
+    fn permission_paths_are_checked() {
+        assert!(check_path(MANUAL).is_ok());
+        assert!(check_path("/Custom/ProvisioningPolicy/").is_ok());
+        assert!(check_path("Custom/x").is_err());
+        assert!(check_path("/").is_err());
+        assert!(check_path("/a//b").is_err());
+        assert!(check_path("/a/../b").is_err());
     }
 
     #[test]

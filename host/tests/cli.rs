@@ -41,6 +41,8 @@ fn the_demo_takes_each_order_to_its_state() {
     assert_eq!(
         paths,
         [
+            ("Badge_Access".into(), "bob".into(), vec![1, 2]),
+            ("Badge_Access".into(), "carol".into(), vec![1, 2]),
             ("Finance_Group_Membership".into(), "alice".into(), vec![5]),
             ("SaaS_Account".into(), "alice".into(), vec![1, 8, 4]),
             ("SaaS_Account".into(), "bob".into(), vec![1, 8, 4]),
@@ -57,7 +59,7 @@ fn the_demo_takes_each_order_to_its_state() {
     assert_eq!(verified.as_array().unwrap().len(), 3);
     assert!(verified.as_array().unwrap().iter().all(|o| o["state"]["number"] == 4 && o["state"]["name"] == "Verified"));
 
-    let out = provision(&["orders", "show", "2", "--config", config], dir.path());
+    let out = provision(&["orders", "show", "4", "--config", config], dir.path());
     assert!(stdout(&out).contains("1 Pending"), "{}", stdout(&out));
 
     let out = provision(&["job", "run", "--config", config, "--json"], dir.path());

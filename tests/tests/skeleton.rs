@@ -37,8 +37,16 @@ fn quickstart_orders_reach_their_states() {
     assert!(journal.contains(r#""userName":"bob""#) && journal.contains(r#""Sales""#), "{journal}");
     assert!(!deployment.path("managed/Finance_Group_Membership.jsonl").exists(), "the reviewed order was written");
 
+    // The badges go to the help desk: handed over, waiting for a person.
+    for order in orders_of(&host, "Badge_Access") {
+        assert_eq!(state_path(&host, order.id), [1, 2]);
+    }
+
     let c = &report.counters;
-    assert_eq!((c.orders_created, c.released, c.awaiting_approval, c.executed, c.verified), (4, 3, 1, 3, 3));
+    assert_eq!(
+        (c.orders_created, c.released, c.awaiting_approval, c.executed, c.transmitted, c.verified),
+        (6, 5, 1, 3, 2, 3)
+    );
     let run = host.store.job_run(report.run).unwrap();
     assert_eq!(run.status, "succeeded");
     assert_eq!(run.counters["verified"], 3);
@@ -53,15 +61,15 @@ fn running_the_jobs_again_creates_nothing_twice() {
 
     let first = provision::jobs::compute(&mut host, &hidden).unwrap();
     let second = provision::jobs::compute(&mut host, &hidden).unwrap();
-    assert_eq!(first.counters.orders_created, 4);
+    assert_eq!(first.counters.orders_created, 6);
     assert_eq!(second.counters.orders_created, 0, "compute twice created orders twice");
-    assert_eq!(host.store.orders(&OrderFilter::default()).unwrap().len(), 4);
+    assert_eq!(host.store.orders(&OrderFilter::default()).unwrap().len(), 6);
 
     complete(&mut host);
     let again = complete(&mut host);
     assert_eq!(again.counters.orders_created, 0);
-    assert_eq!(again.counters.executed, 0);
-    assert_eq!(host.store.orders(&OrderFilter::default()).unwrap().len(), 4);
+    assert_eq!((again.counters.executed, again.counters.transmitted), (0, 0));
+    assert_eq!(host.store.orders(&OrderFilter::default()).unwrap().len(), 6);
     let journal = std::fs::read_to_string(deployment.path("managed/SaaS_Account.jsonl")).unwrap();
     assert_eq!(journal.lines().count(), 3, "an order was written twice");
 }

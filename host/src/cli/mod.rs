@@ -3,7 +3,12 @@
 //! `--json`, for scripts.
 
 mod demo;
+mod notifications;
 mod output;
+mod people;
+mod work;
+
+use output::{print_json, table};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use provision::config::{Config, SourceError};
 use provision::host::{Host, OpenError};
 use provision::model::ProvisioningState;
+use provision::operators::ActionError;
 use provision::store::OrderFilter;
 
 /// Exit code: the command failed (database, I/O, a job that could not finish).
@@ -26,6 +32,9 @@ pub const EXIT_INVALID_INPUT: u8 = 3;
 /// Exit code: the job ran to the end but reported problems (a plugin call that failed, a
 /// managed system that could not be read); details are printed and kept with the run.
 pub const EXIT_JOB_PROBLEMS: u8 = 4;
+/// Exit code: a person's action was refused (no permission, their own order, an order in the
+/// wrong state); nothing was changed.
+pub const EXIT_REFUSED: u8 = 5;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -33,7 +42,9 @@ Exit codes:
   1  failure (database, I/O, a job that could not finish)
   2  wrong command line
   3  invalid config or input file (the message names file, key and line)
-  4  the job ran but reported problems (failed plugin calls, unreadable systems)";
+  4  the job ran but reported problems (failed plugin calls, unreadable systems,
+     undeliverable notifications)
+  5  an action was refused (no permission, own order, wrong state); nothing changed";
 
 /// The provisioning policy host.
 ///
@@ -71,6 +82,21 @@ enum Command {
     /// The plugins of a config
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Provisioning review: orders awaiting approval, and reviewers' decisions
+    #[command(subcommand)]
+    Review(work::ReviewCommand),
+    /// Manual provisioning: transmitted orders people carry out, and their confirmations
+    #[command(subcommand)]
+    Manual(work::ManualCommand),
+    /// Operators who review and provision by hand, and who are notified
+    #[command(subcommand)]
+    Users(people::UsersCommand),
+    /// Profiles: named sets of permission paths given to users
+    #[command(subcommand)]
+    Profiles(people::ProfilesCommand),
+    /// The notification outbox and its deliveries
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
 }
 
 #[derive(Args, Clone)]
@@ -190,7 +216,16 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         cause.downcast_ref::<SourceError>().is_some()
             || matches!(cause.downcast_ref::<OpenError>(), Some(OpenError::Config(_)))
     });
-    if invalid { EXIT_INVALID_INPUT } else { EXIT_FAILURE }
+    let refused = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<ActionError>(), Some(e) if !matches!(e, ActionError::Store(_))));
+    if invalid {
+        EXIT_INVALID_INPUT
+    } else if refused {
+        EXIT_REFUSED
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 /// Loads a config and opens its host.
@@ -259,6 +294,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Review(command) => work::review(command),
+        Command::Manual(command) => work::manual(command),
+        Command::Users(command) => people::users(command),
+        Command::Profiles(command) => people::profiles(command),
+        Command::Notifications(command) => notifications::run(command),
         Command::Plugins(PluginsCommand::List { config, json }) => {
             let host = open(&config)?;
             output::plugins(&host, json.json)?;

@@ -7,13 +7,15 @@ use provision::host::Host;
 use provision::jobs::JobReport;
 use provision::model::{HistoryEntry, Order, format_time};
 
-fn table(header: &[&str]) -> Table {
+/// A borderless table with a header.
+pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(NOTHING).set_header(header.to_vec());
     table
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+/// Pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -117,7 +119,8 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
     let c = &report.counters;
     println!(
         "Job run {}: read {} resources; created {} orders ({} released, {} awaiting approval, {} blocked, {} rule errors, \
-         {} already matching); {} superseded, {} inactive; fulfilled: {} executed, {} transmitted, {} errored; {} verified.",
+         {} already matching); {} superseded, {} inactive; fulfilled: {} executed, {} transmitted, {} errored, \
+         {} expired; {} verified; notifications: {} written, {} delivered.",
         report.run,
         c.resources_read,
         c.orders_created,
@@ -131,7 +134,10 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
         c.executed,
         c.transmitted,
         c.errored,
-        c.verified
+        c.expired,
+        c.verified,
+        report.notifications.notifications,
+        report.notifications.delivered
     );
     for problem in &report.problems {
         println!("problem: {problem}");

@@ -2,18 +2,18 @@
 //! types and resource types. Validated on load; every error names the file, the key and the
 //! line. See the README's config reference for each key.
 
+mod operators;
+mod plugins;
 mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use serde::Deserialize;
 
+pub use operators::{NotificationsConfig, ProfileConfig, Secret, SmtpConfig, SmtpTls, UserConfig, WebhookConfig};
 pub use source::{Source, SourceError};
-
-use crate::plugins::bundled;
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -33,6 +33,12 @@ pub struct Config {
     pub connections: BTreeMap<String, Connection>,
     /// Resource types by name.
     pub resource_types: BTreeMap<String, ResourceType>,
+    /// Users seeded into the database, by login.
+    pub users: BTreeMap<String, UserConfig>,
+    /// Profiles seeded into the database, by name.
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Where notifications are delivered.
+    pub notifications: NotificationsConfig,
 }
 
 /// A kind of owner, e.g. `Directory_User`.
@@ -42,6 +48,10 @@ pub struct EntityType {
     pub name: String,
     /// Name to show.
     pub display_name: String,
+    /// Whether people are notified about its orders.
+    pub notifications: bool,
+    /// The notification-router plugin deciding who is told what.
+    pub router: String,
 }
 
 /// Where a plugin's component comes from.
@@ -119,6 +129,8 @@ pub struct Connection {
     pub kind: ConnectionKind,
     /// Orders per connector call.
     pub batch_size: usize,
+    /// How long an order may stay Transmitted before the next job run moves it to Errored.
+    pub transmitted_validity: Option<Duration>,
 }
 
 /// A kind of resource in a managed system.
@@ -136,6 +148,8 @@ pub struct ResourceType {
     pub review_rule: Option<String>,
 }
 
+/// The plugin notifying entity types that name no router: the bundled permission-router.
+pub const DEFAULT_ROUTER: &str = "permission-router";
 const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_BATCH: usize = 500;
@@ -150,11 +164,17 @@ struct RawConfig {
     #[serde(default)]
     entity_types: BTreeMap<String, RawEntityType>,
     #[serde(default)]
-    plugins: BTreeMap<String, RawPlugin>,
+    plugins: BTreeMap<String, plugins::RawPlugin>,
     #[serde(default)]
     connections: BTreeMap<String, RawConnection>,
     #[serde(default)]
     resource_types: BTreeMap<String, RawResourceType>,
+    #[serde(default)]
+    users: BTreeMap<String, operators::RawUser>,
+    #[serde(default)]
+    profiles: BTreeMap<String, operators::RawProfile>,
+    #[serde(default)]
+    notifications: operators::RawNotifications,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,35 +200,8 @@ impl Default for RawRuntime {
 #[serde(deny_unknown_fields)]
 struct RawEntityType {
     display_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlugin {
-    file: String,
-    sha256: Option<String>,
-    memory: Option<ByteSize>,
-    timeout: Option<String>,
-    #[serde(default)]
-    config: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    grants: RawGrants,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGrants {
-    #[serde(default)]
-    dirs: Vec<RawDirGrant>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDirGrant {
-    host: String,
-    guest: String,
-    #[serde(default)]
-    writable: bool,
+    notifications: Option<bool>,
+    router: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +217,7 @@ struct RawConnection {
     kind: Option<RawKind>,
     plugin: Option<String>,
     batch_size: Option<usize>,
+    transmitted_validity: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -242,7 +236,7 @@ fn basic() -> String {
 
 /// Names of entity types, resource types, connections and plugins: they appear in permission
 /// paths, file names and URLs, so keep them plain.
-fn check_name(source: &Source, key: &str, name: &str) -> Result<(), SourceError> {
+pub(super) fn check_name(source: &Source, key: &str, name: &str) -> Result<(), SourceError> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(source.error(key, format!("`{name}` is not a valid name (use letters, digits, `_` and `-`)")));
     }
@@ -269,15 +263,30 @@ impl Config {
         for (name, raw) in raw.entity_types {
             check_name(&source, &format!("entity_types.{name}"), &name)?;
             let display_name = raw.display_name.unwrap_or_else(|| name.clone());
-            entity_types.insert(name.clone(), EntityType { name, display_name });
+            let router = raw.router.unwrap_or_else(|| DEFAULT_ROUTER.to_string());
+            let notifications = raw.notifications.unwrap_or(true);
+            entity_types.insert(name.clone(), EntityType { name, display_name, notifications, router });
         }
 
         let mut plugins = BTreeMap::new();
         for (name, raw) in raw.plugins {
             let key = format!("plugins.{name}");
             check_name(&source, &key, &name)?;
-            let plugin = plugin(&source, &key, &name, raw, &resolve)?;
+            let plugin = plugins::plugin(&source, &key, &name, raw, &resolve)?;
             plugins.insert(name, plugin);
+        }
+        // Entity types that notify without naming a router get the bundled one.
+        if entity_types.values().any(|et| et.notifications && et.router == DEFAULT_ROUTER)
+            && !plugins.contains_key(DEFAULT_ROUTER)
+        {
+            let bundled = PluginSource::Bundled(DEFAULT_ROUTER.to_string());
+            plugins.insert(DEFAULT_ROUTER.to_string(), PluginConfig::new(DEFAULT_ROUTER, bundled));
+        }
+        for et in entity_types.values().filter(|et| et.notifications) {
+            if !plugins.contains_key(&et.router) {
+                let message = unknown("plugin", &et.router, plugins.keys());
+                return Err(source.error(format!("entity_types.{}.router", et.name), message));
+            }
         }
 
         let mut connections = BTreeMap::new();
@@ -306,7 +315,12 @@ impl Config {
             if !(1..=100_000).contains(&batch_size) {
                 return Err(source.error(format!("{key}.batch_size"), "must be between 1 and 100000"));
             }
-            connections.insert(name.clone(), Connection { name, kind, batch_size });
+            let validity_key = format!("{key}.transmitted_validity");
+            let transmitted_validity = duration(&source, &validity_key, raw.transmitted_validity.as_deref())?;
+            if transmitted_validity.is_some_and(|d| d.is_zero()) {
+                return Err(source.error(validity_key, "must be more than 0"));
+            }
+            connections.insert(name.clone(), Connection { name, kind, batch_size, transmitted_validity });
         }
 
         let mut resource_types = BTreeMap::new();
@@ -341,7 +355,22 @@ impl Config {
             );
         }
 
-        Ok(Config { source, database, cache_dir, entity_types, plugins, connections, resource_types })
+        let profiles = operators::profiles(&source, raw.profiles)?;
+        let users = operators::users(&source, raw.users, &profiles)?;
+        let notifications = operators::notifications(&source, raw.notifications, &base)?;
+
+        Ok(Config {
+            source,
+            database,
+            cache_dir,
+            entity_types,
+            plugins,
+            connections,
+            resource_types,
+            users,
+            profiles,
+            notifications,
+        })
     }
 
     /// An error about a key of this config file (see [`Source::error`]).
@@ -355,6 +384,19 @@ impl Config {
     }
 }
 
+/// Parses an optional duration such as `"5s"`, `"250ms"` or `"3d"` (or ISO 8601, `"PT5S"`).
+pub(super) fn duration(source: &Source, key: &str, text: Option<&str>) -> Result<Option<Duration>, SourceError> {
+    let Some(text) = text else { return Ok(None) };
+    // A span, so that days and weeks are allowed; a day is 24 hours here (months are refused).
+    let parsed = text
+        .parse::<jiff::Span>()
+        .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+        .map_err(|e| {
+            source.error(key, format!("`{text}` is not a duration such as \"250ms\", \"5s\" or \"3d\": {e}"))
+        })?;
+    Duration::try_from(parsed).map(Some).map_err(|_| source.error(key, "must not be negative"))
+}
+
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
     let known: Vec<&str> = known.map(String::as_str).collect();
     if known.is_empty() {
@@ -362,102 +404,6 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) 
     } else {
         format!("unknown {what} `{name}` (defined: {})", known.join(", "))
     }
-}
-
-fn plugin(
-    source: &Source,
-    key: &str,
-    name: &str,
-    raw: RawPlugin,
-    resolve: &dyn Fn(&str) -> PathBuf,
-) -> Result<PluginConfig, SourceError> {
-    let plugin_source = match raw.file.strip_prefix("bundled:") {
-        Some(bundled_name) => {
-            if bundled::get(bundled_name).is_none() {
-                let known = bundled::ALL.iter().map(|(n, _)| format!("bundled:{n}")).collect::<Vec<_>>().join(", ");
-                return Err(source
-                    .error(format!("{key}.file"), format!("no bundled plugin `{bundled_name}` (bundled: {known})")));
-            }
-            PluginSource::Bundled(bundled_name.to_string())
-        }
-        None => {
-            let path = resolve(&raw.file);
-            if !path.is_file() {
-                return Err(
-                    source.error(format!("{key}.file"), format!("plugin file {} does not exist", path.display()))
-                );
-            }
-            PluginSource::File(path)
-        }
-    };
-    let sha256 = match raw.sha256 {
-        Some(pin) => {
-            let pin = pin.trim().to_ascii_lowercase();
-            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(source.error(format!("{key}.sha256"), "must be 64 hexadecimal digits"));
-            }
-            Some(pin)
-        }
-        None => None,
-    };
-    let memory = raw.memory.map_or(DEFAULT_MEMORY, |m| m.as_u64());
-    if !(1024 * 1024..=4 * 1024 * 1024 * 1024).contains(&memory) {
-        return Err(source.error(format!("{key}.memory"), "must be between 1 MiB and 4 GiB"));
-    }
-    let timeout = match raw.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(text) => {
-            let parsed = text.parse::<jiff::SignedDuration>().map_err(|e| {
-                source.error(
-                    format!("{key}.timeout"),
-                    format!("`{text}` is not a duration such as \"5s\" or \"250ms\": {e}"),
-                )
-            })?;
-            match Duration::try_from(parsed) {
-                Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(600) => d,
-                _ => return Err(source.error(format!("{key}.timeout"), "must be more than 0 and at most 10 minutes")),
-            }
-        }
-    };
-    let mut config = BTreeMap::new();
-    for (k, value) in raw.config {
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Datetime(d) => d.to_string(),
-            toml::Value::Array(_) | toml::Value::Table(_) => {
-                return Err(source.error(
-                    format!("{key}.config.{k}"),
-                    "plugin config values are strings, numbers or booleans (join lists with commas)",
-                ));
-            }
-        };
-        config.insert(k, text);
-    }
-    let mut dirs = Vec::new();
-    for (i, grant) in raw.grants.dirs.into_iter().enumerate() {
-        let grant_key = format!("{key}.grants.dirs[{i}]");
-        if !grant.guest.starts_with('/') {
-            return Err(source.error(format!("{grant_key}.guest"), "must be an absolute guest path such as \"/data\""));
-        }
-        let host = resolve(&grant.host);
-        if !host.is_dir() {
-            if grant.writable {
-                // A writable grant is the plugin's own output area: create it on first use.
-                std::fs::create_dir_all(&host).map_err(|e| {
-                    source.error(format!("{grant_key}.host"), format!("cannot create {}: {e}", host.display()))
-                })?;
-            } else {
-                return Err(
-                    source.error(format!("{grant_key}.host"), format!("directory {} does not exist", host.display()))
-                );
-            }
-        }
-        dirs.push(DirGrant { host, guest: grant.guest, writable: grant.writable });
-    }
-    Ok(PluginConfig { name: name.to_string(), source: plugin_source, sha256, memory, timeout, config, dirs })
 }
 
 #[cfg(test)]

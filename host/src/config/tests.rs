@@ -97,6 +97,13 @@ fn plugin_files_pins_and_limits_are_checked() {
     assert_eq!(err.key, "plugins.files.timeout");
     assert!(err.message.contains("`soon` is not a duration"), "{err}");
 
+    let manual = BASE.replace("plugin = \"files\"", "kind = \"manual-ticket\"\ntransmitted_validity = \"2d 12h\"");
+    let validity = load(&manual).unwrap().connections["saas"].transmitted_validity;
+    assert_eq!(validity, Some(Duration::from_secs(60 * 3600)));
+    let err = load(&BASE.replace("plugin = \"files\"", "kind = \"manual-ticket\"\ntransmitted_validity = \"1 month\""))
+        .unwrap_err();
+    assert_eq!(err.key, "connections.saas.transmitted_validity");
+
     let err = load(&BASE.replace("memory = \"16 MiB\"", "memory = \"10 KiB\"")).unwrap_err();
     assert_eq!(err.key, "plugins.files.memory");
 }

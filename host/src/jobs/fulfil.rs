@@ -8,7 +8,7 @@ use super::{JobError, JobReport, single};
 use crate::config::ConnectionKind;
 use crate::host::Host;
 use crate::machine::Event;
-use crate::model::ProvisioningState;
+use crate::model::{ProvisioningState, now_ms};
 use crate::plugins::Outcome;
 use crate::store::{OrderFilter, Transition};
 
@@ -26,6 +26,9 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             continue;
         }
         progress.set_message(format!("fulfil {}", connection.name));
+        if let Some(validity) = connection.transmitted_validity {
+            expire_transmitted(host, &resource_types, validity, report)?;
+        }
         let mut after = 0;
         loop {
             let batch = host.store.orders(&OrderFilter {
@@ -79,6 +82,31 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             progress.inc(batch.len() as u64);
         }
     }
+    Ok(())
+}
+
+/// Transmitted orders left longer than the connection's transmitted validity go to Errored.
+fn expire_transmitted(
+    host: &mut Host,
+    resource_types: &[String],
+    validity: std::time::Duration,
+    report: &mut JobReport,
+) -> Result<(), JobError> {
+    let cutoff = now_ms() - i64::try_from(validity.as_millis()).unwrap_or(i64::MAX / 2);
+    let stale: Vec<_> = host.store.orders(&OrderFilter {
+        states: vec![ProvisioningState::Transmitted],
+        resource_types: resource_types.to_vec(),
+        updated_before: Some(cutoff),
+        ..OrderFilter::default()
+    })?;
+    let reason = format!(
+        "left Transmitted longer than the connection's transmitted validity ({})",
+        jiff::SignedDuration::try_from(validity).map_or_else(|_| format!("{validity:?}"), |d| format!("{d:#}"))
+    );
+    let transitions: Vec<Transition> =
+        stale.iter().map(|o| Transition::new(o.id, Event::TransmittedExpired, reason.clone())).collect();
+    let results = host.store.apply(&transitions, "job:fulfil")?;
+    report.counters.expired += results.iter().filter(|r| r.is_ok()).count() as u64;
     Ok(())
 }
 

@@ -52,6 +52,8 @@ pub struct Counters {
     pub errored: u64,
     /// Executed orders seen in the managed system (Verified).
     pub verified: u64,
+    /// Transmitted orders left longer than their connection's transmitted validity (Errored).
+    pub expired: u64,
 }
 
 /// The result of a job run.
@@ -61,8 +63,11 @@ pub struct JobReport {
     pub run: i64,
     /// What it did.
     pub counters: Counters,
+    /// Notifications routed and delivered at the end of the run.
+    pub notifications: crate::notify::NotifyReport,
     /// Problems that did not stop the run (a plugin that failed a call, a connector that
-    /// could not read). Each is also in the affected orders' history or the log.
+    /// could not read, a notification that could not be routed or was given up). Each is also
+    /// in the affected orders' history, the outbox or the log.
     pub problems: Vec<String>,
 }
 
@@ -83,10 +88,21 @@ pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, Jo
         synchronise::run(host, &mut report, progress)?;
         compute::run(host, &mut report, progress)?;
         fulfil::run(host, &mut report, progress)?;
-        synchronise::run(host, &mut report, progress)
+        synchronise::run(host, &mut report, progress)?;
+        notify(host, &mut report, progress)
     })();
     finish(host, &report, result)?;
     Ok(report)
+}
+
+/// Routes the notifications the run queued (one event per entity type and kind) and delivers
+/// what is due.
+fn notify(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
+    progress.set_message("notifications");
+    let notified = crate::notify::route_and_deliver(host)?;
+    report.problems.extend(notified.problems.iter().cloned());
+    report.notifications = notified;
+    Ok(())
 }
 
 /// Records the end of a run; a failed run keeps its counters and says why.

@@ -11,6 +11,8 @@
 
 mod desired;
 mod jobs;
+mod notifications;
+mod operators;
 mod orders;
 mod resources;
 mod schema;
@@ -26,6 +28,8 @@ use crate::machine::Refused;
 
 pub use desired::{Assignment, Identity, Slot, SlotOrder};
 pub use jobs::JobRun;
+pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
+pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
 
 /// What can go wrong in the store.

@@ -60,6 +60,8 @@ pub struct OrderFilter {
     pub owner: Option<String>,
     /// Only orders whose validity ends at or before this time (Unix ms).
     pub valid_until_before: Option<i64>,
+    /// Only orders last changed at or before this time (Unix ms).
+    pub updated_before: Option<i64>,
     /// Only ids above this (for paging through in id order).
     pub after: Option<i64>,
     /// At most this many.
@@ -95,7 +97,16 @@ struct HistoryRow<'a> {
     reason: &'a str,
 }
 
+/// Appends a history row and, when the change leaves people something to do, queues the
+/// notification in the same transaction: a notification is never lost, nor one sent for a
+/// change that was rolled back.
 fn insert_history(tx: &Transaction<'_>, row: HistoryRow<'_>) -> Result<()> {
+    if let Some(kind) = machine::notification(row.from, row.to) {
+        tx.prepare_cached(
+            "INSERT INTO notification_queue (kind, order_id, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![kind.name(), row.order, row.reason, row.at])?;
+    }
     tx.prepare_cached(
         "INSERT INTO order_history (order_id, at, from_state, to_state, event, actor, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -154,6 +165,24 @@ impl Store {
         let results = apply_in(&tx, transitions, actor, now_ms())?;
         tx.commit()?;
         Ok(results)
+    }
+
+    /// Applies state changes all or nothing: if the machine refuses any of them, none is
+    /// applied and the refusals are returned (the inner error). For people's bulk actions,
+    /// where half a decision would surprise.
+    pub fn apply_all(
+        &mut self,
+        transitions: &[Transition],
+        actor: &str,
+    ) -> Result<std::result::Result<Vec<ProvisioningState>, Vec<StoreError>>> {
+        let tx = self.conn.transaction()?;
+        let results = apply_in(&tx, transitions, actor, now_ms())?;
+        if results.iter().any(|r| r.is_err()) {
+            // Dropping the transaction rolls it back.
+            return Ok(Err(results.into_iter().filter_map(|r| r.err()).collect()));
+        }
+        tx.commit()?;
+        Ok(Ok(results.into_iter().filter_map(|r| r.ok()).collect()))
     }
 
     /// What one compute step decided, in one transaction: the open orders it supersedes
@@ -245,6 +274,10 @@ impl Store {
         if let Some(until) = filter.valid_until_before {
             sql.push_str(" AND o.valid_until <= ?");
             values.push(until.into());
+        }
+        if let Some(before) = filter.updated_before {
+            sql.push_str(" AND o.updated_at <= ?");
+            values.push(before.into());
         }
         if let Some(after) = filter.after {
             sql.push_str(" AND o.id > ?");

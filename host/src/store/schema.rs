@@ -6,8 +6,9 @@
 
 use rusqlite_migration::{M, Migrations};
 
-const STEPS: &[M<'static>] = &[M::up(
-    r#"
+const STEPS: &[M<'static>] = &[
+    M::up(
+        r#"
 CREATE TABLE installation (
     id         TEXT NOT NULL,              -- random, prefixes idempotency keys
     created_at INTEGER NOT NULL
@@ -118,7 +119,77 @@ BEGIN SELECT RAISE(ABORT, 'order history is append-only'); END;
 CREATE TRIGGER orders_are_never_deleted BEFORE DELETE ON orders
 BEGIN SELECT RAISE(ABORT, 'orders are never deleted'); END;
 "#,
-)];
+    ),
+    M::up(
+        r#"
+-- Operators: who may review and provision by hand, and who is notified.
+CREATE TABLE users (
+    login                TEXT PRIMARY KEY,
+    display_name         TEXT NOT NULL,
+    email                TEXT,
+    identity_entity_type TEXT,          -- the identity this user is (nobody reviews their own orders)
+    identity_key         TEXT,
+    created_at           INTEGER NOT NULL
+);
+CREATE TABLE profiles (
+    name        TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE profile_permissions (
+    profile TEXT NOT NULL REFERENCES profiles (name) ON DELETE CASCADE,
+    path    TEXT NOT NULL,
+    PRIMARY KEY (profile, path)
+);
+CREATE TABLE user_profiles (
+    login   TEXT NOT NULL REFERENCES users (login) ON DELETE CASCADE,
+    profile TEXT NOT NULL REFERENCES profiles (name) ON DELETE CASCADE,
+    PRIMARY KEY (login, profile)
+);
+
+-- Notification intents, written in the transaction of the state change that causes them,
+-- then routed (grouped per entity type and kind) through the entity type's router.
+CREATE TABLE notification_queue (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,              -- manual-orders-transmitted, orders-awaiting-approval, orders-errored
+    order_id   INTEGER NOT NULL REFERENCES orders (id),
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    routed_at  INTEGER                     -- NULL: not routed yet
+);
+CREATE INDEX notification_queue_unrouted ON notification_queue (id) WHERE routed_at IS NULL;
+
+-- The outbox: every notification a router produced, kept forever.
+CREATE TABLE outbox (
+    id          INTEGER PRIMARY KEY,
+    created_at  INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    router      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,             -- JSON: [{login, display_name, email}]
+    subject     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    orders      TEXT NOT NULL              -- JSON: [order id]
+);
+-- One delivery per notification and configured channel (email, webhook:NAME).
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    outbox_id       INTEGER NOT NULL REFERENCES outbox (id),
+    channel         TEXT NOT NULL,
+    status          TEXT NOT NULL,         -- pending, sent, failed
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    sent_at         INTEGER
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+
+CREATE TRIGGER outbox_is_kept BEFORE DELETE ON outbox
+BEGIN SELECT RAISE(ABORT, 'notifications are never deleted'); END;
+CREATE TRIGGER deliveries_are_kept BEFORE DELETE ON deliveries
+BEGIN SELECT RAISE(ABORT, 'notifications are never deleted'); END;
+"#,
+    ),
+];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
 

@@ -1,0 +1,220 @@
+//! `provision users ...` and `provision profiles ...`: operators, their profiles and the
+//! permission paths profiles hold.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use comfy_table::Table;
+
+use super::{ConfigArg, JsonArg, open, print_json, table};
+use provision::store::UserSpec;
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Create a user, or update the fields given
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Unique login
+        login: String,
+        /// Name to show
+        #[arg(long)]
+        name: Option<String>,
+        /// E-mail address for notifications
+        #[arg(long)]
+        email: Option<String>,
+        /// The identity this user is, as ENTITY_TYPE:KEY (nobody reviews their own orders)
+        #[arg(long)]
+        identity: Option<String>,
+        /// Profiles to give (repeatable)
+        #[arg(long)]
+        profile: Vec<String>,
+    },
+    /// List users with their profiles and permissions
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Give profiles to a user
+    Grant {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user
+        login: String,
+        /// Profiles
+        #[arg(required = true)]
+        profiles: Vec<String>,
+    },
+    /// Take profiles from a user
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user
+        login: String,
+        /// Profiles
+        #[arg(required = true)]
+        profiles: Vec<String>,
+    },
+    /// Remove a user (history keeps their login)
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user
+        login: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProfilesCommand {
+    /// Create a profile, or update its description
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Name
+        name: String,
+        /// What it is for
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List profiles with their permission paths
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Add permission paths to a profile, e.g.
+    /// /Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User
+    ///
+    /// Holding a path, or any parent of it, allows the action; only the exact path receives
+    /// the notifications.
+    Allow {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The profile
+        name: String,
+        /// Permission paths
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove permission paths from a profile
+    Disallow {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The profile
+        name: String,
+        /// Permission paths
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove a profile
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The profile
+        name: String,
+    },
+}
+
+fn identity(text: Option<String>) -> anyhow::Result<Option<(String, String)>> {
+    text.map(|t| match t.split_once(':') {
+        Some((et, key)) if !et.is_empty() && !key.is_empty() => Ok((et.to_string(), key.to_string())),
+        _ => anyhow::bail!("--identity must be ENTITY_TYPE:KEY, e.g. Directory_User:alice"),
+    })
+    .transpose()
+}
+
+pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UsersCommand::Add { config, login, name, email, identity: id, profile } => {
+            if let Some(email) = &email {
+                email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--email `{email}`: {e}"))?;
+            }
+            let identity = identity(id)?;
+            let mut host = open(&config)?;
+            host.store.upsert_user(&UserSpec { login: login.clone(), display_name: name, email, identity })?;
+            if !profile.is_empty() {
+                host.store.grant_profiles(&login, &profile)?;
+            }
+            println!("User `{login}` saved.");
+        }
+        UsersCommand::List { config, json } => {
+            let host = open(&config)?;
+            let users = host.store.users()?;
+            if json.json {
+                print_json(&users)?;
+            } else {
+                let mut t: Table = table(&["LOGIN", "NAME", "E-MAIL", "IDENTITY", "PROFILES", "PERMISSIONS"]);
+                for u in users {
+                    t.add_row(vec![
+                        u.login,
+                        u.display_name,
+                        u.email.unwrap_or_default(),
+                        u.identity.map(|(et, key)| format!("{et}:{key}")).unwrap_or_default(),
+                        u.profiles.join(", "),
+                        u.permissions.join("\n"),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        UsersCommand::Grant { config, login, profiles } => {
+            let mut host = open(&config)?;
+            host.store.user(&login)?;
+            host.store.grant_profiles(&login, &profiles)?;
+            println!("User `{login}` holds {}.", profiles.join(", "));
+        }
+        UsersCommand::Revoke { config, login, profiles } => {
+            let removed = open(&config)?.store.revoke_profiles(&login, &profiles)?;
+            println!("Took {removed} profile(s) from `{login}`.");
+        }
+        UsersCommand::Remove { config, login } => {
+            if !open(&config)?.store.remove_user(&login)? {
+                anyhow::bail!("there is no user `{login}`");
+            }
+            println!("User `{login}` removed.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ProfilesCommand::Add { config, name, description } => {
+            open(&config)?.store.upsert_profile(&name, description.as_deref())?;
+            println!("Profile `{name}` saved.");
+        }
+        ProfilesCommand::List { config, json } => {
+            let profiles = open(&config)?.store.profiles()?;
+            if json.json {
+                print_json(&profiles)?;
+            } else {
+                let mut t = table(&["PROFILE", "DESCRIPTION", "PERMISSIONS"]);
+                for p in profiles {
+                    t.add_row(vec![p.name, p.description, p.permissions.join("\n")]);
+                }
+                println!("{t}");
+            }
+        }
+        ProfilesCommand::Allow { config, name, paths } => {
+            for path in &paths {
+                provision::permissions::check_path(path).map_err(anyhow::Error::msg)?;
+            }
+            open(&config)?.store.allow(&name, &paths)?;
+            println!("Profile `{name}` allows {}.", paths.join(", "));
+        }
+        ProfilesCommand::Disallow { config, name, paths } => {
+            let removed = open(&config)?.store.disallow(&name, &paths)?;
+            println!("Removed {removed} path(s) from `{name}`.");
+        }
+        ProfilesCommand::Remove { config, name } => {
+            if !open(&config)?.store.remove_profile(&name)? {
+                anyhow::bail!("there is no profile `{name}`");
+            }
+            println!("Profile `{name}` removed.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! Manual provisioning: orders of a `manual-ticket` connection (or handed over by a
+//! connector) wait in Transmitted for a person with
+//! `/Custom/ProvisioningPolicy/PerformManualProvisioning/{EntityType}`, who reads the suggested
+//! change, makes it in the managed system, then confirms (→ Executed) or reports an error
+//! (→ Errored). Several at once needs `BulkPerformManualProvisioning` too.
+
+use crate::machine::Event;
+use crate::model::{Order, ProvisioningState};
+use crate::operators::{Act, ActionError, WorkItem, act, owns, user};
+use crate::permissions::{Action, authorize};
+use crate::store::{OrderFilter, Store};
+
+/// The transmitted orders of an entity type (or of every entity type `login` may provision).
+pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
+    let user = user(store, login)?;
+    if let Some(entity_type) = entity_type {
+        authorize(&user.login, &user.permissions, Action::PerformManualProvisioning, entity_type)?;
+    }
+    let orders =
+        store.orders(&OrderFilter { states: vec![ProvisioningState::Transmitted], ..OrderFilter::default() })?;
+    Ok(orders
+        .into_iter()
+        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
+        .filter(|o| {
+            authorize(&user.login, &user.permissions, Action::PerformManualProvisioning, &o.entity_type).is_ok()
+        })
+        .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
+        .collect())
+}
+
+/// Confirms that the orders were carried out in the managed system.
+pub fn confirm(
+    store: &mut Store,
+    login: &str,
+    orders: &[i64],
+    comment: Option<&str>,
+) -> Result<Vec<Order>, ActionError> {
+    let reason =
+        comment.map(str::trim).filter(|c| !c.is_empty()).map_or_else(|| format!("done by {login}"), String::from);
+    act(store, manual(login, orders, Event::Confirm, reason))
+}
+
+/// Reports that the orders could not be carried out, with what went wrong.
+pub fn report_error(store: &mut Store, login: &str, orders: &[i64], message: &str) -> Result<Vec<Order>, ActionError> {
+    let message = message.trim();
+    if message.is_empty() {
+        return Err(ActionError::Missing("an error report needs a message saying what went wrong"));
+    }
+    act(store, manual(login, orders, Event::ReportError, message.to_string()))
+}
+
+fn manual<'a>(login: &'a str, orders: &'a [i64], event: Event, reason: String) -> Act<'a> {
+    Act {
+        login,
+        orders,
+        action: Action::PerformManualProvisioning,
+        bulk: Action::BulkPerformManualProvisioning,
+        not_own: false,
+        event,
+        reason,
+    }
+}

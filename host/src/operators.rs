@@ -1,0 +1,129 @@
+//! What people do to orders, checked the same way whoever asks (CLI today, the web pages
+//! later): the acting user must exist and hold the permission for every order's entity type
+//! (the Bulk one too for several orders), must not act on their own orders where that is
+//! forbidden, and every order must be in a state the machine allows. All or nothing.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::machine::Event;
+use crate::model::Order;
+use crate::permissions::{Action, Denied, authorize};
+use crate::store::{Store, StoreError, Transition, User};
+
+/// Why an action by a person was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The acting user does not exist.
+    #[error("there is no user `{0}` (create one with `provision users add`)")]
+    UnknownUser(String),
+    /// No order was given.
+    #[error("no order given")]
+    NoOrders,
+    /// An order id does not exist.
+    #[error("there is no order {0}")]
+    NoSuchOrder(i64),
+    /// The user lacks a permission.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The user would act on an order they own.
+    #[error("user `{login}` may not review order {order}: it is their own ({owner})")]
+    OwnOrder {
+        /// The user.
+        login: String,
+        /// The order.
+        order: i64,
+        /// The order's owner.
+        owner: String,
+    },
+    /// The state machine refused some orders (each named with its state).
+    #[error("refused, nothing changed:\n  {}", .0.join("\n  "))]
+    Refused(Vec<String>),
+    /// A required text is missing or empty.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ActionError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NoSuchOrder(id) => ActionError::NoSuchOrder(id),
+            other => ActionError::Store(other),
+        }
+    }
+}
+
+/// One action of a person on some orders.
+pub(crate) struct Act<'a> {
+    /// Who.
+    pub login: &'a str,
+    /// Which orders.
+    pub orders: &'a [i64],
+    /// The permission needed for one order.
+    pub action: Action,
+    /// The permission needed, also, for several.
+    pub bulk: Action,
+    /// Whether acting on one's own order is refused (reviews).
+    pub not_own: bool,
+    /// What happens to each order.
+    pub event: Event,
+    /// The history reason.
+    pub reason: String,
+}
+
+/// The user, or [`ActionError::UnknownUser`].
+pub fn user(store: &Store, login: &str) -> Result<User, ActionError> {
+    store.user(login).map_err(|_| ActionError::UnknownUser(login.to_string()))
+}
+
+/// Whether `user` is the owner of `order`: their linked identity, or, for a user with no
+/// linked identity, an owner whose key is their login.
+pub fn owns(user: &User, order: &Order) -> bool {
+    match &user.identity {
+        Some((entity_type, key)) => *entity_type == order.entity_type && *key == order.owner,
+        None => user.login == order.owner,
+    }
+}
+
+/// Performs an action after every check; returns the orders as they are afterwards.
+pub(crate) fn act(store: &mut Store, act: Act<'_>) -> Result<Vec<Order>, ActionError> {
+    let user = user(store, act.login)?;
+    let ids: Vec<i64> = act.orders.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    if ids.is_empty() {
+        return Err(ActionError::NoOrders);
+    }
+    let orders: Vec<Order> = ids.iter().map(|id| store.order(*id)).collect::<Result<_, _>>()?;
+    let entity_types: BTreeSet<&str> = orders.iter().map(|o| o.entity_type.as_str()).collect();
+    for entity_type in entity_types {
+        authorize(&user.login, &user.permissions, act.action, entity_type)?;
+        if ids.len() > 1 {
+            authorize(&user.login, &user.permissions, act.bulk, entity_type)?;
+        }
+    }
+    if act.not_own
+        && let Some(own) = orders.iter().find(|o| owns(&user, o))
+    {
+        return Err(ActionError::OwnOrder { login: user.login, order: own.id, owner: own.owner.clone() });
+    }
+    let transitions: Vec<Transition> =
+        ids.iter().map(|id| Transition::new(*id, act.event, act.reason.clone())).collect();
+    if let Err(refusals) = store.apply_all(&transitions, &format!("user:{}", user.login))? {
+        return Err(ActionError::Refused(refusals.iter().map(ToString::to_string).collect()));
+    }
+    Ok(ids.iter().map(|id| store.order(*id)).collect::<Result<_, _>>()?)
+}
+
+/// An order as a person sees it in a work list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkItem {
+    /// The order.
+    pub order: Order,
+    /// What to do, in words.
+    pub suggestion: String,
+    /// Whether it is the user's own (they may see it, not review it).
+    pub own: bool,
+}

@@ -1,0 +1,69 @@
+//! Provisioning review: orders a review rule held (AwaitingApproval) wait for a person with
+//! `/Custom/ProvisioningPolicy/ReviewProvisioning/{EntityType}` to approve (→ Pending), decline
+//! (→ None, closed; not generated again until the desired state changes) or postpone (stays,
+//! with the comment in history). Several at once needs `BulkReviewProvisioning` too. Nobody
+//! reviews an order whose owner is themselves.
+
+use crate::machine::Event;
+use crate::model::{Order, ProvisioningState};
+use crate::operators::{Act, ActionError, WorkItem, act, owns, user};
+use crate::permissions::{Action, authorize};
+use crate::store::{OrderFilter, Store};
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Release the orders to fulfilment.
+    Approve,
+    /// Refuse them.
+    Decline,
+    /// Decide later; a comment says why.
+    Postpone,
+}
+
+/// The orders awaiting a review that `login` may review, of one entity type or of every entity
+/// type they hold the permission for.
+pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
+    let user = user(store, login)?;
+    if let Some(entity_type) = entity_type {
+        authorize(&user.login, &user.permissions, Action::ReviewProvisioning, entity_type)?;
+    }
+    let orders =
+        store.orders(&OrderFilter { states: vec![ProvisioningState::AwaitingApproval], ..OrderFilter::default() })?;
+    Ok(orders
+        .into_iter()
+        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
+        .filter(|o| authorize(&user.login, &user.permissions, Action::ReviewProvisioning, &o.entity_type).is_ok())
+        .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
+        .collect())
+}
+
+/// Records a decision on orders, all or nothing. A postpone needs a comment.
+pub fn decide(
+    store: &mut Store,
+    login: &str,
+    orders: &[i64],
+    decision: Decision,
+    comment: Option<&str>,
+) -> Result<Vec<Order>, ActionError> {
+    let comment = comment.map(str::trim).filter(|c| !c.is_empty());
+    let (event, reason) = match decision {
+        Decision::Approve => (Event::Approve, comment.map_or_else(|| format!("approved by {login}"), String::from)),
+        Decision::Decline => (Event::Decline, comment.map_or_else(|| format!("declined by {login}"), String::from)),
+        Decision::Postpone => {
+            (Event::Postpone, comment.ok_or(ActionError::Missing("a postpone needs a comment saying why"))?.to_string())
+        }
+    };
+    act(
+        store,
+        Act {
+            login,
+            orders,
+            action: Action::ReviewProvisioning,
+            bulk: Action::BulkReviewProvisioning,
+            not_own: true,
+            event,
+            reason,
+        },
+    )
+}
