@@ -2,6 +2,8 @@
 //! quickstart example or from a config written by the test, with real components (the bundled
 //! first-party ones and the test-only guests of `tests/guests/`) on real SQLite.
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;

@@ -207,3 +207,47 @@ valid_from = "2999-01-01T00:00:00Z"
     let again = complete(&mut host);
     assert_eq!(again.counters.orders_created, 0, "the inactive order was recorded twice");
 }
+
+#[test]
+fn transmitted_orders_expire_after_their_connections_validity() {
+    let deployment = Deployment::quickstart();
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment.set_config(&config.replace("transmitted_validity = \"3d\"", "transmitted_validity = \"1ms\""));
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    complete(&mut host);
+    let badges = orders_of(&host, "Badge_Access");
+    assert!(badges.iter().all(|o| o.state == ProvisioningState::Transmitted));
+
+    // The next run comes more than a millisecond later: both are overdue.
+    let report = complete(&mut host);
+    assert_eq!(report.counters.expired, 2, "{report:?}");
+    for order in orders_of(&host, "Badge_Access") {
+        assert_eq!(state_path(&host, order.id), [1, 2, 3]);
+        let last = host.store.history(order.id).unwrap().pop().unwrap();
+        assert_eq!(last.event, "transmitted-expired");
+        assert!(last.reason.contains("transmitted validity (1ms)"), "{}", last.reason);
+    }
+    // Operators hear about it: an orders-errored notification for the entity type.
+    let errored: Vec<_> = host
+        .store
+        .notifications(None, None)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == provision::model::NotificationKind::OrdersErrored)
+        .collect();
+    assert_eq!(errored.len(), 1);
+    assert_eq!(errored[0].orders.len(), 2);
+
+    // With the quickstart's three days, retried orders are handed over again and stay.
+    deployment.set_config(&config);
+    let mut host = deployment.host();
+    let retries: Vec<_> = orders_of(&host, "Badge_Access")
+        .iter()
+        .map(|o| provision::store::Transition::new(o.id, provision::machine::Event::Retry, "try again"))
+        .collect();
+    assert!(host.store.apply(&retries, "user:test").unwrap().iter().all(Result::is_ok));
+    assert_eq!(complete(&mut host).counters.transmitted, 2);
+    assert_eq!(complete(&mut host).counters.expired, 0);
+    assert!(orders_of(&host, "Badge_Access").iter().all(|o| o.state == ProvisioningState::Transmitted));
+}
