@@ -1,16 +1,22 @@
 //! Printing results: tables for people, JSON (`--json`) for scripts.
 
-use comfy_table::{Table, presets::NOTHING};
+use comfy_table::{ContentArrangement, Table, presets::NOTHING};
 use serde_json::json;
 
 use provision::host::Host;
 use provision::jobs::JobReport;
 use provision::model::{HistoryEntry, Order, format_time};
 
-/// A borderless table with a header.
+/// A borderless table with a header, wrapping long cells to the terminal's width (120
+/// columns when stdout is not a terminal; scripts should use `--json`).
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_style(NOTHING).set_header(header.to_vec());
+    let width = console::Term::stdout().size_checked().map_or(120, |(_, columns)| columns);
+    table
+        .load_style(NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width)
+        .set_header(header.to_vec());
     table
 }
 
