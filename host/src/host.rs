@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, ConnectionKind, SourceError};
-use crate::plugins::{LoadError, Plugin, Runtime, World};
-use crate::store::{Store, StoreError, UserSpec};
+use crate::plugins::{CallError, LoadError, Plugin, Runtime, World};
+use crate::store::{Health, Store, StoreError, UserSpec};
 
 /// Why a host could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,40 @@ pub struct Host {
     pub plugins: BTreeMap<String, Plugin>,
     /// The runtime the plugins were loaded in.
     pub runtime: Runtime,
+    /// Plugin health by name, as stored (and saved after every call, except in a simulation).
+    pub health: BTreeMap<String, Health>,
+    /// A fixed "now" (Unix ms) for the jobs' time decisions (validity windows, retry times,
+    /// transmitted validity) instead of the clock; for tests and simulations of the future.
+    pub clock: Option<i64>,
+    /// A simulation: nothing may be written (the store is opened read-only).
+    pub simulation: bool,
+}
+
+/// Why a plugin could not be asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginFailure {
+    /// It failed too many calls in a row and waits for `provision plugins enable`.
+    #[error(
+        "plugin `{plugin}` is disabled since {} after {failures} failed calls in a row (last: {last_error}); \
+         enable it with `provision plugins enable {plugin}`",
+        crate::model::format_time(*since)
+    )]
+    Disabled {
+        /// The plugin.
+        plugin: String,
+        /// When it was disabled.
+        since: i64,
+        /// Failures in a row.
+        failures: u32,
+        /// The last one.
+        last_error: String,
+    },
+    /// It is not loaded (not in the config).
+    #[error("plugin `{0}` is not configured")]
+    Missing(String),
+    /// The call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
 }
 
 impl Host {
@@ -49,7 +83,96 @@ impl Host {
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         store.sync_catalog(&config).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
-        Ok(Host { config, store, plugins, runtime })
+        let health = store.health().map_err(store_error)?;
+        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: false })
+    }
+
+    /// Opens a host for a simulation: the database read-only (never migrated or written), the
+    /// plugins loaded as usual.
+    pub fn open_for_simulation(config: Config) -> Result<Host, OpenError> {
+        let runtime = Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?;
+        let plugins = load_plugins(&config, &runtime)?;
+        let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
+        let store = Store::open_read_only(&config.database).map_err(store_error)?;
+        let health = store.health().map_err(store_error)?;
+        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: true })
+    }
+
+    /// "Now" for the jobs' decisions, Unix ms.
+    pub fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(crate::model::now_ms)
+    }
+
+    /// Why a plugin may not be called now, if it is disabled or missing.
+    pub fn unavailable(&self, name: &str) -> Option<PluginFailure> {
+        if !self.plugins.contains_key(name) {
+            return Some(PluginFailure::Missing(name.to_string()));
+        }
+        let health = self.health.get(name)?;
+        health.disabled_at.map(|since| PluginFailure::Disabled {
+            plugin: name.to_string(),
+            since,
+            failures: health.consecutive_failures,
+            last_error: health.last_error.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Calls a plugin unless it is disabled, and records the call's success or failure in its
+    /// health; a plugin failing `disable_after` calls in a row is disabled.
+    pub fn call<R>(&mut self, name: &str, f: impl FnOnce(&Plugin) -> Result<R, CallError>) -> Result<R, PluginFailure> {
+        if let Some(failure) = self.unavailable(name) {
+            return Err(failure);
+        }
+        let Some(plugin) = self.plugins.get(name) else { return Err(PluginFailure::Missing(name.to_string())) };
+        let result = f(plugin);
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.record(name, error.as_deref()).map_err(|e| {
+            PluginFailure::Call(CallError::Setup {
+                plugin: name.to_string(),
+                message: format!("cannot record the plugin's health: {e}"),
+            })
+        })?;
+        result.map_err(PluginFailure::Call)
+    }
+
+    /// Records one call of a plugin (failed with `error`, or succeeded).
+    pub fn record(&mut self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
+        let now = crate::model::now_ms();
+        let disable_after = self.config.plugins.get(name).map_or(0, |p| p.disable_after);
+        let health = self.health.entry(name.to_string()).or_default();
+        health.calls += 1;
+        health.last_call_at = Some(now);
+        match error {
+            None => health.consecutive_failures = 0,
+            Some(error) => {
+                health.failures += 1;
+                health.consecutive_failures += 1;
+                health.last_error = Some(error.to_string());
+                if disable_after > 0 && health.consecutive_failures >= disable_after && health.disabled_at.is_none() {
+                    health.disabled_at = Some(now);
+                    tracing::error!(
+                        plugin = name,
+                        "disabled after {} failed calls in a row: {error}",
+                        health.consecutive_failures
+                    );
+                }
+            }
+        }
+        if self.simulation {
+            return Ok(());
+        }
+        let health = health.clone();
+        self.store.save_health(name, &health)
+    }
+
+    /// Enables a disabled plugin again (its failures in a row start from zero).
+    pub fn enable(&mut self, name: &str) -> Result<bool, StoreError> {
+        let Some(health) = self.health.get_mut(name) else { return Ok(false) };
+        let was_disabled = health.disabled_at.take().is_some();
+        health.consecutive_failures = 0;
+        let health = health.clone();
+        self.store.save_health(name, &health)?;
+        Ok(was_disabled)
     }
 
     /// The plugin of a resource type's review rule, if it has one.

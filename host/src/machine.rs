@@ -4,9 +4,10 @@
 //! change is allowed. The store calls [`apply`] inside the transaction that writes the change
 //! and its history row; nothing else writes a state.
 //!
-//! The table is the one of the product's spec (§2), as data, plus one row the spec implies:
+//! The table is the one of the product's spec (§2), as data, plus two rows the spec implies:
 //! a review rule's *hard block* closes a new order (state 0, closed as blocked), the same way a
-//! reviewer's decline does.
+//! reviewer's decline does; and an operator *cancelling* a run held by a threshold (§3) closes
+//! its orders (state 0, closed as cancelled) before they are fulfilled.
 
 use std::fmt;
 
@@ -59,11 +60,13 @@ pub enum Event {
     WindowEnded,
     /// The desired state changed again: the order is closed and a new one replaces it.
     Superseded,
+    /// An operator cancels a run held by a threshold: its orders are closed unfulfilled.
+    Cancel,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 21] = [
         Event::AlreadyMatches,
         Event::WindowAlreadyOver,
         Event::NoReviewNeeded,
@@ -84,6 +87,7 @@ impl Event {
         Event::Seen,
         Event::WindowEnded,
         Event::Superseded,
+        Event::Cancel,
     ];
 
     /// The event's name as stored in history, e.g. `review-needed`.
@@ -109,6 +113,7 @@ impl Event {
             Event::Seen => "seen",
             Event::WindowEnded => "window-ended",
             Event::Superseded => "superseded",
+            Event::Cancel => "cancel",
         }
     }
 }
@@ -152,6 +157,7 @@ pub const TABLE: &[(Event, &[Origin], ProvisioningState)] = &[
     (Event::Seen, &[Some(Executed)], Verified),
     (Event::WindowEnded, &[Some(Pending), Some(AwaitingApproval), Some(Errored)], Inactive),
     (Event::Superseded, OPEN, ProvisioningState::None),
+    (Event::Cancel, &[Some(Pending), Some(AwaitingApproval), Some(Error)], ProvisioningState::None),
 ];
 
 /// A state change the table does not allow. The order is left untouched.
@@ -235,6 +241,9 @@ mod tests {
         5 window-ended 6
         3 window-ended 6
         open superseded 0
+        1 cancel 0
+        5 cancel 0
+        7 cancel 0
     ";
 
     fn expected(from: Origin, event: Event) -> Option<ProvisioningState> {
@@ -265,8 +274,8 @@ mod tests {
                 }
             }
         }
-        // 25 explicit rows plus `superseded` from each of the six open states.
-        assert_eq!(allowed, 31);
+        // 28 explicit rows plus `superseded` from each of the six open states.
+        assert_eq!(allowed, 34);
     }
 
     #[test]

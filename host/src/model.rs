@@ -372,6 +372,10 @@ pub struct Order {
     pub created_at: i64,
     /// Last change, Unix milliseconds.
     pub updated_at: i64,
+    /// For an Errored order with a transient error: when it is due again, Unix milliseconds.
+    pub next_attempt_at: Option<i64>,
+    /// The job run whose threshold holds it from fulfilment, if any.
+    pub held_run: Option<i64>,
 }
 
 /// One row of an order's append-only history.

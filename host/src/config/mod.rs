@@ -4,6 +4,7 @@
 
 mod operators;
 mod plugins;
+mod policy;
 mod source;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use operators::{NotificationsConfig, ProfileConfig, Secret, SmtpConfig, SmtpTls, UserConfig, WebhookConfig};
+pub use policy::{Backoff, Limit, RetryPolicy, Thresholds};
 pub use source::{Source, SourceError};
 
 /// A validated config.
@@ -80,6 +82,8 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, String>,
     /// Directories the plugin may reach.
     pub dirs: Vec<DirGrant>,
+    /// Failed calls in a row after which the plugin is disabled (0: never).
+    pub disable_after: u32,
 }
 
 impl PluginConfig {
@@ -93,6 +97,7 @@ impl PluginConfig {
             timeout: DEFAULT_TIMEOUT,
             config: BTreeMap::new(),
             dirs: Vec::new(),
+            disable_after: DEFAULT_DISABLE_AFTER,
         }
     }
 }
@@ -131,10 +136,12 @@ pub struct Connection {
     pub batch_size: usize,
     /// How long an order may stay Transmitted before the next job run moves it to Errored.
     pub transmitted_validity: Option<Duration>,
+    /// What happens after a transient connector error.
+    pub retry: RetryPolicy,
 }
 
 /// A kind of resource in a managed system.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceType {
     /// The name, e.g. `SaaS_Account`.
     pub name: String,
@@ -146,6 +153,8 @@ pub struct ResourceType {
     pub classification: String,
     /// The review-rule plugin deciding on its orders; none means no review.
     pub review_rule: Option<String>,
+    /// How many orders one run may create before it is held.
+    pub thresholds: Thresholds,
 }
 
 /// The plugin notifying entity types that name no router: the bundled permission-router.
@@ -153,6 +162,7 @@ pub const DEFAULT_ROUTER: &str = "permission-router";
 const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_BATCH: usize = 500;
+const DEFAULT_DISABLE_AFTER: u32 = 5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +228,7 @@ struct RawConnection {
     plugin: Option<String>,
     batch_size: Option<usize>,
     transmitted_validity: Option<String>,
+    retry: Option<policy::RawRetry>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +239,7 @@ struct RawResourceType {
     #[serde(default = "basic")]
     classification: String,
     review_rule: Option<String>,
+    thresholds: Option<policy::RawThresholds>,
 }
 
 fn basic() -> String {
@@ -320,7 +332,8 @@ impl Config {
             if transmitted_validity.is_some_and(|d| d.is_zero()) {
                 return Err(source.error(validity_key, "must be more than 0"));
             }
-            connections.insert(name.clone(), Connection { name, kind, batch_size, transmitted_validity });
+            let retry = policy::retry(&source, &format!("{key}.retry"), raw.retry)?;
+            connections.insert(name.clone(), Connection { name, kind, batch_size, transmitted_validity, retry });
         }
 
         let mut resource_types = BTreeMap::new();
@@ -351,6 +364,7 @@ impl Config {
                     connection: raw.connection,
                     classification: raw.classification,
                     review_rule: raw.review_rule,
+                    thresholds: policy::thresholds(&source, &format!("{key}.thresholds"), raw.thresholds)?,
                 },
             );
         }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, DirGrant, PluginConfig, PluginSource, Source, SourceError, duration};
+use super::{
+    DEFAULT_DISABLE_AFTER, DEFAULT_MEMORY, DEFAULT_TIMEOUT, DirGrant, PluginConfig, PluginSource, Source, SourceError,
+    duration,
+};
 use crate::plugins::bundled;
 
 #[derive(Deserialize)]
@@ -21,6 +24,7 @@ pub(super) struct RawPlugin {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     grants: RawGrants,
+    disable_after: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,5 +125,15 @@ pub(super) fn plugin(
         }
         dirs.push(DirGrant { host, guest: grant.guest, writable: grant.writable });
     }
-    Ok(PluginConfig { name: name.to_string(), source: plugin_source, sha256, memory, timeout, config, dirs })
+    let disable_after = raw.disable_after.unwrap_or(DEFAULT_DISABLE_AFTER);
+    Ok(PluginConfig {
+        name: name.to_string(),
+        source: plugin_source,
+        sha256,
+        memory,
+        timeout,
+        config,
+        dirs,
+        disable_after,
+    })
 }

@@ -2,13 +2,22 @@
 //! create one order per difference, and run each new order's review rule. Running it twice
 //! creates nothing twice: a slot whose current order already asks for the same change (open,
 //! or closed by a reviewer or rule) gets no new one.
+//!
+//! Thresholds: when a resource type has limits, a first pass counts the writes per change kind
+//! (reading only); if one exceeds its limit, the run's orders of that type are created *held*
+//! (not fulfilled until an operator resumes the run). A simulation runs the same code and
+//! writes nothing.
+
+use std::collections::BTreeMap;
 
 use indicatif::ProgressBar;
+use serde::Serialize;
 
+use super::isolate::{Item, isolate};
 use super::{COMPUTE_CHUNK, Counters, JobError, JobReport, REVIEW_BATCH, single};
 use crate::host::Host;
 use crate::machine::Event;
-use crate::model::{Change, ChangeKind, Order, ProvisioningState, now_ms};
+use crate::model::{Change, ChangeKind, Order, ProvisioningState};
 use crate::plugins::Decision;
 use crate::store::{NewOrder, OrderFilter, Slot, Transition};
 
@@ -17,40 +26,217 @@ pub fn compute(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, Job
     single(host, "compute", progress, run)
 }
 
+/// New orders of one change kind, by the first state their review rule gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindTally {
+    /// Orders to write.
+    pub orders: u64,
+    /// Released to fulfilment.
+    pub pending: u64,
+    /// Held for a reviewer.
+    pub awaiting_approval: u64,
+    /// Refused by the rule.
+    pub blocked: u64,
+    /// The rule failed on them.
+    pub rule_errors: u64,
+}
+
+/// A threshold a run exceeded for a resource type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Exceeded {
+    /// Orders to write per change kind.
+    pub counts: BTreeMap<ChangeKind, u64>,
+    /// The effective limit per change kind that has one.
+    pub limits: BTreeMap<ChangeKind, u64>,
+}
+
+/// What compute did, or would do, for one resource type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TypeTally {
+    /// New orders to write, per change kind.
+    pub changes: BTreeMap<ChangeKind, KindTally>,
+    /// Orders recorded Verified at once (the system already matched).
+    pub already_matching: u64,
+    /// Orders recorded Inactive at once (their window was over).
+    pub window_over: u64,
+    /// Open orders superseded by a change of desired state.
+    pub superseded: u64,
+    /// Open orders whose window ended before fulfilment (made Inactive).
+    pub inactive: u64,
+    /// Orders in Error evaluated again, by the state they go to.
+    pub reevaluated: KindTally,
+    /// The threshold the run exceeded, holding its orders of this type.
+    pub exceeded: Option<Exceeded>,
+}
+
+impl TypeTally {
+    fn add_to(&self, counters: &mut Counters) {
+        for kind in self.changes.values() {
+            counters.orders_created += kind.orders;
+            counters.released += kind.pending;
+            counters.awaiting_approval += kind.awaiting_approval;
+            counters.blocked += kind.blocked;
+            counters.rule_errors += kind.rule_errors;
+            if self.exceeded.is_some() {
+                counters.held += kind.orders;
+            }
+        }
+        counters.orders_created += self.already_matching + self.window_over;
+        counters.already_matching += self.already_matching;
+        counters.window_over += self.window_over;
+        counters.superseded += self.superseded;
+        counters.inactive += self.inactive;
+        counters.released += self.reevaluated.pending;
+        counters.awaiting_approval += self.reevaluated.awaiting_approval;
+        counters.blocked += self.reevaluated.blocked;
+        counters.rule_errors += self.reevaluated.rule_errors;
+    }
+}
+
+fn tally_decision(tally: &mut KindTally, event: Event) {
+    match event {
+        Event::NoReviewNeeded => tally.pending += 1,
+        Event::ReviewNeeded => tally.awaiting_approval += 1,
+        Event::RuleBlocks => tally.blocked += 1,
+        Event::RuleFailed => tally.rule_errors += 1,
+        _ => {}
+    }
+}
+
+/// What a simulation (`job run --dry-run`) found: per resource type, what compute would write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Simulation {
+    /// Per resource type.
+    pub resource_types: BTreeMap<String, TypeTally>,
+    /// Problems met (a review rule that failed, ...).
+    pub problems: Vec<String>,
+}
+
 pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
     let resource_types: Vec<String> = host.config.resource_types.keys().cloned().collect();
     for resource_type in resource_types {
-        progress.set_message(format!("compute {resource_type}"));
-        end_windows(host, &resource_type, report)?;
-        // Before the diff, so that orders this run creates in Error wait for the next run.
-        reevaluate_errors(host, &resource_type, report)?;
-        let mut after = 0;
-        loop {
-            let slots = host.store.slots(&resource_type, after, COMPUTE_CHUNK)?;
-            let Some(last) = slots.last() else { break };
-            after = last.identity_id;
-            progress.inc(slots.len() as u64);
-            compute_chunk(host, &resource_type, &slots, report)?;
+        let tally = compute_type(host, &resource_type, Some(report.run), progress, &mut report.problems)?;
+        if let Some(exceeded) = &tally.exceeded {
+            report.problems.push(format!(
+                "threshold exceeded for {resource_type}: {}; its orders are held until `provision job resume {}` (or `cancel`)",
+                describe(exceeded),
+                report.run
+            ));
         }
+        tally.add_to(&mut report.counters);
     }
     Ok(())
 }
 
+/// Runs compute, review rules and thresholds without writing anything: the host must have been
+/// opened for a simulation (its store is read-only).
+pub fn simulate(host: &mut Host, progress: &ProgressBar) -> Result<Simulation, JobError> {
+    let mut simulation = Simulation::default();
+    let resource_types: Vec<String> = host.config.resource_types.keys().cloned().collect();
+    for resource_type in resource_types {
+        let tally = compute_type(host, &resource_type, None, progress, &mut simulation.problems)?;
+        simulation.resource_types.insert(resource_type, tally);
+    }
+    Ok(simulation)
+}
+
+/// `added 12 > 10` for each change kind over its limit.
+pub fn describe(exceeded: &Exceeded) -> String {
+    exceeded
+        .counts
+        .iter()
+        .filter_map(|(kind, count)| {
+            let limit = exceeded.limits.get(kind)?;
+            (count > limit).then(|| format!("{kind} {count} > {limit}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Computes one resource type; writes only when `run` is given.
+fn compute_type(
+    host: &mut Host,
+    resource_type: &str,
+    run: Option<i64>,
+    progress: &ProgressBar,
+    problems: &mut Vec<String>,
+) -> Result<TypeTally, JobError> {
+    progress.set_message(format!("compute {resource_type}"));
+    let mut tally = TypeTally::default();
+    end_windows(host, resource_type, run.is_some(), &mut tally)?;
+    // Before the diff, so that orders this run creates in Error wait for the next run.
+    reevaluate_errors(host, resource_type, run.is_some(), &mut tally, problems)?;
+    tally.exceeded = thresholds(host, resource_type)?;
+    if let (Some(run), Some(exceeded)) = (run, &tally.exceeded) {
+        host.store.record_hold(run, resource_type, &exceeded.counts, &exceeded.limits)?;
+    }
+    let held_run = run.filter(|_| tally.exceeded.is_some());
+    let mut after = 0;
+    let mut provisional = 0;
+    loop {
+        let slots = host.store.slots(resource_type, after, COMPUTE_CHUNK)?;
+        let Some(last) = slots.last() else { break };
+        after = last.identity_id;
+        progress.inc(slots.len() as u64);
+        compute_chunk(
+            host,
+            resource_type,
+            &slots,
+            Chunk { run, held_run, provisional: &mut provisional },
+            &mut tally,
+            problems,
+        )?;
+    }
+    Ok(tally)
+}
+
+/// The first pass for thresholds: counts the writes per change kind (reading only).
+fn thresholds(host: &Host, resource_type: &str) -> Result<Option<Exceeded>, JobError> {
+    let thresholds = host.config.resource_types[resource_type].thresholds;
+    if !thresholds.any() {
+        return Ok(None);
+    }
+    let existing = u64::try_from(host.store.resource_count(resource_type)?).unwrap_or_default();
+    let now = host.now();
+    let mut counts: BTreeMap<ChangeKind, u64> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let slots = host.store.slots(resource_type, after, COMPUTE_CHUNK)?;
+        let Some(last) = slots.last() else { break };
+        after = last.identity_id;
+        for slot in &slots {
+            if let (_, Plan::Write(change)) = plan(slot, now) {
+                *counts.entry(change.kind).or_default() += 1;
+            }
+        }
+    }
+    let limits: BTreeMap<ChangeKind, u64> = [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted]
+        .into_iter()
+        .filter_map(|kind| thresholds.limit(kind, existing).map(|limit| (kind, limit)))
+        .collect();
+    let over = limits.iter().any(|(kind, limit)| counts.get(kind).copied().unwrap_or_default() > *limit);
+    Ok(over.then_some(Exceeded { counts, limits }))
+}
+
 /// Open orders of the resource type whose assignment's validity ended before they were
 /// fulfilled become Inactive.
-fn end_windows(host: &mut Host, resource_type: &str, report: &mut JobReport) -> Result<(), JobError> {
+fn end_windows(host: &mut Host, resource_type: &str, write: bool, tally: &mut TypeTally) -> Result<(), JobError> {
     let ended = host.store.orders(&OrderFilter {
         states: vec![ProvisioningState::Pending, ProvisioningState::AwaitingApproval, ProvisioningState::Errored],
         resource_types: vec![resource_type.to_string()],
-        valid_until_before: Some(now_ms()),
+        valid_until_before: Some(host.now()),
         ..OrderFilter::default()
     })?;
+    if !write {
+        tally.inactive += ended.len() as u64;
+        return Ok(());
+    }
     let transitions: Vec<Transition> = ended
         .iter()
         .map(|o| Transition::new(o.id, Event::WindowEnded, "validity window ended before fulfilment"))
         .collect();
     let results = host.store.apply(&transitions, "job:compute")?;
-    report.counters.inactive += results.iter().filter(|r| r.is_ok()).count() as u64;
+    tally.inactive += results.iter().filter(|r| r.is_ok()).count() as u64;
     Ok(())
 }
 
@@ -115,8 +301,25 @@ fn plan(slot: &Slot, now: i64) -> (Option<i64>, Plan) {
     }
 }
 
-fn compute_chunk(host: &mut Host, resource_type: &str, slots: &[Slot], report: &mut JobReport) -> Result<(), JobError> {
-    let now = now_ms();
+/// Where a chunk's orders go.
+struct Chunk<'a> {
+    /// The run writing them; none in a simulation.
+    run: Option<i64>,
+    /// The run holding them, when a threshold was exceeded.
+    held_run: Option<i64>,
+    /// Ids for a simulation's orders (never stored).
+    provisional: &'a mut i64,
+}
+
+fn compute_chunk(
+    host: &mut Host,
+    resource_type: &str,
+    slots: &[Slot],
+    chunk: Chunk<'_>,
+    tally: &mut TypeTally,
+    problems: &mut Vec<String>,
+) -> Result<(), JobError> {
+    let now = host.now();
     let mut supersede = Vec::new();
     let mut planned = Vec::new();
     for slot in slots {
@@ -131,20 +334,34 @@ fn compute_chunk(host: &mut Host, resource_type: &str, slots: &[Slot], report: &
     if supersede.is_empty() && planned.is_empty() {
         return Ok(());
     }
-    let first_id = host.store.allocate_order_ids(planned.len())?;
+    let first_id = match chunk.run {
+        Some(_) => host.store.allocate_order_ids(planned.len())?,
+        None => {
+            *chunk.provisional -= planned.len() as i64;
+            *chunk.provisional
+        }
+    };
     let rt = &host.config.resource_types[resource_type];
     let entity_type = rt.entity_type.clone();
     let classification = rt.classification.clone();
     let mut create: Vec<NewOrder> = Vec::with_capacity(planned.len());
-    let mut to_review: Vec<Order> = Vec::new();
+    // The orders the rule decides on, with their position in `create`.
+    let mut to_review: Vec<(usize, Order)> = Vec::new();
     for (offset, (slot, plan)) in planned.into_iter().enumerate() {
         let id = first_id + offset as i64;
         let (event, change, reason) = match plan {
             Plan::Record(Event::AlreadyMatches, change) => {
+                tally.already_matching += 1;
                 (Event::AlreadyMatches, change, "the managed system already matches the desired state".to_string())
             }
-            Plan::Record(event, change) => (event, change, "the assignment's validity window is over".to_string()),
-            Plan::Write(change) => (Event::NoReviewNeeded, change, String::new()),
+            Plan::Record(event, change) => {
+                tally.window_over += 1;
+                (event, change, "the assignment's validity window is over".to_string())
+            }
+            Plan::Write(change) => {
+                tally.changes.entry(change.kind).or_default().orders += 1;
+                (Event::NoReviewNeeded, change, String::new())
+            }
             Plan::Keep => continue,
         };
         let resource_id = match change.kind {
@@ -152,8 +369,9 @@ fn compute_chunk(host: &mut Host, resource_type: &str, slots: &[Slot], report: &
             _ => slot.actual.as_ref().map(|(id, _)| id.clone()),
         };
         let valid_until = slot.desired.as_ref().and_then(|a| a.valid_until);
+        let held_run = chunk.held_run.filter(|_| event == Event::NoReviewNeeded);
         if event == Event::NoReviewNeeded {
-            to_review.push(Order {
+            let order = Order {
                 id,
                 idempotency_key: format!("{}-{id}", host.store.installation()),
                 owner: slot.owner.clone(),
@@ -168,7 +386,10 @@ fn compute_chunk(host: &mut Host, resource_type: &str, slots: &[Slot], report: &
                 attempts: 0,
                 created_at: now,
                 updated_at: now,
-            });
+                next_attempt_at: None,
+                held_run,
+            };
+            to_review.push((create.len(), order));
         }
         create.push(NewOrder {
             id,
@@ -178,87 +399,84 @@ fn compute_chunk(host: &mut Host, resource_type: &str, slots: &[Slot], report: &
             change,
             valid_until,
             event,
+            held_run,
             reason,
             actor: "job:compute".into(),
         });
     }
 
     // Review: the rule decides each new order's first state.
-    let decisions = review(host, resource_type, &to_review, &mut report.problems);
-    for (id, (event, reason, actor)) in decisions {
-        if let Some(order) = create.iter_mut().find(|o| o.id == id) {
-            (order.event, order.reason, order.actor) = (event, reason, actor);
+    let orders: Vec<Order> = to_review.iter().map(|(_, o)| o.clone()).collect();
+    let decisions = review(host, resource_type, &orders, problems);
+    for ((position, order), (event, reason, actor)) in to_review.iter().zip(decisions) {
+        tally_decision(tally.changes.entry(order.change.kind).or_default(), event);
+        let new = &mut create[*position];
+        (new.event, new.reason, new.actor) = (event, reason, actor);
+    }
+    match chunk.run {
+        Some(run) => {
+            let results = host.store.record_compute(&supersede, &create, "job:compute", Some(run))?;
+            tally.superseded += results.iter().filter(|r| r.is_ok()).count() as u64;
         }
+        None => tally.superseded += supersede.len() as u64,
     }
-    for order in &create {
-        count_creation(&mut report.counters, order.event);
-    }
-    let results = host.store.record_compute(&supersede, &create, "job:compute", Some(report.run))?;
-    report.counters.superseded += results.iter().filter(|r| r.is_ok()).count() as u64;
     Ok(())
 }
 
-fn count_creation(counters: &mut Counters, event: Event) {
-    counters.orders_created += 1;
-    match event {
-        Event::AlreadyMatches => counters.already_matching += 1,
-        Event::WindowAlreadyOver => counters.window_over += 1,
-        _ => count_decision(counters, event),
-    }
-}
-
-fn count_decision(counters: &mut Counters, event: Event) {
-    match event {
-        Event::NoReviewNeeded => counters.released += 1,
-        Event::ReviewNeeded => counters.awaiting_approval += 1,
-        Event::RuleBlocks => counters.blocked += 1,
-        Event::RuleFailed => counters.rule_errors += 1,
-        _ => {}
-    }
-}
-
-/// Runs the resource type's review rule on orders, in batches: per order id, the event that
-/// decides its state, the reason and the actor. Without a rule, every order is released.
+/// Runs the resource type's review rule on orders, in batches, isolating orders it fails on:
+/// per order (in order), the event that decides its state, the reason and the actor. Without
+/// a rule, every order is released.
 fn review(
-    host: &Host,
+    host: &mut Host,
     resource_type: &str,
     orders: &[Order],
     problems: &mut Vec<String>,
-) -> Vec<(i64, (Event, String, String))> {
-    let Some(rule) = host.review_rule(resource_type) else {
+) -> Vec<(Event, String, String)> {
+    let Some(rule) = host.config.resource_types.get(resource_type).and_then(|rt| rt.review_rule.clone()) else {
         let reason = "no review rule for this resource type";
-        return orders
-            .iter()
-            .map(|o| (o.id, (Event::NoReviewNeeded, reason.to_string(), "job:compute".to_string())))
-            .collect();
+        return orders.iter().map(|_| (Event::NoReviewNeeded, reason.to_string(), "job:compute".to_string())).collect();
     };
-    let actor = format!("plugin:{}", rule.name);
+    let actor = format!("plugin:{rule}");
     let mut decided = Vec::with_capacity(orders.len());
     for batch in orders.chunks(REVIEW_BATCH) {
-        match rule.evaluate(batch) {
-            Ok(decisions) => {
-                for (order, decision) in batch.iter().zip(decisions) {
-                    let (event, reason) = match decision {
-                        Decision::NoReview => (Event::NoReviewNeeded, "no review needed".to_string()),
-                        Decision::ReviewNeeded(reason) => (Event::ReviewNeeded, reason),
-                        Decision::Blocked(reason) => (Event::RuleBlocks, reason),
-                    };
-                    decided.push((order.id, (event, reason, actor.clone())));
+        for item in isolate(host, &rule, batch, |plugin, orders| plugin.evaluate(orders)) {
+            let (event, reason) = match item {
+                Item::Done(Decision::NoReview) => (Event::NoReviewNeeded, "no review needed".to_string()),
+                Item::Done(Decision::ReviewNeeded(reason)) => (Event::ReviewNeeded, reason),
+                Item::Done(Decision::Blocked(reason)) => (Event::RuleBlocks, reason),
+                Item::Failed(error) => (Event::RuleFailed, error.to_string()),
+                Item::Skipped(why) => (Event::RuleFailed, why),
+            };
+            if event == Event::RuleFailed {
+                let problem = format!("review of {resource_type}: {reason}");
+                if !problems.contains(&problem) {
+                    tracing::warn!(resource_type, "{reason}");
+                    problems.push(problem);
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
-                tracing::warn!(resource_type, "review rule failed on {} orders: {message}", batch.len());
-                problems.push(format!("review of {resource_type}: {message}"));
-                decided.extend(batch.iter().map(|o| (o.id, (Event::RuleFailed, message.clone(), actor.clone()))));
-            }
+            decided.push((event, reason, actor.clone()));
         }
     }
     decided
 }
 
-/// Orders of the resource type in Error (their rule failed before) are evaluated again.
-fn reevaluate_errors(host: &mut Host, resource_type: &str, report: &mut JobReport) -> Result<(), JobError> {
+/// Orders of the resource type in Error (their rule failed before) are evaluated again, unless
+/// the rule is disabled.
+fn reevaluate_errors(
+    host: &mut Host,
+    resource_type: &str,
+    write: bool,
+    tally: &mut TypeTally,
+    problems: &mut Vec<String>,
+) -> Result<(), JobError> {
+    let rule = host.config.resource_types.get(resource_type).and_then(|rt| rt.review_rule.clone());
+    if let Some(failure) = rule.as_deref().and_then(|r| host.unavailable(r)) {
+        let problem = format!("review of {resource_type}: {failure}");
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+        return Ok(());
+    }
     let mut after = 0;
     loop {
         let orders = host.store.orders(&OrderFilter {
@@ -270,14 +488,23 @@ fn reevaluate_errors(host: &mut Host, resource_type: &str, report: &mut JobRepor
         })?;
         let Some(last) = orders.last() else { return Ok(()) };
         after = last.id;
-        let decisions = review(host, resource_type, &orders, &mut report.problems);
-        let Some(actor) = decisions.first().map(|(_, (_, _, actor))| actor.clone()) else { continue };
-        let transitions: Vec<Transition> =
-            decisions.iter().map(|(id, (event, reason, _))| Transition::new(*id, *event, reason.clone())).collect();
+        let decisions = review(host, resource_type, &orders, problems);
+        if !write {
+            for (event, _, _) in &decisions {
+                tally_decision(&mut tally.reevaluated, *event);
+            }
+            continue;
+        }
+        let Some(actor) = decisions.first().map(|(_, _, actor)| actor.clone()) else { continue };
+        let transitions: Vec<Transition> = orders
+            .iter()
+            .zip(&decisions)
+            .map(|(o, (event, reason, _))| Transition::new(o.id, *event, reason.clone()))
+            .collect();
         let results = host.store.apply(&transitions, &actor)?;
         for (t, result) in transitions.iter().zip(results) {
             if result.is_ok() {
-                count_decision(&mut report.counters, t.event);
+                tally_decision(&mut tally.reevaluated, t.event);
             }
         }
     }

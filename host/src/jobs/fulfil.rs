@@ -1,14 +1,21 @@
 //! Fulfil: carry out Pending orders, connection by connection, in batches. A connector
 //! connection calls its plugin's `fulfil`; a manual-ticket connection hands the orders to people
 //! (Transmitted), who confirm them later.
+//!
+//! Before a batch is sent, an attempt is recorded for each of its orders; an attempt still open
+//! at the start of a run was cut short by a crash, and its order, still Pending, simply goes out
+//! again with the same idempotency key. A transient error puts the order in Errored with its
+//! next attempt time from the connection's retry policy; once due, the next run makes it Pending
+//! again. A permanent error, or the last attempt, waits for an operator.
 
 use indicatif::ProgressBar;
 
+use super::isolate::{Item, isolate};
 use super::{JobError, JobReport, single};
-use crate::config::ConnectionKind;
+use crate::config::{Connection, ConnectionKind};
 use crate::host::Host;
 use crate::machine::Event;
-use crate::model::{ProvisioningState, now_ms};
+use crate::model::{Order, ProvisioningState, format_time};
 use crate::plugins::Outcome;
 use crate::store::{OrderFilter, Transition};
 
@@ -18,7 +25,12 @@ pub fn fulfil(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobE
 }
 
 pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    let connections: Vec<_> = host.config.connections.values().cloned().collect();
+    let interrupted = host.store.close_interrupted_attempts()?;
+    if !interrupted.is_empty() {
+        tracing::warn!("{} orders had an attempt cut short (a crash?); they are sent again", interrupted.len());
+        report.counters.resumed += interrupted.len() as u64;
+    }
+    let connections: Vec<Connection> = host.config.connections.values().cloned().collect();
     for connection in connections {
         let resource_types: Vec<String> =
             host.config.resource_types_of(&connection.name).map(|rt| rt.name.clone()).collect();
@@ -29,11 +41,19 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
         if let Some(validity) = connection.transmitted_validity {
             expire_transmitted(host, &resource_types, validity, report)?;
         }
+        retry_due(host, &connection, &resource_types, report)?;
+        if let ConnectionKind::Connector { plugin } = &connection.kind
+            && let Some(failure) = host.unavailable(plugin)
+        {
+            report.problems.push(format!("connection {}: {failure}; its Pending orders wait", connection.name));
+            continue;
+        }
         let mut after = 0;
         loop {
             let batch = host.store.orders(&OrderFilter {
                 states: vec![ProvisioningState::Pending],
                 resource_types: resource_types.clone(),
+                held: Some(false),
                 after: Some(after),
                 limit: Some(connection.batch_size),
                 ..OrderFilter::default()
@@ -45,28 +65,11 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
                     batch
                         .iter()
                         .map(|o| Transition::new(o.id, Event::HandOver, "handed to manual provisioning"))
-                        .collect::<Vec<_>>(),
+                        .collect(),
                     "job:fulfil".to_string(),
                 ),
                 ConnectionKind::Connector { plugin } => {
-                    let Some(connector) = host.plugins.get(plugin) else { continue };
-                    let transitions = match connector.fulfil(&batch) {
-                        Ok(outcomes) => batch
-                            .iter()
-                            .zip(outcomes)
-                            .map(|(order, outcome)| outcome_transition(order.id, outcome))
-                            .collect(),
-                        Err(error) => {
-                            let message = error.to_string();
-                            tracing::warn!(connection = %connection.name, "connector call failed for {} orders: {message}", batch.len());
-                            report.problems.push(format!("fulfil via {}: {message}", connection.name));
-                            batch
-                                .iter()
-                                .map(|o| Transition::new(o.id, Event::ConnectorError, message.clone()))
-                                .collect()
-                        }
-                    };
-                    (transitions, format!("plugin:{plugin}"))
+                    (send(host, &connection, plugin, &batch, report)?, format!("plugin:{plugin}"))
                 }
             };
             let results = host.store.apply(&transitions, &actor)?;
@@ -79,9 +82,77 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
                     Err(error) => report.problems.push(format!("order {}: {error}", t.order)),
                 }
             }
+            tracing::info!(connection = %connection.name, orders = batch.len(), "fulfilled a batch");
             progress.inc(batch.len() as u64);
         }
     }
+    Ok(())
+}
+
+/// Sends a batch through a connector: attempts first, then the call (isolating poisoned
+/// orders), then the outcome of each order as a transition. Orders the plugin did not answer
+/// for stay Pending.
+fn send(
+    host: &mut Host,
+    connection: &Connection,
+    plugin: &str,
+    batch: &[Order],
+    report: &mut JobReport,
+) -> Result<Vec<Transition>, JobError> {
+    let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
+    host.store.start_attempts(&ids, &connection.name, Some(report.run).filter(|r| *r > 0))?;
+    let items = isolate(host, plugin, batch, |p, orders| p.fulfil(orders));
+    let now = host.now();
+    let mut transitions = Vec::with_capacity(batch.len());
+    let mut unsent = Vec::new();
+    for (order, item) in batch.iter().zip(items) {
+        match item {
+            Item::Done(outcome) => transitions.push(outcome_transition(order, outcome, connection, now)),
+            Item::Failed(error) => {
+                report.problems.push(format!("order {}: {error}", order.id));
+                transitions.push(Transition::new(
+                    order.id,
+                    Event::ConnectorError,
+                    format!("permanent error: the connector fails on this order: {error}"),
+                ));
+            }
+            Item::Skipped(why) => {
+                unsent.push(order.id);
+                if !report.problems.contains(&why) {
+                    report.problems.push(why);
+                }
+            }
+        }
+    }
+    if !unsent.is_empty() {
+        host.store.finish_attempts(&unsent, "not-sent")?;
+        tracing::warn!(connection = %connection.name, "{} orders not sent; they stay Pending", unsent.len());
+    }
+    Ok(transitions)
+}
+
+/// Errored orders whose next attempt is due go back to Pending.
+fn retry_due(
+    host: &mut Host,
+    connection: &Connection,
+    resource_types: &[String],
+    report: &mut JobReport,
+) -> Result<(), JobError> {
+    let due = host.store.orders(&OrderFilter {
+        states: vec![ProvisioningState::Errored],
+        resource_types: resource_types.to_vec(),
+        retry_due_before: Some(host.now()),
+        ..OrderFilter::default()
+    })?;
+    let transitions: Vec<Transition> = due
+        .iter()
+        .map(|o| {
+            let reason = format!("retry due: attempt {} of {}", o.attempts + 1, connection.retry.max_attempts);
+            Transition::new(o.id, Event::RetryDue, reason)
+        })
+        .collect();
+    let results = host.store.apply(&transitions, "job:fulfil")?;
+    report.counters.retried += results.iter().filter(|r| r.is_ok()).count() as u64;
     Ok(())
 }
 
@@ -92,8 +163,8 @@ fn expire_transmitted(
     validity: std::time::Duration,
     report: &mut JobReport,
 ) -> Result<(), JobError> {
-    let cutoff = now_ms() - i64::try_from(validity.as_millis()).unwrap_or(i64::MAX / 2);
-    let stale: Vec<_> = host.store.orders(&OrderFilter {
+    let cutoff = host.now() - i64::try_from(validity.as_millis()).unwrap_or(i64::MAX / 2);
+    let stale = host.store.orders(&OrderFilter {
         states: vec![ProvisioningState::Transmitted],
         resource_types: resource_types.to_vec(),
         updated_before: Some(cutoff),
@@ -110,18 +181,47 @@ fn expire_transmitted(
     Ok(())
 }
 
-fn outcome_transition(order: i64, outcome: Outcome) -> Transition {
+fn outcome_transition(order: &Order, outcome: Outcome, connection: &Connection, now: i64) -> Transition {
     match outcome {
         Outcome::Executed { resource_id } => {
-            Transition { order, event: Event::ConnectorOk, reason: "the connector carried it out".into(), resource_id }
+            Transition { resource_id, ..Transition::new(order.id, Event::ConnectorOk, "the connector carried it out") }
         }
         Outcome::Transmitted { reference } => {
-            Transition::new(order, Event::HandOver, format!("handed over: {reference}"))
+            Transition::new(order.id, Event::HandOver, format!("handed over: {reference}"))
         }
-        Outcome::Failed { transient, message, retry_after } => {
-            let kind = if transient { "transient" } else { "permanent" };
-            let retry = retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default();
-            Transition::new(order, Event::ConnectorError, format!("{kind} error: {message}{retry}"))
+        Outcome::Failed { transient: false, message, .. } => {
+            Transition::new(order.id, Event::ConnectorError, format!("permanent error: {message}"))
+        }
+        Outcome::Failed { transient: true, message, retry_after } => {
+            // The order's attempts include this one (recorded before the call).
+            let attempts = order.attempts + 1;
+            let policy = &connection.retry;
+            match policy.delay_after(attempts) {
+                Some(delay) => {
+                    let delay = retry_after.map_or(delay, |asked| delay.max(asked));
+                    let retry_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    Transition {
+                        retry_at: Some(retry_at),
+                        ..Transition::new(
+                            order.id,
+                            Event::ConnectorError,
+                            format!(
+                                "transient error (attempt {attempts} of {}; next at {}): {message}",
+                                policy.max_attempts,
+                                format_time(retry_at)
+                            ),
+                        )
+                    }
+                }
+                None => Transition::new(
+                    order.id,
+                    Event::ConnectorError,
+                    format!(
+                        "transient error on the last attempt ({attempts} of {}), waiting for an operator: {message}",
+                        policy.max_attempts
+                    ),
+                ),
+            }
         }
     }
 }

@@ -4,6 +4,8 @@
 
 mod compute;
 mod fulfil;
+mod holds;
+mod isolate;
 mod synchronise;
 
 use indicatif::ProgressBar;
@@ -12,8 +14,9 @@ use serde::Serialize;
 use crate::host::Host;
 use crate::store::StoreError;
 
-pub use compute::compute;
+pub use compute::{Exceeded, KindTally, Simulation, TypeTally, compute, describe, simulate};
 pub use fulfil::fulfil;
+pub use holds::{cancel, resume};
 pub use synchronise::synchronise;
 
 /// Orders handed to a review rule per call.
@@ -54,6 +57,12 @@ pub struct Counters {
     pub verified: u64,
     /// Transmitted orders left longer than their connection's transmitted validity (Errored).
     pub expired: u64,
+    /// Errored orders whose retry time came (Pending again).
+    pub retried: u64,
+    /// Orders whose previous attempt was cut short (a crash), sent again.
+    pub resumed: u64,
+    /// Orders held by a threshold (not fulfilled until an operator resumes the run).
+    pub held: u64,
 }
 
 /// The result of a job run.
@@ -110,7 +119,8 @@ fn finish(host: &mut Host, report: &JobReport, result: Result<(), JobError>) -> 
     match result {
         Ok(()) => {
             let message = (!report.problems.is_empty()).then(|| report.problems.join("\n"));
-            host.store.finish_job(report.run, "succeeded", &report.counters, message.as_deref())?;
+            let status = if report.counters.held > 0 { "threshold exceeded" } else { "succeeded" };
+            host.store.finish_job(report.run, status, &report.counters, message.as_deref())?;
             Ok(())
         }
         Err(error) => {

@@ -27,8 +27,13 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
         if !connector.can_read() {
             continue;
         }
+        let plugin = connector.name.clone();
+        if let Some(failure) = host.unavailable(&plugin) {
+            report.problems.push(format!("synchronise {resource_type}: {failure}"));
+            continue;
+        }
         progress.set_message(format!("synchronise {resource_type}"));
-        if let Err(problem) = read_all(host, &resource_type, &connection, report, progress)? {
+        if let Err(problem) = read_all(host, &resource_type, &plugin, report, progress)? {
             tracing::warn!(resource_type, "synchronisation failed: {problem}");
             report.problems.push(format!("synchronise {resource_type}: {problem}"));
             continue;
@@ -43,15 +48,14 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
 fn read_all(
     host: &mut Host,
     resource_type: &str,
-    connection: &str,
+    plugin: &str,
     report: &mut JobReport,
     progress: &ProgressBar,
 ) -> Result<Result<(), String>, JobError> {
     let stamp = host.store.next_sync_stamp(resource_type)?;
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let Some(connector) = host.connector(connection) else { return Ok(Ok(())) };
-        let page = match connector.read(resource_type, cursor.as_deref()) {
+        let page = match host.call(plugin, |connector| connector.read(resource_type, cursor.as_deref())) {
             Ok(Ok(page)) => page,
             Ok(Err(error)) => return Ok(Err(format!("the connector could not read: {error}"))),
             Err(error) => return Ok(Err(error.to_string())),

@@ -76,7 +76,7 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
             report.routed += ids.len() as u64;
             continue;
         };
-        let Some(router) = host.plugins.get(&et.router) else { continue };
+        let router = et.router.clone();
         let events: Vec<Event> = kinds
             .iter()
             .map(|(kind, queued)| Event {
@@ -94,7 +94,7 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
                     .collect(),
             })
             .collect();
-        let results = match router.route(&events, directory.clone()) {
+        let results = match host.call(&router, |plugin| plugin.route(&events, directory.clone())) {
             Ok(results) => results,
             Err(error) => {
                 // Left queued: routed again once the router works.
@@ -106,9 +106,9 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
         let mut notifications = Vec::new();
         for ((kind, queued), result) in kinds.iter().zip(results) {
             match result {
-                Err(error) => report
-                    .problems
-                    .push(format!("router `{}` could not route {kind} for {entity_type}: {error}", router.name)),
+                Err(error) => {
+                    report.problems.push(format!("router `{router}` could not route {kind} for {entity_type}: {error}"))
+                }
                 Ok(messages) => {
                     routed_ids.extend(queued.iter().map(|q| q.id));
                     for message in messages {
@@ -126,7 +126,7 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
                         notifications.push(NewNotification {
                             kind: *kind,
                             entity_type: entity_type.clone(),
-                            router: router.name.clone(),
+                            router: router.clone(),
                             recipients,
                             subject: message.subject,
                             body: message.body,

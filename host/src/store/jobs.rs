@@ -17,7 +17,7 @@ pub struct JobRun {
     pub started_at: i64,
     /// Unix ms; none while running.
     pub finished_at: Option<i64>,
-    /// `running`, `succeeded`, `failed`.
+    /// `running`, `succeeded`, `threshold exceeded` (orders held), `failed`.
     pub status: String,
     /// Counters by name.
     pub counters: serde_json::Map<String, serde_json::Value>,
@@ -25,7 +25,96 @@ pub struct JobRun {
     pub message: Option<String>,
 }
 
+/// A resource type whose orders a run holds because a threshold was exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// The run.
+    pub run: i64,
+    /// The resource type.
+    pub resource_type: String,
+    /// Orders the run created, per change kind.
+    pub counters: serde_json::Map<String, serde_json::Value>,
+    /// The effective limits, per change kind.
+    pub limits: serde_json::Map<String, serde_json::Value>,
+    /// `held`, `resumed` or `cancelled`.
+    pub status: String,
+    /// Who resumed or cancelled it.
+    pub decided_by: Option<String>,
+}
+
 impl Store {
+    /// Records that a run holds a resource type's orders (a threshold was exceeded), before
+    /// the run creates them held.
+    pub fn record_hold(
+        &mut self,
+        run: i64,
+        resource_type: &str,
+        counters: &impl Serialize,
+        limits: &impl Serialize,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO job_holds (run, resource_type, counters, limits, status) VALUES (?1, ?2, ?3, ?4, 'held')
+             ON CONFLICT (run, resource_type) DO UPDATE SET counters = excluded.counters, limits = excluded.limits",
+            params![run, resource_type, json(counters), json(limits)],
+        )?;
+        Ok(())
+    }
+
+    /// The holds of a run (or of every run), oldest first.
+    pub fn holds(&self, run: Option<i64>) -> Result<Vec<Hold>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run, resource_type, counters, limits, status, decided_by FROM job_holds
+             WHERE ?1 IS NULL OR run = ?1 ORDER BY run, resource_type",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
+        })?;
+        let mut holds = Vec::new();
+        for row in rows {
+            let (run, resource_type, counters, limits, status, decided_by) = row?;
+            holds.push(Hold {
+                run,
+                resource_type,
+                counters: from_json(&counters, "hold counters")?,
+                limits: from_json(&limits, "hold limits")?,
+                status,
+                decided_by,
+            });
+        }
+        Ok(holds)
+    }
+
+    /// Releases a run's held orders to fulfilment; returns how many.
+    pub fn release_holds(&mut self, run: i64, actor: &str) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let released = tx.execute("UPDATE orders SET held_run = NULL WHERE held_run = ?1", [run])?;
+        tx.execute(
+            "UPDATE job_holds SET status = 'resumed', decided_by = ?2, decided_at = ?3 WHERE run = ?1 AND status = 'held'",
+            params![run, actor, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Marks a run's holds cancelled (its orders are closed by the caller, through the machine).
+    pub fn cancel_holds(&mut self, run: i64, actor: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job_holds SET status = 'cancelled', decided_by = ?2, decided_at = ?3 WHERE run = ?1 AND status = 'held'",
+            params![run, actor, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Recent job runs, newest first.
+    pub fn job_runs(&self, limit: usize) -> Result<Vec<JobRun>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM job_runs ORDER BY id DESC LIMIT ?1")?
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.into_iter().map(|id| self.job_run(id)).collect()
+    }
+
     /// Records the start of a run.
     pub fn start_job(&mut self, kind: &str) -> Result<i64> {
         self.conn.execute(

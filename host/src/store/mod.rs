@@ -9,7 +9,9 @@
 //! transaction per write caps SQLite at a few thousand writes per second, one per batch reaches
 //! well over a hundred thousand.
 
+mod attempts;
 mod desired;
+mod health;
 mod jobs;
 mod notifications;
 mod operators;
@@ -27,7 +29,8 @@ use crate::config::Config;
 use crate::machine::Refused;
 
 pub use desired::{Assignment, Identity, Slot, SlotOrder};
-pub use jobs::JobRun;
+pub use health::Health;
+pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
@@ -78,6 +81,27 @@ impl Store {
             })?;
         }
         Store::from_connection(Connection::open(path)?)
+    }
+
+    /// Opens an existing database without ever writing to it (for simulations): no migration,
+    /// and SQLite refuses any write.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let current = schema::MIGRATIONS.current_version(&conn)?;
+        if current
+            != rusqlite_migration::SchemaVersion::Inside(
+                std::num::NonZeroUsize::new(schema::VERSION).expect("versions start at 1"),
+            )
+        {
+            return Err(StoreError::Unknown(format!(
+                "the database schema is {current}, this host needs version {}: run a job (not a simulation) first",
+                schema::VERSION
+            )));
+        }
+        let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
+        Ok(Store { conn, installation })
     }
 
     /// An in-memory database, for tests and dry runs.

@@ -23,6 +23,8 @@ pub struct NewOrder {
     pub valid_until: Option<i64>,
     /// The creating event (no review needed, review needed, already matches...).
     pub event: Event,
+    /// The run whose threshold holds it from fulfilment, if any.
+    pub held_run: Option<i64>,
     /// Why, in words (the rule's reason, the error...).
     pub reason: String,
     /// Who decided the first state: `job:compute`, `plugin:NAME`.
@@ -40,12 +42,14 @@ pub struct Transition {
     pub reason: String,
     /// The resource's id in the managed system, when this change taught it (a create).
     pub resource_id: Option<String>,
+    /// For a transient connector error: when the order is due again (Unix ms).
+    pub retry_at: Option<i64>,
 }
 
 impl Transition {
-    /// A transition with no resource id.
+    /// A transition with no resource id and no retry time.
     pub fn new(order: i64, event: Event, reason: impl Into<String>) -> Transition {
-        Transition { order, event, reason: reason.into(), resource_id: None }
+        Transition { order, event, reason: reason.into(), resource_id: None, retry_at: None }
     }
 }
 
@@ -62,6 +66,12 @@ pub struct OrderFilter {
     pub valid_until_before: Option<i64>,
     /// Only orders last changed at or before this time (Unix ms).
     pub updated_before: Option<i64>,
+    /// Only orders whose next attempt is due at or before this time (Unix ms).
+    pub retry_due_before: Option<i64>,
+    /// Only orders held (`Some(true)`) or not held (`Some(false)`) by a threshold.
+    pub held: Option<bool>,
+    /// Only orders held by this run.
+    pub held_run: Option<i64>,
     /// Only ids above this (for paging through in id order).
     pub after: Option<i64>,
     /// At most this many.
@@ -74,17 +84,19 @@ fn closed_by(event: Event) -> Option<&'static str> {
         Event::Decline => Some("declined"),
         Event::RuleBlocks => Some("blocked"),
         Event::Superseded => Some("superseded"),
+        Event::Cancel => Some("cancelled"),
         _ => None,
     }
 }
 
-/// Whether the event is the outcome of a fulfilment attempt.
-fn is_attempt(event: Event) -> bool {
+/// Whether the event is the outcome of a fulfilment attempt (which it closes).
+fn ends_attempt(event: Event) -> bool {
     matches!(event, Event::ConnectorOk | Event::ConnectorError | Event::HandOver)
 }
 
 const ORDER_COLUMNS: &str = "o.id, i.key, i.entity_type, o.resource_type, t.classification, o.resource_id,
-    o.change_kind, o.change, o.state, o.closed, o.message, o.attempts, o.created_at, o.updated_at";
+    o.change_kind, o.change, o.state, o.closed, o.message, o.attempts, o.created_at, o.updated_at,
+    o.next_attempt_at, o.held_run";
 
 /// One history row to append.
 struct HistoryRow<'a> {
@@ -148,6 +160,8 @@ impl Store {
             attempts: row.get(11)?,
             created_at: row.get(12)?,
             updated_at: row.get(13)?,
+            next_attempt_at: row.get(14)?,
+            held_run: row.get(15)?,
         })
     }
 
@@ -203,8 +217,8 @@ impl Store {
                 machine::apply(NEW, order.event).map_err(|refused| StoreError::Refused { order: order.id, refused })?;
             tx.prepare_cached(
                 "INSERT INTO orders (id, identity_id, resource_type, change_kind, resource_id, change, fingerprint,
-                    state, closed, message, valid_until, job_run, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                    state, closed, message, valid_until, job_run, created_at, updated_at, held_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
             )?
             .execute(params![
                 order.id,
@@ -220,6 +234,7 @@ impl Store {
                 order.valid_until,
                 job_run,
                 now,
+                order.held_run,
             ])?;
             insert_history(
                 &tx,
@@ -278,6 +293,19 @@ impl Store {
         if let Some(before) = filter.updated_before {
             sql.push_str(" AND o.updated_at <= ?");
             values.push(before.into());
+        }
+        if let Some(due) = filter.retry_due_before {
+            sql.push_str(" AND o.next_attempt_at <= ?");
+            values.push(due.into());
+        }
+        match filter.held {
+            Some(true) => sql.push_str(" AND o.held_run IS NOT NULL"),
+            Some(false) => sql.push_str(" AND o.held_run IS NULL"),
+            None => {}
+        }
+        if let Some(run) = filter.held_run {
+            sql.push_str(" AND o.held_run = ?");
+            values.push(run.into());
         }
         if let Some(after) = filter.after {
             sql.push_str(" AND o.id > ?");
@@ -357,10 +385,15 @@ fn apply_in(
                 continue;
             }
         };
+        // An operator's retry starts a fresh retry budget; every change clears the retry time
+        // unless it sets one; closing an order releases any hold.
         tx.prepare_cached(
             "UPDATE orders SET state = ?2, message = ?3, updated_at = ?4,
-                closed = COALESCE(?5, closed), attempts = attempts + ?6,
-                resource_id = COALESCE(?7, resource_id)
+                closed = COALESCE(?5, closed),
+                attempts = CASE WHEN ?6 THEN 0 ELSE attempts END,
+                resource_id = COALESCE(?7, resource_id),
+                next_attempt_at = ?8,
+                held_run = CASE WHEN ?5 IS NULL THEN held_run ELSE NULL END
              WHERE id = ?1",
         )?
         .execute(params![
@@ -369,9 +402,16 @@ fn apply_in(
             t.reason,
             now,
             closed_by(t.event),
-            i64::from(is_attempt(t.event)),
+            t.event == Event::Retry,
             t.resource_id,
+            t.retry_at,
         ])?;
+        if ends_attempt(t.event) {
+            tx.prepare_cached(
+                "UPDATE order_attempts SET finished_at = ?2, outcome = ?3 WHERE order_id = ?1 AND finished_at IS NULL",
+            )?
+            .execute(params![t.order, now, t.event.name()])?;
+        }
         insert_history(
             tx,
             HistoryRow { order: t.order, at: now, from: Some(from), to, event: t.event, actor, reason: &t.reason },

@@ -189,9 +189,58 @@ CREATE TRIGGER deliveries_are_kept BEFORE DELETE ON deliveries
 BEGIN SELECT RAISE(ABORT, 'notifications are never deleted'); END;
 "#,
     ),
+    M::up(
+        r#"
+-- Retries: when an Errored order with a transient error is due again.
+ALTER TABLE orders ADD COLUMN next_attempt_at INTEGER;
+CREATE INDEX orders_retry_due ON orders (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+
+-- Thresholds: orders of a run held until an operator resumes or cancels the run.
+ALTER TABLE orders ADD COLUMN held_run INTEGER REFERENCES job_runs (id);
+CREATE INDEX orders_held ON orders (held_run) WHERE held_run IS NOT NULL;
+CREATE TABLE job_holds (
+    run           INTEGER NOT NULL REFERENCES job_runs (id),
+    resource_type TEXT NOT NULL,
+    counters      TEXT NOT NULL,           -- JSON: orders per change kind
+    limits        TEXT NOT NULL,           -- JSON: effective limit per change kind
+    status        TEXT NOT NULL,           -- held, resumed, cancelled
+    decided_by    TEXT,
+    decided_at    INTEGER,
+    PRIMARY KEY (run, resource_type)
+);
+
+-- Crash safety: an attempt is recorded before the connector is called; one without an
+-- outcome after a restart was interrupted, and its order (still Pending) is sent again.
+CREATE TABLE order_attempts (
+    id          INTEGER PRIMARY KEY,
+    order_id    INTEGER NOT NULL REFERENCES orders (id),
+    job_run     INTEGER REFERENCES job_runs (id),
+    connection  TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT                       -- the event that ended it, or `interrupted`
+);
+CREATE INDEX order_attempts_open ON order_attempts (order_id) WHERE finished_at IS NULL;
+
+-- Plugin health: a plugin failing too many calls in a row is disabled until an operator
+-- enables it again.
+CREATE TABLE plugin_health (
+    name                 TEXT PRIMARY KEY,
+    calls                INTEGER NOT NULL DEFAULT 0,
+    failures             INTEGER NOT NULL DEFAULT 0,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_error           TEXT,
+    disabled_at          INTEGER,
+    last_call_at         INTEGER
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
+
+/// The schema version this host writes (the number of migrations).
+pub(super) const VERSION: usize = STEPS.len();
 
 #[cfg(test)]
 mod tests {

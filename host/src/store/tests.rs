@@ -33,6 +33,7 @@ fn new_order(store: &mut Store, event: Event) -> i64 {
         change,
         valid_until: None,
         event,
+        held_run: None,
         reason: "test".into(),
         actor: "test".into(),
     };
@@ -58,6 +59,7 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     let mut store = store_with_identity();
     let pending = new_order(&mut store, Event::NoReviewNeeded);
     let waiting = new_order(&mut store, Event::ReviewNeeded);
+    store.start_attempts(&[pending], "saas", None).unwrap();
     let results = store
         .apply(
             &[
@@ -75,6 +77,10 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     assert_eq!(store.history(waiting).unwrap().len(), 1, "a refused transition wrote history");
     let pending_order = store.order(pending).unwrap();
     assert_eq!(pending_order.attempts, 1);
+    let attempts = store.attempts(pending).unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].2.as_deref(), Some("connector-ok"), "the outcome closes the attempt");
+    assert!(store.close_interrupted_attempts().unwrap().is_empty());
     assert_eq!(pending_order.change.kind, ChangeKind::Added);
     let history = store.history(pending).unwrap();
     assert_eq!(
@@ -92,6 +98,32 @@ fn closing_events_record_why() {
     assert_eq!((order.state, order.closed.as_deref()), (ProvisioningState::None, Some("declined")));
     let blocked = new_order(&mut store, Event::RuleBlocks);
     assert_eq!(store.order(blocked).unwrap().closed.as_deref(), Some("blocked"));
+}
+
+#[test]
+fn an_attempt_without_an_outcome_is_found_after_a_crash() {
+    let mut store = store_with_identity();
+    let id = new_order(&mut store, Event::NoReviewNeeded);
+    store.start_attempts(&[id], "saas", None).unwrap();
+    // The process dies here; the next run finds the open attempt.
+    assert_eq!(store.close_interrupted_attempts().unwrap(), [id]);
+    assert_eq!(store.attempts(id).unwrap()[0].2.as_deref(), Some("interrupted"));
+    assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending, "the order is still there to send");
+    assert!(store.close_interrupted_attempts().unwrap().is_empty());
+}
+
+#[test]
+fn an_operator_retry_starts_a_fresh_retry_budget() {
+    let mut store = store_with_identity();
+    let id = new_order(&mut store, Event::NoReviewNeeded);
+    store.start_attempts(&[id], "saas", None).unwrap();
+    let failed = Transition { retry_at: Some(42), ..Transition::new(id, Event::ConnectorError, "transient") };
+    store.apply(&[failed], "plugin:x").unwrap();
+    let order = store.order(id).unwrap();
+    assert_eq!((order.attempts, order.next_attempt_at), (1, Some(42)));
+    store.apply(&[Transition::new(id, Event::Retry, "operator")], "user:op").unwrap();
+    let order = store.order(id).unwrap();
+    assert_eq!((order.state, order.attempts, order.next_attempt_at), (ProvisioningState::Pending, 0, None));
 }
 
 #[test]

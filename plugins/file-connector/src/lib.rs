@@ -9,7 +9,8 @@
 //! It refuses, with a permanent error, an order it cannot apply: creating a resource that
 //! already exists, or changing or deleting one that does not. An order whose idempotency key is
 //! already in the journal was written by an earlier attempt: it is reported executed again and
-//! not written twice.
+//! not written twice. A last line cut short by a crash (no newline) was never reported
+//! executed: it is cut off before the next write, and the order, sent again, is written whole.
 //!
 //! Config: `dir` (the guest path of the granted directory, default `/data`), `page-size`
 //! (resources per `read` page, default 500).
@@ -17,7 +18,7 @@
 wit_bindgen::generate!({ path: "../../wit", world: "synchronising-connector" });
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 
 use exports::provision::plugin::fulfil::{self, ErrorKind as Kind, Failure, Outcome};
@@ -84,15 +85,31 @@ impl Journal {
         Ok(format!("{}/{resource_type}.jsonl", dir.trim_end_matches('/')))
     }
 
-    fn load(resource_type: &str) -> Result<Journal, String> {
+    /// Replays the journal. With `repair`, a torn last line (a write cut short) is cut off
+    /// the file; without, it is only skipped.
+    fn load(resource_type: &str, repair: bool) -> Result<Journal, String> {
         let path = Journal::path(resource_type)?;
-        let file = match File::open(&path) {
-            Ok(file) => file,
+        let mut text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
-            Err(e) => return Err(format!("cannot open {path}: {e}")),
+            Err(e) => return Err(format!("cannot read {path}: {e}")),
         };
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            log::write(
+                Level::Warn,
+                "the journal ends with a torn line (an interrupted write); it is ignored",
+                &[("file".to_string(), path.clone()), ("bytes".to_string(), (text.len() - complete).to_string())],
+            );
+            if repair {
+                let file =
+                    OpenOptions::new().write(true).open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+                file.set_len(complete as u64).map_err(|e| format!("cannot cut the torn line off {path}: {e}"))?;
+            }
+            text.truncate(complete);
+        }
         let mut journal = Journal::default();
-        for (n, line) in BufReader::new(file).lines().enumerate() {
+        for (n, line) in BufReader::new(&text[..]).lines().enumerate() {
             let line = line.map_err(|e| format!("cannot read {path}: {e}"))?;
             if line.trim().is_empty() {
                 continue;
@@ -166,7 +183,7 @@ fn transient(message: String) -> Outcome {
 
 /// Fulfils the orders of one resource type; `slots` are their positions in the batch.
 fn fulfil_type(resource_type: &str, orders: &[&Order], outcomes: &mut [Option<Outcome>], slots: &[usize]) {
-    let mut journal = match Journal::load(resource_type) {
+    let mut journal = match Journal::load(resource_type, true) {
         Ok(journal) => journal,
         Err(message) => {
             for &slot in slots {
@@ -237,7 +254,7 @@ impl fulfil::Guest for FileConnector {
 impl read::Guest for FileConnector {
     fn read(resource_type: String, cursor: Option<String>) -> Result<Page, Failure> {
         let page_size = config::get("page-size").and_then(|v| v.parse::<usize>().ok()).unwrap_or(500).max(1);
-        let journal = Journal::load(&resource_type).map_err(|message| Failure {
+        let journal = Journal::load(&resource_type, false).map_err(|message| Failure {
             kind: Kind::Transient,
             message,
             retry_after_seconds: None,

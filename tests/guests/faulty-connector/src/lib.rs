@@ -1,6 +1,8 @@
 //! A connector that misbehaves as its `mode` config says: `panic`, `loop`, `alloc`,
-//! `garbage` (one outcome too many), or `escape`: try to read files it was not granted and
-//! report what happened as each order's (permanent) error.
+//! `garbage` (one outcome too many), `escape` (try to read files it was not granted and report
+//! what happened as each order's permanent error), `transient` / `permanent` (fail every order
+//! so; `retry-after` seconds for transient), or `poison` (trap on any batch holding an order of
+//! an owner listed in `poison`, carry out the others).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connector" });
 
@@ -29,6 +31,24 @@ impl Guest for FaultyConnector {
             Some("loop") => misbehave::spin(),
             Some("alloc") => misbehave::hoard(),
             Some("garbage") => (0..=orders.len()).map(|_| Outcome::Executed(None)).collect(),
+            Some(kind @ ("transient" | "permanent")) => {
+                let retry_after_seconds = config::get("retry-after").and_then(|s| s.parse().ok());
+                let kind = if kind == "transient" { ErrorKind::Transient } else { ErrorKind::Permanent };
+                orders
+                    .iter()
+                    .map(|o| {
+                        let message = format!("service unavailable for {}", o.owner);
+                        Outcome::Failed(Failure { kind, message, retry_after_seconds })
+                    })
+                    .collect()
+            }
+            Some("poison") => {
+                let poison = config::get("poison").unwrap_or_default();
+                if let Some(bad) = orders.iter().find(|o| poison.split(',').any(|p| p == o.owner)) {
+                    panic!("cannot handle the order of {}", bad.owner);
+                }
+                orders.iter().map(|o| Outcome::Executed(Some(o.owner.clone()))).collect()
+            }
             Some("escape") => {
                 let report = escape();
                 orders

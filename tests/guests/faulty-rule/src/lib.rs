@@ -1,6 +1,7 @@
 //! A review rule that misbehaves as its `mode` config says: `panic`, `loop`, `alloc` (grow
-//! memory without bound), `garbage` (no decisions at all), or `review` (behave: every order
-//! needs a review).
+//! memory without bound), `garbage` (no decisions at all), `poison` (trap on any batch holding
+//! an order of an owner listed in `poison`, release the others), or `review` (behave: every
+//! order needs a review).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "review-rule" });
 
@@ -17,6 +18,13 @@ impl Guest for FaultyRule {
             Some("loop") => misbehave::spin(),
             Some("alloc") => misbehave::hoard(),
             Some("garbage") => Vec::new(),
+            Some("poison") => {
+                let poison = config::get("poison").unwrap_or_default();
+                if let Some(bad) = orders.iter().find(|o| poison.split(',').any(|p| p == o.owner)) {
+                    panic!("cannot decide on the order of {}", bad.owner);
+                }
+                orders.iter().map(|_| Decision::NoReview).collect()
+            }
             _ => orders.iter().map(|o| Decision::ReviewNeeded(format!("test rule reviews {}", o.owner))).collect(),
         }
     }

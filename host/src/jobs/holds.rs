@@ -1,0 +1,45 @@
+//! Runs held by a threshold: an operator resumes them (their orders go on to fulfilment) or
+//! cancels them (their orders are closed unfulfilled; the next run computes afresh and, if the
+//! desired state still asks for that many changes, holds again).
+
+use super::JobError;
+use crate::host::Host;
+use crate::machine::Event;
+use crate::model::ProvisioningState;
+use crate::store::{OrderFilter, StoreError, Transition};
+
+fn held(host: &Host, run: i64) -> Result<(), JobError> {
+    let holds = host.store.holds(Some(run))?;
+    if !holds.iter().any(|h| h.status == "held") {
+        let why = match holds.first() {
+            Some(h) => format!("run {run} was already {}", h.status),
+            None => format!("run {run} holds nothing (no threshold was exceeded)"),
+        };
+        return Err(JobError::Store(StoreError::Unknown(why)));
+    }
+    Ok(())
+}
+
+/// Releases the orders a run holds; returns how many.
+pub fn resume(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
+    held(host, run)?;
+    Ok(host.store.release_holds(run, actor)?)
+}
+
+/// Closes the open orders a run holds (the machine's `cancel`); returns how many.
+pub fn cancel(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
+    held(host, run)?;
+    let orders = host.store.orders(&OrderFilter {
+        states: vec![ProvisioningState::Pending, ProvisioningState::AwaitingApproval, ProvisioningState::Error],
+        held_run: Some(run),
+        ..OrderFilter::default()
+    })?;
+    let reason = format!("run {run} exceeded a threshold and was cancelled");
+    let transitions: Vec<Transition> =
+        orders.iter().map(|o| Transition::new(o.id, Event::Cancel, reason.clone())).collect();
+    let results = host.store.apply(&transitions, actor)?;
+    host.store.cancel_holds(run, actor)?;
+    // Whatever else the run held (closed since) no longer needs holding.
+    host.store.release_holds(run, actor)?;
+    Ok(results.iter().filter(|r| r.is_ok()).count())
+}

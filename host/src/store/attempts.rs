@@ -1,0 +1,68 @@
+//! Fulfilment attempts, recorded before the connector is called, so that a crash between the
+//! call and its outcome is seen on the next run and the order (still Pending) is sent again,
+//! with the same idempotency key, never forgotten and never written twice by a connector that
+//! honours the key.
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::model::now_ms;
+
+impl Store {
+    /// Records an attempt for each order, about to be sent through `connection`.
+    pub fn start_attempts(&mut self, orders: &[i64], connection: &str, job_run: Option<i64>) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        for order in orders {
+            tx.prepare_cached(
+                "INSERT INTO order_attempts (order_id, job_run, connection, started_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![order, job_run, connection, now])?;
+            tx.prepare_cached("UPDATE orders SET attempts = attempts + 1 WHERE id = ?1")?.execute([order])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Closes attempts left without an outcome by a crash (or a kill); returns the orders they
+    /// were for. Those orders are still Pending and go out again on this run.
+    pub fn close_interrupted_attempts(&mut self) -> Result<Vec<i64>> {
+        let tx = self.conn.transaction()?;
+        let orders: Vec<i64> = tx
+            .prepare("SELECT DISTINCT order_id FROM order_attempts WHERE finished_at IS NULL ORDER BY order_id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "UPDATE order_attempts SET finished_at = ?1, outcome = 'interrupted' WHERE finished_at IS NULL",
+            [now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(orders)
+    }
+
+    /// Attempts of an order: (started, finished, outcome), oldest first.
+    pub fn attempts(&self, order: i64) -> Result<Vec<(i64, Option<i64>, Option<String>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT started_at, finished_at, outcome FROM order_attempts WHERE order_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([order], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Closes the open attempts of orders that were not sent after all (their plugin failed on
+    /// the whole batch, or was disabled): they stay Pending.
+    pub fn finish_attempts(&mut self, orders: &[i64], outcome: &str) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        for order in orders {
+            tx.prepare_cached(
+                "UPDATE order_attempts SET finished_at = ?2, outcome = ?3 WHERE order_id = ?1 AND finished_at IS NULL",
+            )?
+            .execute(params![order, now, outcome])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
