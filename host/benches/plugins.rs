@@ -58,6 +58,8 @@ fn order(id: i64) -> Order {
         attempts: 0,
         created_at: 0,
         updated_at: 0,
+        next_attempt_at: None,
+        held_run: None,
     }
 }
 

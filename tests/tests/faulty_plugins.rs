@@ -111,7 +111,7 @@ fn run_faulty(mode: &str, expected: &[&str]) -> (Deployment, provision::host::Ho
         assert_eq!(state_path(&host, order.id), [1], "connector order {} ({mode})", order.id);
         let attempts = host.store.attempts(order.id).unwrap();
         assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].2.as_deref(), Some("not-sent"));
+        assert_eq!(attempts[0].outcome.as_deref(), Some("not-sent"));
     }
     assert!(
         report.problems.iter().any(|p| p.contains("bad_connector") && expected.iter().any(|e| p.contains(e))),

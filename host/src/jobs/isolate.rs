@@ -33,7 +33,7 @@ pub(super) fn isolate<T, R>(
     let Some(plugin) = host.plugins.get(name) else { return Vec::new() };
     let mut results: Vec<Option<Item<R>>> = items.iter().map(|_| None).collect();
     let mut failing: Vec<(std::ops::Range<usize>, CallError)> = Vec::new();
-    let mut level = vec![0..items.len()];
+    let mut level: Vec<std::ops::Range<usize>> = std::iter::once(0..items.len()).collect();
     let mut calls = 0usize;
     let mut any_success = false;
     let mut last_error = None;

@@ -6,6 +6,17 @@
 use rusqlite::params;
 
 use super::{Result, Store};
+
+/// One fulfilment attempt of an order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attempt {
+    /// When the order was about to be sent, Unix ms.
+    pub started_at: i64,
+    /// When its outcome was recorded; none while open (or cut short by a crash).
+    pub finished_at: Option<i64>,
+    /// The event that ended it (`connector-ok`, ...), `interrupted` or `not-sent`.
+    pub outcome: Option<String>,
+}
 use crate::model::now_ms;
 
 impl Store {
@@ -40,12 +51,14 @@ impl Store {
         Ok(orders)
     }
 
-    /// Attempts of an order: (started, finished, outcome), oldest first.
-    pub fn attempts(&self, order: i64) -> Result<Vec<(i64, Option<i64>, Option<String>)>> {
+    /// Attempts of an order, oldest first.
+    pub fn attempts(&self, order: i64) -> Result<Vec<Attempt>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT started_at, finished_at, outcome FROM order_attempts WHERE order_id = ?1 ORDER BY id",
         )?;
-        let rows = stmt.query_map([order], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([order], |r| {
+            Ok(Attempt { started_at: r.get(0)?, finished_at: r.get(1)?, outcome: r.get(2)? })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

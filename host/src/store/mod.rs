@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::config::Config;
 use crate::machine::Refused;
 
+pub use attempts::Attempt;
 pub use desired::{Assignment, Identity, Slot, SlotOrder};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};

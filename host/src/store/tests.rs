@@ -79,7 +79,7 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     assert_eq!(pending_order.attempts, 1);
     let attempts = store.attempts(pending).unwrap();
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].2.as_deref(), Some("connector-ok"), "the outcome closes the attempt");
+    assert_eq!(attempts[0].outcome.as_deref(), Some("connector-ok"), "the outcome closes the attempt");
     assert!(store.close_interrupted_attempts().unwrap().is_empty());
     assert_eq!(pending_order.change.kind, ChangeKind::Added);
     let history = store.history(pending).unwrap();
@@ -107,7 +107,7 @@ fn an_attempt_without_an_outcome_is_found_after_a_crash() {
     store.start_attempts(&[id], "saas", None).unwrap();
     // The process dies here; the next run finds the open attempt.
     assert_eq!(store.close_interrupted_attempts().unwrap(), [id]);
-    assert_eq!(store.attempts(id).unwrap()[0].2.as_deref(), Some("interrupted"));
+    assert_eq!(store.attempts(id).unwrap()[0].outcome.as_deref(), Some("interrupted"));
     assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending, "the order is still there to send");
     assert!(store.close_interrupted_attempts().unwrap().is_empty());
 }
