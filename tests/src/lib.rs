@@ -112,6 +112,11 @@ pub fn complete(host: &mut Host) -> JobReport {
     provision::jobs::complete(host, &ProgressBar::hidden()).expect("complete job")
 }
 
+/// A read-only connection to a database, for looking at what the host wrote.
+pub fn sqlite(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open the database")
+}
+
 /// The states an order went through, from its history: e.g. `[1, 8, 4]`.
 pub fn state_path(host: &Host, order: i64) -> Vec<u8> {
     host.store.history(order).expect("history").iter().map(|h| h.to.number()).collect()

@@ -3,9 +3,12 @@
 //! `--json`, for scripts.
 
 mod demo;
+mod jobs;
 mod notifications;
+mod orders;
 mod output;
 mod people;
+mod plugins;
 mod work;
 
 use output::{print_json, table};
@@ -13,15 +16,13 @@ use output::{print_json, table};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use provision::config::{Config, SourceError};
 use provision::host::{Host, OpenError};
-use provision::model::ProvisioningState;
 use provision::operators::ActionError;
-use provision::store::OrderFilter;
 
 /// Exit code: the command failed (database, I/O, a job that could not finish).
 pub const EXIT_FAILURE: u8 = 1;
@@ -71,17 +72,18 @@ enum Command {
     /// Run the quickstart deployment end to end in a fresh directory and show every order's
     /// states and history
     Demo(demo::DemoArgs),
-    /// Run the complete job, or one of its steps
+    /// Run the complete job (or one step, or a simulation), list runs, resume or cancel a run
+    /// held by a threshold
     #[command(subcommand)]
-    Job(JobCommand),
-    /// List and inspect provisioning orders
+    Job(jobs::JobCommand),
+    /// List, inspect and retry provisioning orders
     #[command(subcommand)]
-    Orders(OrdersCommand),
+    Orders(orders::OrdersCommand),
     /// Load identities and assignments (the desired state) from a TOML file
     Import(ImportArgs),
-    /// The plugins of a config
+    /// The plugins of a config: worlds, health, calls; enable a disabled one
     #[command(subcommand)]
-    Plugins(PluginsCommand),
+    Plugins(plugins::PluginsCommand),
     /// Provisioning review: orders awaiting approval, and reviewers' decisions
     #[command(subcommand)]
     Review(work::ReviewCommand),
@@ -113,67 +115,6 @@ struct JsonArg {
     json: bool,
 }
 
-#[derive(Subcommand)]
-enum JobCommand {
-    /// Run the complete job: synchronise, compute (with review rules), fulfil, synchronise
-    ///
-    /// Orders move from desired state to Pending or AwaitingApproval, then Executed, then
-    /// Verified once the managed system shows the change. Running it again creates nothing
-    /// twice.
-    #[command(after_help = EXIT_CODES)]
-    Run {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Run only one step
-        #[arg(long, value_enum)]
-        only: Option<Step>,
-        #[command(flatten)]
-        json: JsonArg,
-    },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Step {
-    /// Read managed systems back; Executed orders seen there become Verified
-    Synchronise,
-    /// Create orders from differences and run review rules
-    Compute,
-    /// Carry out Pending orders through connectors or manual tickets
-    Fulfil,
-}
-
-#[derive(Subcommand)]
-enum OrdersCommand {
-    /// List orders, oldest first
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Only orders in this state: a number 0-8 or a name such as `pending` (repeatable)
-        #[arg(long, short)]
-        state: Vec<ProvisioningState>,
-        /// Only orders of this resource type (repeatable)
-        #[arg(long)]
-        resource_type: Vec<String>,
-        /// Only orders owned by this identity key
-        #[arg(long)]
-        owner: Option<String>,
-        /// At most this many
-        #[arg(long)]
-        limit: Option<usize>,
-        #[command(flatten)]
-        json: JsonArg,
-    },
-    /// Show one order and its history
-    Show {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// The order's id
-        id: i64,
-        #[command(flatten)]
-        json: JsonArg,
-    },
-}
-
 #[derive(Args)]
 struct ImportArgs {
     #[command(flatten)]
@@ -185,17 +126,6 @@ struct ImportArgs {
     replace: bool,
     #[command(flatten)]
     json: JsonArg,
-}
-
-#[derive(Subcommand)]
-enum PluginsCommand {
-    /// Load every plugin of the config and list them: worlds, sha256, size, load time
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
-        json: JsonArg,
-    },
 }
 
 /// Sets up `tracing` to stderr from the level flag (or `RUST_LOG`-style filter).
@@ -249,35 +179,8 @@ pub fn progress() -> ProgressBar {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Job(JobCommand::Run { config, only, json }) => {
-            let mut host = open(&config)?;
-            let bar = progress();
-            let report = match only {
-                None => provision::jobs::complete(&mut host, &bar),
-                Some(Step::Synchronise) => provision::jobs::synchronise(&mut host, &bar),
-                Some(Step::Compute) => provision::jobs::compute(&mut host, &bar),
-                Some(Step::Fulfil) => provision::jobs::fulfil(&mut host, &bar),
-            };
-            bar.finish_and_clear();
-            let report = report.context("the job stopped")?;
-            output::job_report(&report, json.json)?;
-            Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_JOB_PROBLEMS) })
-        }
-        Command::Orders(OrdersCommand::List { config, state, resource_type, owner, limit, json }) => {
-            let host = open(&config)?;
-            let filter =
-                OrderFilter { states: state, resource_types: resource_type, owner, limit, ..OrderFilter::default() };
-            let orders = host.store.orders(&filter)?;
-            output::orders(&orders, json.json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Orders(OrdersCommand::Show { config, id, json }) => {
-            let host = open(&config)?;
-            let order = host.store.order(id)?;
-            let history = host.store.history(id)?;
-            output::order(&order, &history, json.json)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Job(command) => jobs::run(command),
+        Command::Orders(command) => orders::run(command),
         Command::Import(args) => {
             let mut host = open(&args.config)?;
             let desired = provision::import::load(&args.file, &host.config, &host.store)?;
@@ -299,10 +202,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(command) => people::users(command),
         Command::Profiles(command) => people::profiles(command),
         Command::Notifications(command) => notifications::run(command),
-        Command::Plugins(PluginsCommand::List { config, json }) => {
-            let host = open(&config)?;
-            output::plugins(&host, json.json)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plugins(command) => plugins::run(command),
     }
 }

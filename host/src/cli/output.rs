@@ -3,7 +3,6 @@
 use comfy_table::{ContentArrangement, Table, presets::NOTHING};
 use serde_json::json;
 
-use provision::host::Host;
 use provision::jobs::JobReport;
 use provision::model::{HistoryEntry, Order, format_time};
 
@@ -126,7 +125,8 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
     println!(
         "Job run {}: read {} resources; created {} orders ({} released, {} awaiting approval, {} blocked, {} rule errors, \
          {} already matching); {} superseded, {} inactive; fulfilled: {} executed, {} transmitted, {} errored, \
-         {} expired; {} verified; notifications: {} written, {} delivered.",
+         {} expired, {} retried, {} resumed after a crash; {} verified; {} held by thresholds; notifications: {} written, \
+         {} delivered.",
         report.run,
         c.resources_read,
         c.orders_created,
@@ -141,51 +141,15 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
         c.transmitted,
         c.errored,
         c.expired,
+        c.retried,
+        c.resumed,
         c.verified,
+        c.held,
         report.notifications.notifications,
         report.notifications.delivered
     );
     for problem in &report.problems {
         println!("problem: {problem}");
     }
-    Ok(())
-}
-
-/// The loaded plugins of a host.
-pub fn plugins(host: &Host, as_json: bool) -> anyhow::Result<()> {
-    if as_json {
-        let list: Vec<_> = host
-            .plugins
-            .values()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "worlds": p.worlds(),
-                    "can_read": p.can_read(),
-                    "sha256": p.sha256,
-                    "size": p.size,
-                    "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                    "from_cache": p.from_cache,
-                })
-            })
-            .collect();
-        return print_json(&list);
-    }
-    let mut t = table(&["PLUGIN", "WORLDS", "SHA256", "SIZE", "LOADED IN", "COMPILED CODE"]);
-    for p in host.plugins.values() {
-        let mut worlds: Vec<String> = p.worlds().iter().map(ToString::to_string).collect();
-        if p.can_read() {
-            worlds.push("(reads)".into());
-        }
-        t.add_row(vec![
-            p.name.clone(),
-            worlds.join(" "),
-            p.sha256[..16].to_string(),
-            format!("{} KiB", p.size / 1024),
-            format!("{:.1} ms", p.load_time.as_secs_f64() * 1000.0),
-            if p.from_cache { "cached".into() } else { "compiled".into() },
-        ]);
-    }
-    println!("{t}");
     Ok(())
 }

@@ -15,7 +15,7 @@ use provision::review::Decision;
 pub struct UserArg {
     /// The acting user; their permissions decide what they may do
     #[arg(long, short, env = "PROVISION_USER")]
-    user: String,
+    pub user: String,
 }
 
 #[derive(Args)]

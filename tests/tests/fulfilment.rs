@@ -1,0 +1,373 @@
+//! Fulfilment that never loses or doubles an order: transient errors retried on the connection's
+//! schedule and then stopping, permanent errors waiting for an operator, poisoned orders
+//! isolated, failing plugins disabled and enabled, thresholds holding one resource type,
+//! validity windows, simulations that write nothing.
+
+use provision::host::Host;
+use provision::machine::Event;
+use provision::model::{ChangeKind, ProvisioningState};
+use provision::store::{OrderFilter, Transition};
+use provision_tests::{Deployment, complete, guests, state_path};
+
+const HOUR: i64 = 3_600_000;
+
+/// One entity type, one resource type fulfilled by the faulty connector in `mode`.
+fn faulty(mode: &str, extra_connector: &str, people: &[&str]) -> Deployment {
+    let deployment = Deployment::new(&format!(
+        r#"
+[entity_types.Directory_User]
+notifications = false
+
+[plugins.desk]
+file = "faulty-connector.wasm"
+timeout = "2s"
+disable_after = 2
+[plugins.desk.config]
+mode = "{mode}"
+poison = "ann"
+retry-after = "7200"
+
+[connections.desk]
+plugin = "desk"
+{extra_connector}
+
+[resource_types.Ticket]
+entity_type = "Directory_User"
+connection = "desk"
+"#
+    ));
+    deployment.write("faulty-connector.wasm", guests::FAULTY_CONNECTOR);
+    let mut data = String::new();
+    for who in people {
+        data.push_str(&format!(
+            "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"{who}\"\n\n[[assignments]]\nidentity = \"{who}\"\nresource_type = \"Ticket\"\nattributes = {{ title = \"{who}\" }}\n\n"
+        ));
+    }
+    deployment.write("data.toml", data);
+    deployment
+}
+
+fn open(deployment: &Deployment) -> Host {
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    host
+}
+
+fn all(host: &Host) -> Vec<provision::model::Order> {
+    host.store.orders(&OrderFilter::default()).unwrap()
+}
+
+#[test]
+fn transient_errors_are_retried_on_schedule_then_stop() {
+    let deployment = faulty(
+        "transient",
+        "[connections.desk.retry]\nmax_attempts = 3\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false",
+        &["bob"],
+    );
+    let mut host = open(&deployment);
+    let start = provision::model::now_ms();
+    host.clock = Some(start);
+    complete(&mut host);
+    let order = all(&host).remove(0);
+    assert_eq!((order.state, order.attempts), (ProvisioningState::Errored, 1));
+    // The connector asked for 2 hours (Retry-After), more than the policy's hour.
+    assert_eq!(order.next_attempt_at, Some(start + 2 * HOUR));
+    assert!(order.message.as_deref().unwrap().starts_with("transient error (attempt 1 of 3; next at"), "{order:?}");
+
+    // Not due yet: nothing happens.
+    host.clock = Some(start + HOUR);
+    assert_eq!(complete(&mut host).counters.retried, 0);
+    assert_eq!(all(&host)[0].attempts, 1);
+
+    // Due: back to Pending, sent, failing again.
+    for (n, at) in [(2, start + 2 * HOUR), (3, start + 4 * HOUR)] {
+        host.clock = Some(at);
+        let report = complete(&mut host);
+        assert_eq!((report.counters.retried, report.counters.errored), (1, 1), "attempt {n}");
+        assert_eq!(all(&host)[0].attempts, n);
+    }
+    let order = all(&host).remove(0);
+    assert_eq!(order.next_attempt_at, None, "no attempt left");
+    assert!(order.message.as_deref().unwrap().contains("last attempt (3 of 3), waiting for an operator"), "{order:?}");
+    host.clock = Some(start + 1000 * HOUR);
+    assert_eq!(complete(&mut host).counters.retried, 0, "retried past the policy's last attempt");
+    assert_eq!(state_path(&host, order.id), [1, 3, 1, 3, 1, 3]);
+
+    // An operator retries: a fresh budget.
+    host.store.apply(&[Transition::new(order.id, Event::Retry, "retried by ops")], "user:ops").unwrap();
+    complete(&mut host);
+    let order = all(&host).remove(0);
+    assert_eq!((order.state, order.attempts), (ProvisioningState::Errored, 1));
+    let history = host.store.history(order.id).unwrap();
+    assert!(history.iter().any(|h| h.event == "retry" && h.actor == "user:ops"));
+}
+
+#[test]
+fn permanent_errors_wait_for_an_operator() {
+    let deployment = faulty("permanent", "", &["bob", "carol"]);
+    let mut host = open(&deployment);
+    complete(&mut host);
+    for order in all(&host) {
+        assert_eq!(order.state, ProvisioningState::Errored);
+        assert_eq!(order.next_attempt_at, None);
+        assert!(order.message.as_deref().unwrap().starts_with("permanent error: service unavailable for"), "{order:?}");
+    }
+    host.clock = Some(provision::model::now_ms() + 1000 * HOUR);
+    let report = complete(&mut host);
+    assert_eq!((report.counters.retried, report.counters.errored), (0, 0));
+}
+
+#[test]
+fn a_poisoned_order_fails_alone_and_the_others_go_through() {
+    let deployment = faulty("poison", "batch_size = 100", &["abe", "ann", "bea", "cal", "dot", "eve", "fay"]);
+    let mut host = open(&deployment);
+    let report = complete(&mut host);
+    for order in all(&host) {
+        if order.owner == "ann" {
+            assert_eq!(order.state, ProvisioningState::Errored);
+            let message = order.message.unwrap();
+            assert!(
+                message.contains("fails on this order") && message.contains("cannot handle the order of ann"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(order.state, ProvisioningState::Executed, "{} suffered from ann's order", order.owner);
+        }
+    }
+    assert_eq!(report.counters.executed, 6);
+    let health = &host.health["desk"];
+    assert_eq!(health.consecutive_failures, 0, "isolating one order is not a failing plugin");
+    assert!(health.disabled_at.is_none());
+}
+
+#[test]
+fn a_plugin_failing_call_after_call_is_disabled_until_enabled() {
+    let deployment = faulty("panic", "", &["bob", "carol"]);
+    let mut host = open(&deployment);
+    complete(&mut host);
+    assert_eq!(host.health["desk"].consecutive_failures, 1);
+    complete(&mut host);
+    let disabled_at = host.health["desk"].disabled_at.expect("disabled after 2 failed calls in a row");
+    let calls = host.health["desk"].calls;
+    let report = complete(&mut host);
+    assert!(
+        report.problems.iter().any(|p| p.contains("plugin `desk` is disabled since") && p.contains("orders wait")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(host.health["desk"].calls, calls, "a disabled plugin was called");
+    for order in all(&host) {
+        assert_eq!(state_path(&host, order.id), [1], "orders of a disabled plugin stay Pending");
+        assert_eq!(host.store.attempts(order.id).unwrap().len(), 2);
+    }
+
+    // It stays disabled across a restart, until an operator enables it.
+    drop(host);
+    let mut host = deployment.host();
+    assert_eq!(host.health["desk"].disabled_at, Some(disabled_at));
+    assert!(host.enable("desk").unwrap());
+    deployment.set_config(
+        &std::fs::read_to_string(deployment.config_path()).unwrap().replace("mode = \"panic\"", "mode = \"ok\""),
+    );
+    let mut host = deployment.host();
+    assert!(host.health["desk"].disabled_at.is_none());
+    assert_eq!(complete(&mut host).counters.executed, 2);
+}
+
+/// The quickstart with a threshold on SaaS_Account: at most 2 accounts added per run.
+fn with_threshold() -> Deployment {
+    let deployment = Deployment::quickstart();
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    let config = config.replace(
+        "[resource_types.Finance_Group_Membership]",
+        "[resource_types.SaaS_Account.thresholds]\nadded = 2\ndeleted_percent = 10\n\n[resource_types.Finance_Group_Membership]",
+    );
+    deployment.set_config(&config);
+    deployment
+}
+
+fn of_type(host: &Host, resource_type: &str) -> Vec<provision::model::Order> {
+    host.store.orders(&OrderFilter { resource_types: vec![resource_type.into()], ..OrderFilter::default() }).unwrap()
+}
+
+#[test]
+fn a_threshold_holds_only_its_resource_type_until_resumed() {
+    let deployment = with_threshold();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.held, 3);
+    assert!(
+        report.problems.iter().any(|p| p.contains("threshold exceeded for SaaS_Account: added 3 > 2")),
+        "{:?}",
+        report.problems
+    );
+    let run = host.store.job_run(report.run).unwrap();
+    assert_eq!(run.status, "threshold exceeded");
+    let holds = host.store.holds(Some(report.run)).unwrap();
+    assert_eq!((holds.len(), holds[0].resource_type.as_str(), holds[0].status.as_str()), (1, "SaaS_Account", "held"));
+    for order in of_type(&host, "SaaS_Account") {
+        assert_eq!((order.state, order.held_run), (ProvisioningState::Pending, Some(report.run)));
+    }
+    // The other resource types went on.
+    assert!(of_type(&host, "Badge_Access").iter().all(|o| o.state == ProvisioningState::Transmitted));
+    assert!(!deployment.path("managed/SaaS_Account.jsonl").exists(), "a held order was written");
+
+    // Still held at the next run; nothing created twice.
+    let again = complete(&mut host);
+    assert_eq!((again.counters.orders_created, again.counters.executed), (0, 0));
+
+    let released = provision::jobs::resume(&mut host, report.run, "user:ops").unwrap();
+    assert_eq!(released, 3);
+    assert!(provision::jobs::resume(&mut host, report.run, "user:ops").is_err(), "resumed twice");
+    complete(&mut host);
+    for order in of_type(&host, "SaaS_Account") {
+        assert_eq!(state_path(&host, order.id), [1, 8, 4]);
+    }
+    assert_eq!(host.store.holds(Some(report.run)).unwrap()[0].decided_by.as_deref(), Some("user:ops"));
+}
+
+#[test]
+fn a_cancelled_run_drops_its_held_orders_and_the_next_run_holds_again() {
+    let deployment = with_threshold();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    let report = complete(&mut host);
+    let cancelled = provision::jobs::cancel(&mut host, report.run, "user:ops").unwrap();
+    assert_eq!(cancelled, 3);
+    for order in of_type(&host, "SaaS_Account") {
+        assert_eq!((order.state, order.closed.as_deref()), (ProvisioningState::None, Some("cancelled")));
+    }
+    // The desired state still asks for 3 accounts: the next run holds them again.
+    let next = complete(&mut host);
+    assert_eq!(next.counters.held, 3);
+    assert_eq!(of_type(&host, "SaaS_Account").len(), 6);
+    assert!(!deployment.path("managed/SaaS_Account.jsonl").exists());
+}
+
+/// Every table's rows, in a stable order: the database's content, whatever its file layout.
+fn dump(deployment: &Deployment) -> Vec<String> {
+    let conn = provision_tests::sqlite(&deployment.path("provision.db"));
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1")).unwrap();
+        let columns = stmt.column_count();
+        let mut query = stmt.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> = (0..columns).map(|i| format!("{:?}", row.get_ref(i).unwrap())).collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows
+}
+
+fn listing(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_predicts_the_run() {
+    let deployment = with_threshold();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    // Some history first: the run holds SaaS_Account; resume it so that later changes count.
+    let first = complete(&mut host);
+    provision::jobs::resume(&mut host, first.run, "user:ops").unwrap();
+    complete(&mut host);
+    drop(host);
+    // Bob leaves: one deletion of three accounts is over the 10% threshold.
+    let data = std::fs::read_to_string(deployment.path("data.toml")).unwrap();
+    let bob = "[[assignments]]\nidentity = \"bob\"\nresource_type = \"SaaS_Account\"";
+    let start = data.find(bob).unwrap();
+    let end = data[start + 1..].find("[[assignments]]").map_or(data.len(), |e| start + 1 + e);
+    deployment.write("data2.toml", format!("{}{}", &data[..start], &data[end..]));
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data2.toml", true);
+    drop(host);
+
+    let before = (dump(&deployment), listing(&deployment.path("managed")));
+    assert!(before.0.iter().any(|row| row.starts_with("orders: ")) && !before.1.is_empty(), "nothing to compare");
+    let config = deployment.config().unwrap();
+    let mut simulated = Host::open_for_simulation(config).unwrap();
+    let simulation = provision::jobs::simulate(&mut simulated, &indicatif::ProgressBar::hidden()).unwrap();
+    drop(simulated);
+    assert_eq!(before, (dump(&deployment), listing(&deployment.path("managed"))), "the dry run wrote something");
+
+    let accounts = &simulation.resource_types["SaaS_Account"];
+    assert_eq!(accounts.changes[&ChangeKind::Deleted].orders, 1);
+    assert_eq!(accounts.changes[&ChangeKind::Deleted].pending, 1);
+    let exceeded = accounts.exceeded.as_ref().expect("1 deletion of 3 accounts is over 10%");
+    assert_eq!(exceeded.limits[&ChangeKind::Deleted], 0);
+    assert!(simulation.resource_types["Badge_Access"].changes.is_empty());
+
+    // The real run does what the simulation said.
+    let mut host = deployment.host();
+    let report = complete(&mut host);
+    assert_eq!((report.counters.orders_created, report.counters.held), (1, 1));
+}
+
+#[test]
+fn validity_windows_end_open_orders_and_start_waiting_ones() {
+    let deployment = faulty("ok", "", &[]);
+    let now = provision::model::now_ms();
+    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    deployment.write(
+        "windows.toml",
+        format!(
+            "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"temp\"\n\n[[identities]]\nentity_type = \"Directory_User\"\nkey = \"next\"\n\n\
+             [[assignments]]\nidentity = \"temp\"\nresource_type = \"Ticket\"\nvalid_until = \"{}\"\n\n\
+             [[assignments]]\nidentity = \"next\"\nresource_type = \"Ticket\"\nvalid_from = \"{}\"\n",
+            at(now + HOUR),
+            at(now + HOUR)
+        ),
+    );
+    let mut host = deployment.host();
+    deployment.import(&mut host, "windows.toml", false);
+    host.clock = Some(now);
+    provision::jobs::compute(&mut host, &indicatif::ProgressBar::hidden()).unwrap();
+    let orders = all(&host);
+    assert_eq!(orders.len(), 1, "the assignment not yet valid waits");
+    assert_eq!((orders[0].owner.as_str(), orders[0].state), ("temp", ProvisioningState::Pending));
+
+    host.clock = Some(now + 2 * HOUR);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.inactive, 1);
+    assert_eq!(state_path(&host, orders[0].id), [1, 6], "an order whose window ended before fulfilment");
+    let next = host.store.orders(&OrderFilter { owner: Some("next".into()), ..OrderFilter::default() }).unwrap();
+    assert_eq!(state_path(&host, next[0].id), [1, 8], "the waiting assignment started");
+}
+
+#[test]
+fn a_change_of_desired_state_supersedes_the_open_order() {
+    let deployment = Deployment::quickstart();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    complete(&mut host);
+    let waiting = of_type(&host, "Finance_Group_Membership").remove(0);
+    assert_eq!(waiting.state, ProvisioningState::AwaitingApproval);
+    let data = std::fs::read_to_string(deployment.path("data.toml"))
+        .unwrap()
+        .replace("attributes = { group = \"Finance-Approvers\" }", "attributes = { group = \"Finance-Controllers\" }");
+    deployment.write("data2.toml", data);
+    deployment.import(&mut host, "data2.toml", false);
+    let report = complete(&mut host);
+    assert_eq!((report.counters.superseded, report.counters.orders_created), (1, 1));
+    let orders = of_type(&host, "Finance_Group_Membership");
+    assert_eq!((orders[0].state, orders[0].closed.as_deref()), (ProvisioningState::None, Some("superseded")));
+    assert_eq!(host.store.history(orders[0].id).unwrap().last().unwrap().reason, "the desired state changed");
+    assert_eq!(orders[1].state, ProvisioningState::AwaitingApproval);
+    assert_eq!(orders[1].change.attributes["group"], "Finance-Controllers");
+}
