@@ -101,6 +101,7 @@ fn send(
 ) -> Result<Vec<Transition>, JobError> {
     let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
     host.store.start_attempts(&ids, &connection.name, Some(report.run).filter(|r| *r > 0))?;
+    tracing::info!(connection = %connection.name, orders = ids.len(), "sending a batch");
     let items = isolate(host, plugin, batch, |p, orders| p.fulfil(orders));
     let now = host.now();
     let mut transitions = Vec::with_capacity(batch.len());
