@@ -6,26 +6,13 @@
 
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
-use crate::operators::{Act, ActionError, WorkItem, act, owns, user};
-use crate::permissions::{Action, authorize};
-use crate::store::{OrderFilter, Store};
+use crate::operators::{Act, ActionError, WorkItem, act, work_list};
+use crate::permissions::Action;
+use crate::store::Store;
 
 /// The transmitted orders of an entity type (or of every entity type `login` may provision).
 pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
-    let user = user(store, login)?;
-    if let Some(entity_type) = entity_type {
-        authorize(&user.login, &user.permissions, Action::PerformManualProvisioning, entity_type)?;
-    }
-    let orders =
-        store.orders(&OrderFilter { states: vec![ProvisioningState::Transmitted], ..OrderFilter::default() })?;
-    Ok(orders
-        .into_iter()
-        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
-        .filter(|o| {
-            authorize(&user.login, &user.permissions, Action::PerformManualProvisioning, &o.entity_type).is_ok()
-        })
-        .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
-        .collect())
+    work_list(store, login, entity_type, Action::PerformManualProvisioning, ProvisioningState::Transmitted)
 }
 
 /// Confirms that the orders were carried out in the managed system.

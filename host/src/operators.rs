@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::machine::Event;
-use crate::model::Order;
+use crate::model::{Order, ProvisioningState};
 use crate::permissions::{Action, Denied, authorize};
-use crate::store::{Store, StoreError, Transition, User};
+use crate::store::{OrderFilter, Store, StoreError, Transition, User};
 
 /// Why an action by a person was refused. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,28 @@ pub(crate) fn act(store: &mut Store, act: Act<'_>) -> Result<Vec<Order>, ActionE
         return Err(ActionError::Refused(refusals.iter().map(ToString::to_string).collect()));
     }
     Ok(ids.iter().map(|id| store.order(*id)).collect::<Result<_, _>>()?)
+}
+
+/// The orders in `state` that `login` may act on with `action`, of one entity type (which they
+/// must then hold the permission for) or of every entity type they hold it for.
+pub(crate) fn work_list(
+    store: &Store,
+    login: &str,
+    entity_type: Option<&str>,
+    action: Action,
+    state: ProvisioningState,
+) -> Result<Vec<WorkItem>, ActionError> {
+    let user = user(store, login)?;
+    if let Some(entity_type) = entity_type {
+        authorize(&user.login, &user.permissions, action, entity_type)?;
+    }
+    let orders = store.orders(&OrderFilter { states: vec![state], ..OrderFilter::default() })?;
+    Ok(orders
+        .into_iter()
+        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
+        .filter(|o| authorize(&user.login, &user.permissions, action, &o.entity_type).is_ok())
+        .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
+        .collect())
 }
 
 /// An order as a person sees it in a work list.

@@ -6,9 +6,9 @@
 
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
-use crate::operators::{Act, ActionError, WorkItem, act, owns, user};
-use crate::permissions::{Action, authorize};
-use crate::store::{OrderFilter, Store};
+use crate::operators::{Act, ActionError, WorkItem, act, work_list};
+use crate::permissions::Action;
+use crate::store::Store;
 
 /// A reviewer's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,18 +24,7 @@ pub enum Decision {
 /// The orders awaiting a review that `login` may review, of one entity type or of every entity
 /// type they hold the permission for.
 pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
-    let user = user(store, login)?;
-    if let Some(entity_type) = entity_type {
-        authorize(&user.login, &user.permissions, Action::ReviewProvisioning, entity_type)?;
-    }
-    let orders =
-        store.orders(&OrderFilter { states: vec![ProvisioningState::AwaitingApproval], ..OrderFilter::default() })?;
-    Ok(orders
-        .into_iter()
-        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
-        .filter(|o| authorize(&user.login, &user.permissions, Action::ReviewProvisioning, &o.entity_type).is_ok())
-        .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
-        .collect())
+    work_list(store, login, entity_type, Action::ReviewProvisioning, ProvisioningState::AwaitingApproval)
 }
 
 /// Records a decision on orders, all or nothing. A postpone needs a comment.

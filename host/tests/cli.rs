@@ -2,16 +2,12 @@
 //! exit codes, errors that name file, key and line.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn provision(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVISION_CONFIG")
-        .env_remove("PROVISION_LOG")
-        .output()
-        .expect("run provision")
+    common::run(dir, args)
 }
 
 fn stdout(output: &Output) -> String {

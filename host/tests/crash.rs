@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod common;
 use std::time::Instant;
 
 const ORDERS: usize = 10_000;
@@ -38,9 +40,7 @@ connection = "saas"
 "#;
 
 fn provision(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_provision"));
-    command.args(args).current_dir(dir).env_remove("PROVISION_CONFIG").env_remove("PROVISION_LOG");
-    command
+    common::command(dir, args)
 }
 
 fn json(dir: &Path, args: &[&str]) -> serde_json::Value {

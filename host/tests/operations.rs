@@ -1,24 +1,13 @@
 //! Operating the host from the CLI: simulations, runs held by a threshold (list, resume,
 //! cancel), retrying errored orders, plugin health.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
+
+mod common;
+use common::{run, text};
 
 use serde_json::Value;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVISION_CONFIG")
-        .env_remove("PROVISION_USER")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 struct Demo {
     dir: tempfile::TempDir,

@@ -2,8 +2,11 @@
 //! single and bulk decisions, and every refusal (no permission, bulk without the Bulk
 //! permission, one's own order, an order in the wrong state) leaving the orders untouched.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
+
+mod common;
+use common::{run, text};
 
 use serde_json::Value;
 
@@ -73,20 +76,6 @@ impl Demo {
         std::fs::write(&path, data).unwrap();
         self.ok(&["import", path.to_str().unwrap()]);
     }
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVISION_CONFIG")
-        .env_remove("PROVISION_USER")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 const MORE_FINANCE: &str = r#"

@@ -50,6 +50,16 @@ pub struct UserSpec {
     pub identity: Option<(String, String)>,
 }
 
+fn insert_permissions(tx: &rusqlite::Transaction<'_>, profile: &str, paths: &[String]) -> Result<()> {
+    for path in paths {
+        tx.execute(
+            "INSERT OR IGNORE INTO profile_permissions (profile, path) VALUES (?1, ?2)",
+            params![profile, path],
+        )?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Creates a user, or updates the fields given.
     pub fn upsert_user(&mut self, user: &UserSpec) -> Result<()> {
@@ -91,12 +101,7 @@ impl Store {
         if tx.query_row("SELECT 1 FROM profiles WHERE name = ?1", [profile], |_| Ok(())).optional()?.is_none() {
             return Err(StoreError::Unknown(format!("there is no profile `{profile}`")));
         }
-        for path in paths {
-            tx.execute(
-                "INSERT OR IGNORE INTO profile_permissions (profile, path) VALUES (?1, ?2)",
-                params![profile, path],
-            )?;
-        }
+        insert_permissions(&tx, profile, paths)?;
         tx.commit()?;
         Ok(())
     }
@@ -145,12 +150,7 @@ impl Store {
     pub fn set_profile_permissions(&mut self, profile: &str, paths: &[String]) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM profile_permissions WHERE profile = ?1", [profile])?;
-        for path in paths {
-            tx.execute(
-                "INSERT OR IGNORE INTO profile_permissions (profile, path) VALUES (?1, ?2)",
-                params![profile, path],
-            )?;
-        }
+        insert_permissions(&tx, profile, paths)?;
         tx.commit()?;
         Ok(())
     }
