@@ -204,7 +204,7 @@ impl Store {
         let mut actual: HashMap<i64, (String, ResourceContent)> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT identity_id, id, content FROM resources
-             WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3 ORDER BY id",
+             WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3 ORDER BY identity_id, id",
         )?;
         let mut rows = stmt.query(params![resource_type, lo, hi])?;
         while let Some(row) = rows.next()? {

@@ -65,12 +65,15 @@ impl Store {
             ..Default::default()
         })?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT r.content FROM resources r JOIN orders o ON o.identity_id = r.identity_id
-             WHERE o.id = ?1 AND r.resource_type = o.resource_type ORDER BY r.id LIMIT 1",
+            // By owner through `resources_by_owner`: a join on the order let SQLite scan every
+            // resource of the type for each order.
+            "SELECT content FROM resources
+             WHERE resource_type = ?2 AND identity_id = (SELECT identity_id FROM orders WHERE id = ?1)
+             ORDER BY identity_id, id LIMIT 1",
         )?;
         let mut result = Vec::with_capacity(orders.len());
         for order in orders {
-            let mut rows = stmt.query([order.id])?;
+            let mut rows = stmt.query(params![order.id, resource_type])?;
             let actual = match rows.next()? {
                 Some(row) => Some(from_json(&row.get::<_, String>(0)?, "resource content")?),
                 None => None,

@@ -235,6 +235,14 @@ CREATE TABLE plugin_health (
 );
 "#,
     ),
+    M::up(
+        r#"
+-- Look resources up by owner and id in one index: "the owner's resource with the lowest id"
+-- without scanning every resource of the type.
+DROP INDEX resources_by_owner;
+CREATE INDEX resources_by_owner ON resources (resource_type, identity_id, id);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
