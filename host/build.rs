@@ -9,7 +9,7 @@ fn main() {
     guests::build_guests(
         &manifest.join("../plugins"),
         &manifest.join("../wit"),
-        &["file-connector", "classification-review", "permission-router"],
+        &["file-connector", "classification-review", "permission-router", "scim-connector"],
         "bundled",
     );
 }

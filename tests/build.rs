@@ -8,7 +8,7 @@ fn main() {
     guests::build_guests(
         &manifest.join("guests"),
         &manifest.join("../wit"),
-        &["faulty-rule", "faulty-connector"],
+        &["faulty-rule", "faulty-connector", "http-probe"],
         "test_guests",
     );
 }

@@ -112,6 +112,37 @@ pub fn complete(host: &mut Host) -> JobReport {
     provision::jobs::complete(host, &ProgressBar::hidden()).expect("complete job")
 }
 
+/// Everything the code under test logs, at every level, from every test of this binary: a
+/// global subscriber installed on first use (a scoped one misses events when another thread
+/// registers a callsite first). Tests look for lines they alone can produce.
+pub fn logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static BUFFER: OnceLock<std::sync::Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    #[derive(Clone)]
+    struct Writer(std::sync::Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = BUFFER.get_or_init(|| {
+        let buffer = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    });
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
 /// A read-only connection to a database, for looking at what the host wrote.
 pub fn sqlite(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open the database")

@@ -76,6 +76,94 @@ impl Drop for SmtpServer {
     }
 }
 
+/// A real SCIM 2.0 server (scim2-server), in memory, with a bearer token.
+pub struct ScimServer {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The bearer token it accepts.
+    pub token: String,
+}
+
+impl ScimServer {
+    /// Starts one on `port` and waits until it listens.
+    pub fn start(port: u16, token: &str) -> ScimServer {
+        let scim = venv_python().with_file_name("scim2-server");
+        let mut child = Command::new(scim)
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", token])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scim2-server");
+        wait_for_port(port, &mut child, "scim2-server");
+        // Listening is not serving: the server may still swap its first socket for the real
+        // one (a connection to the first is reset). Ready is when it answers.
+        let server = ScimServer { child, port, token: token.to_string() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        while agent.get(format!("{}/ServiceProviderConfig", server.url())).call().is_err() {
+            assert!(Instant::now() < deadline, "scim2-server did not answer within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET path` with the token, as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        self.request("GET", path, None)
+    }
+
+    /// A request with the token; the JSON answer (null when empty).
+    pub fn request(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{path}", self.url());
+        let auth = format!("Bearer {}", self.token);
+        let response = match body {
+            None => agent.run(
+                ureq::http::Request::builder()
+                    .method(method)
+                    .uri(&url)
+                    .header("Authorization", &auth)
+                    .body(())
+                    .expect("request"),
+            ),
+            Some(body) => agent.run(
+                ureq::http::Request::builder()
+                    .method(method)
+                    .uri(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/scim+json")
+                    .body(body.to_string())
+                    .expect("request"),
+            ),
+        };
+        let text = response.expect("the SCIM server answers").into_body().read_to_string().unwrap_or_default();
+        if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).expect("JSON from the SCIM server")
+        }
+    }
+
+    /// Stops it (its resources are lost: it keeps them in memory).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A request the webhook receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -94,25 +182,43 @@ impl Received {
     }
 }
 
-/// An HTTP server recording every request and answering with a status of the test's choosing.
-pub struct WebhookReceiver {
+/// What a test server answers.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// An empty answer with a status.
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: Vec::new() }
+    }
+}
+
+type Handler = Box<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// An HTTP server on loopback recording every request and answering as its handler says.
+pub struct HttpServer {
     server: Arc<tiny_http::Server>,
     received: Arc<Mutex<Vec<Received>>>,
-    status: Arc<Mutex<u16>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
 
-impl WebhookReceiver {
+impl HttpServer {
     /// Starts one on a free port.
-    pub fn start() -> WebhookReceiver {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("start the webhook receiver"));
+    pub fn start(handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> HttpServer {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("start a test HTTP server"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(Mutex::new(200));
+        let handler: Handler = Box::new(handler);
         let thread = {
-            let (server, received, status) = (server.clone(), received.clone(), status.clone());
+            let (server, received) = (server.clone(), received.clone());
             std::thread::spawn(move || {
                 for mut request in server.incoming_requests() {
                     let mut body = Vec::new();
@@ -122,13 +228,53 @@ impl WebhookReceiver {
                         .iter()
                         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
                         .collect();
-                    received.lock().expect("lock").push(Received { url: request.url().to_string(), headers, body });
-                    let code = *status.lock().expect("lock");
-                    let _ = request.respond(tiny_http::Response::empty(code));
+                    let got = Received { url: request.url().to_string(), headers, body };
+                    received.lock().expect("lock").push(got.clone());
+                    let reply = handler(&got);
+                    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+                    for (name, value) in reply.headers {
+                        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                            response = response.with_header(header);
+                        }
+                    }
+                    let _ = request.respond(response);
                 }
             })
         };
-        WebhookReceiver { server, received, status, thread: Some(thread), port }
+        HttpServer { server, received, thread: Some(thread), port }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A webhook receiver: records every request and answers with a status of the test's choosing.
+pub struct WebhookReceiver {
+    server: HttpServer,
+    status: Arc<Mutex<u16>>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl WebhookReceiver {
+    /// Starts one on a free port, answering 200.
+    pub fn start() -> WebhookReceiver {
+        let status = Arc::new(Mutex::new(200));
+        let answer = status.clone();
+        let server = HttpServer::start(move |_| Reply::status(*answer.lock().expect("lock")));
+        let port = server.port;
+        WebhookReceiver { server, status, port }
     }
 
     /// Answers every later request with this status.
@@ -138,15 +284,6 @@ impl WebhookReceiver {
 
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.received()
     }
 }

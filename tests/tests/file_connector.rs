@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use provision::config::{DirGrant, PluginConfig, PluginSource};
+use provision::config::{ConfigValue, DirGrant, PluginConfig, PluginSource};
 use provision::model::{Change, ChangeKind, Order, ProvisioningState, ResourceContent};
 use provision::plugins::{Outcome, Plugin, Runtime};
 
 fn connector(dir: &std::path::Path) -> (Runtime, PluginConfig) {
     let mut config = PluginConfig::new("files", PluginSource::Bundled("file-connector".into()));
     config.dirs = vec![DirGrant { host: dir.to_path_buf(), guest: "/data".into(), writable: true }];
-    config.config = BTreeMap::from([("dir".to_string(), "/data".to_string())]);
+    config.config = BTreeMap::from([("dir".to_string(), ConfigValue::Plain("/data".to_string()))]);
     (Runtime::new(Some(std::path::Path::new(provision_tests::CACHE_DIR))).unwrap(), config)
 }
 

@@ -123,6 +123,7 @@ fn every_bundled_plugin_loads_from_the_binary_and_from_a_file() {
         ("file-connector", World::Connector),
         ("classification-review", World::ReviewRule),
         ("permission-router", World::NotificationRouter),
+        ("scim-connector", World::Connector),
     ];
     assert_eq!(bundled::ALL.len(), expected.len());
     for (name, world) in expected {

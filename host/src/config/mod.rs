@@ -78,10 +78,14 @@ pub struct PluginConfig {
     pub memory: u64,
     /// Maximum wall time of one call.
     pub timeout: Duration,
-    /// Values the plugin reads through its `config` import.
-    pub config: BTreeMap<String, String>,
+    /// Values the plugin reads through its `config` import (secrets among them).
+    pub config: BTreeMap<String, ConfigValue>,
     /// Directories the plugin may reach.
     pub dirs: Vec<DirGrant>,
+    /// Origins the plugin may send HTTP requests to.
+    pub http: Vec<HttpGrant>,
+    /// Bounds on its HTTP requests.
+    pub http_limits: HttpLimits,
     /// Failed calls in a row after which the plugin is disabled (0: never).
     pub disable_after: u32,
 }
@@ -97,8 +101,95 @@ impl PluginConfig {
             timeout: DEFAULT_TIMEOUT,
             config: BTreeMap::new(),
             dirs: Vec::new(),
+            http: Vec::new(),
+            http_limits: HttpLimits::default(),
             disable_after: DEFAULT_DISABLE_AFTER,
         }
+    }
+}
+
+impl PluginConfig {
+    /// The config values as the plugin sees them (secrets revealed).
+    pub fn values(&self) -> BTreeMap<String, String> {
+        self.config.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()
+    }
+
+    /// The secret values, for scrubbing them from whatever the plugin says.
+    pub fn secrets(&self) -> Vec<String> {
+        self.config
+            .values()
+            .filter_map(|v| match v {
+                ConfigValue::Secret(secret) => Some(secret.expose().to_string()),
+                ConfigValue::Plain(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A plugin config value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigValue {
+    /// Shown as is.
+    Plain(String),
+    /// From `{ env = ... }` or `{ file = ... }`: given to the plugin, never printed or logged,
+    /// and scrubbed from anything the plugin says.
+    Secret(Secret),
+}
+
+impl ConfigValue {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        match self {
+            ConfigValue::Plain(value) => value,
+            ConfigValue::Secret(secret) => secret.expose(),
+        }
+    }
+}
+
+/// An origin a plugin may send HTTP requests to: `scheme://host:port`, exactly; a host written
+/// `*.example.com` matches its subdomains (and only when written so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-case host name or IP literal, or `*.domain`.
+    pub host: String,
+    /// The port (the scheme's default when the grant omits it).
+    pub port: u16,
+}
+
+impl HttpGrant {
+    /// Whether a request to `scheme://host:port` is granted.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == self.host,
+        };
+        self.scheme == scheme && self.port == port && host_ok
+    }
+}
+
+impl std::fmt::Display for HttpGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Bounds on a plugin's outbound HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// For one request, from connecting to the response's headers (and between body bytes).
+    pub timeout: Duration,
+    /// Largest request body, bytes.
+    pub max_request: u64,
+    /// Largest response body, bytes.
+    pub max_response: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits { timeout: Duration::from_secs(30), max_request: 1 << 20, max_response: 16 << 20 }
     }
 }
 

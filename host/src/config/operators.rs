@@ -182,7 +182,7 @@ struct RawWebhook {
     timeout: Option<String>,
 }
 
-fn secret(source: &Source, key: &str, raw: RawSecret, base: &Path) -> Result<Secret, SourceError> {
+pub(super) fn secret(source: &Source, key: &str, raw: RawSecret, base: &Path) -> Result<Secret, SourceError> {
     let value = match raw {
         RawSecret::Inline(value) => value,
         RawSecret::Env { env } => std::env::var(&env)

@@ -34,7 +34,7 @@ fn a_valid_config_resolves_defaults_and_paths() {
     let files = &config.plugins["files"];
     assert_eq!(files.timeout, Duration::from_millis(250));
     assert_eq!(files.memory, 16 * 1024 * 1024);
-    assert_eq!(files.config["page-size"], "100", "numbers reach plugins as text");
+    assert_eq!(files.config["page-size"].expose(), "100", "numbers reach plugins as text");
     assert_eq!(config.resource_types["SaaS_Account"].classification, "basic");
     assert_eq!(config.connections["saas"].batch_size, DEFAULT_BATCH);
 }
@@ -122,4 +122,56 @@ fn connections_need_a_plugin_unless_manual() {
 fn syntax_errors_have_a_line() {
     let err = load("[entity_types.Directory_User\n").unwrap_err();
     assert_eq!(err.position.map(|p| p.0), Some(1), "{err}");
+}
+
+#[test]
+fn http_grants_are_origins() {
+    let with =
+        |grants: &str| {
+            load(&BASE.replace(
+                "memory = \"16 MiB\"",
+                &format!("memory = \"16 MiB\"\n[plugins.files.grants]\nhttp = [{grants}]"),
+            ))
+        };
+    let config = with(r#""https://API.example.com", "http://127.0.0.1:8080", "https://*.corp.example""#).unwrap();
+    let grants = &config.plugins["files"].http;
+    assert_eq!(
+        grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["https://api.example.com:443", "http://127.0.0.1:8080", "https://*.corp.example:443"]
+    );
+    assert!(grants[0].allows("https", "api.example.com", 443));
+    assert!(!grants[0].allows("http", "api.example.com", 443), "another scheme");
+    assert!(!grants[0].allows("https", "api.example.com", 8443), "another port");
+    assert!(!grants[0].allows("https", "evil.example.com", 443), "another host");
+    assert!(!grants[1].allows("http", "localhost", 8080), "a name for a granted IP literal");
+    assert!(grants[2].allows("https", "hr.corp.example", 443));
+    assert!(!grants[2].allows("https", "corp.example", 443), "a wildcard covers subdomains only");
+    for bad in
+        [r#""ftp://x""#, r#""https://x/path""#, r#""https://*""#, r#""https://a.*.b""#, r#""https://u@x""#, r#""x:80""#]
+    {
+        let err = with(bad).unwrap_err();
+        assert_eq!(err.key, "plugins.files.grants.http[0]", "{bad}: {err}");
+    }
+}
+
+#[test]
+fn secret_config_values_come_from_the_environment_and_never_print() {
+    // SAFETY: tests run in threads; no other test reads or writes this variable.
+    unsafe { std::env::set_var("PROVISION_TEST_SECRET_TOKEN", "s3cr3t-t0ken") };
+    let text = BASE.replace("page-size = 100", "page-size = 100\ntoken = { env = \"PROVISION_TEST_SECRET_TOKEN\" }");
+    let config = load(&text).unwrap();
+    let files = &config.plugins["files"];
+    assert_eq!(files.values()["token"], "s3cr3t-t0ken");
+    assert_eq!(files.secrets(), ["s3cr3t-t0ken"]);
+    assert!(!format!("{config:?}").contains("s3cr3t-t0ken"), "a secret in Debug output");
+    let err =
+        load(&BASE.replace("page-size = 100", "token = { env = \"PROVISION_TEST_UNSET_VARIABLE\" }")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.config.token");
+    assert!(err.message.contains("PROVISION_TEST_UNSET_VARIABLE is not set"), "{err}");
+    // Other tables flatten into dotted keys.
+    let nested =
+        load(&BASE.replace("page-size = 100", "map = { email = \"emails\", phone = \"phoneNumbers\" }")).unwrap();
+    assert_eq!(nested.plugins["files"].values()["map.email"], "emails");
+    let err = load(&BASE.replace("page-size = 100", "groups = [\"a\", \"b\"]")).unwrap_err();
+    assert_eq!(err.key, "plugins.files.config.groups");
 }

@@ -220,12 +220,14 @@ fn wit_order(order: &Order) -> types::Order {
     }
 }
 
-fn message(mut text: String) -> String {
-    truncate(&mut text, MAX_MESSAGE);
-    text
-}
-
 impl Plugin {
+    /// Text from the guest, as the host keeps it: secrets scrubbed, length bounded.
+    fn said(&self, text: String) -> String {
+        let mut text = super::guest::scrub(&text, &self.shared.secrets);
+        truncate(&mut text, MAX_MESSAGE);
+        text
+    }
+
     fn invalid(&self, message: impl Into<String>) -> CallError {
         CallError::Invalid { plugin: self.name.clone(), message: message.into() }
     }
@@ -264,10 +266,10 @@ impl Plugin {
                     });
                     Outcome::Executed { resource_id }
                 }
-                fulfil::Outcome::Transmitted(reference) => Outcome::Transmitted { reference: message(reference) },
+                fulfil::Outcome::Transmitted(reference) => Outcome::Transmitted { reference: self.said(reference) },
                 fulfil::Outcome::Failed(failure) => Outcome::Failed {
                     transient: failure.kind == fulfil::ErrorKind::Transient,
-                    message: message(failure.message),
+                    message: self.said(failure.message),
                     retry_after: failure.retry_after_seconds.map(|s| Duration::from_secs(u64::from(s))),
                 },
             })
@@ -287,7 +289,7 @@ impl Plugin {
             Err(failure) => {
                 return Ok(Err(ReadError {
                     transient: failure.kind == fulfil::ErrorKind::Transient,
-                    message: message(failure.message),
+                    message: self.said(failure.message),
                 }));
             }
         };
@@ -334,8 +336,8 @@ impl Plugin {
             .into_iter()
             .map(|decision| match decision {
                 evaluate::Decision::NoReview => Decision::NoReview,
-                evaluate::Decision::ReviewNeeded(reason) => Decision::ReviewNeeded(message(reason)),
-                evaluate::Decision::Blocked(reason) => Decision::Blocked(message(reason)),
+                evaluate::Decision::ReviewNeeded(reason) => Decision::ReviewNeeded(self.said(reason)),
+                evaluate::Decision::Blocked(reason) => Decision::Blocked(self.said(reason)),
             })
             .collect())
     }
@@ -378,7 +380,7 @@ impl Plugin {
         output
             .into_iter()
             .map(|result| match result {
-                Err(error) => Ok(Err(message(error))),
+                Err(error) => Ok(Err(self.said(error))),
                 Ok(messages) => {
                     if messages.len() > MAX_MESSAGES {
                         return Err(
@@ -397,7 +399,7 @@ impl Plugin {
                                 return Err(self
                                     .invalid(format!("a message body of {} bytes; at most {MAX_BODY}", m.body.len())));
                             }
-                            Ok(Message { recipients: m.recipients, subject: message(m.subject), body: m.body })
+                            Ok(Message { recipients: m.recipients, subject: self.said(m.subject), body: m.body })
                         })
                         .collect::<Result<Vec<_>, _>>()
                         .map(Ok)

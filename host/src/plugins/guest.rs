@@ -10,6 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{config, directory, log, types};
 use crate::permissions::{Directory, PathMatch};
@@ -25,12 +26,33 @@ const MAX_LOG_MESSAGE: usize = 4096;
 /// The data of one call's `Store`: created fresh for every batch so nothing leaks between them.
 pub(crate) struct GuestState {
     pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub outbound: super::outbound::Outbound,
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub plugin: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub directory: Option<Arc<Directory>>,
     pub log_lines: usize,
+    /// Secret config values, scrubbed from what the guest logs.
+    pub secrets: Arc<Vec<String>>,
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// `text` with every secret replaced by `***`.
+pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    text
 }
 
 impl WasiView for GuestState {
@@ -62,7 +84,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl log::Host for GuestState {
-    fn write(&mut self, level: log::Level, mut message: String, fields: Vec<(String, String)>) {
+    fn write(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             if self.log_lines == MAX_LOG_LINES + 1 {
@@ -70,8 +92,9 @@ impl log::Host for GuestState {
             }
             return;
         }
+        let mut message = scrub(&message, &self.secrets);
         truncate(&mut message, MAX_LOG_MESSAGE);
-        let mut fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+        let mut fields = scrub(&fields.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(), &self.secrets);
         truncate(&mut fields, MAX_LOG_MESSAGE);
         let plugin = &*self.plugin;
         match level {

@@ -19,6 +19,7 @@ pub mod bundled;
 mod cache;
 mod calls;
 mod guest;
+mod outbound;
 
 use std::fmt;
 use std::path::Path;
@@ -205,6 +206,8 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Every plugin may import wasi:http; what it may reach is its grants (none by default).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         bindings::log::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
         bindings::config::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
         bindings::types::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
@@ -267,7 +270,10 @@ impl Runtime {
             from_cache,
             shared: Arc::new(Shared {
                 name: config.name.as_str().into(),
-                config: Arc::new(config.config.clone()),
+                config: Arc::new(config.values()),
+                secrets: Arc::new(config.secrets()),
+                grants: Arc::new(config.http.clone()),
+                http_limits: config.http_limits,
                 memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
                 timeout: config.timeout,
                 dirs: config.dirs.iter().map(|d| (d.host.clone(), d.guest.clone(), d.writable)).collect(),
@@ -285,6 +291,9 @@ impl Runtime {
 struct Shared {
     name: Arc<str>,
     config: Arc<std::collections::BTreeMap<String, String>>,
+    secrets: Arc<Vec<String>>,
+    grants: Arc<Vec<crate::config::HttpGrant>>,
+    http_limits: crate::config::HttpLimits,
     memory: usize,
     timeout: Duration,
     dirs: Vec<(std::path::PathBuf, String, bool)>,
@@ -350,12 +359,19 @@ impl Plugin {
         }
         let state = GuestState {
             wasi: wasi.build(),
+            http: Default::default(),
+            outbound: outbound::Outbound {
+                plugin: self.shared.name.clone(),
+                grants: self.shared.grants.clone(),
+                limits: self.shared.http_limits,
+            },
             table: Default::default(),
             limiter: MemoryLimiter { limit: self.shared.memory, refused: None },
             plugin: self.shared.name.clone(),
             config: self.shared.config.clone(),
             directory,
             log_lines: 0,
+            secrets: self.shared.secrets.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -364,6 +380,7 @@ impl Plugin {
         store.epoch_deadline_trap();
 
         let result = self.instance_pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance));
+        let secrets = self.shared.secrets.clone();
         result.map_err(|error| {
             if let Some(wanted) = store.data().limiter.refused {
                 return CallError::MemoryLimit { plugin: plugin.clone(), limit: self.shared.memory, wanted };
@@ -376,7 +393,7 @@ impl Plugin {
                         Some(panic) => format!("{panic} ({what})"),
                         None => what,
                     };
-                    CallError::Trap { plugin: plugin.clone(), message }
+                    CallError::Trap { plugin: plugin.clone(), message: guest::scrub(&message, &secrets) }
                 }
             }
         })

@@ -1,0 +1,66 @@
+//! A connector that probes the network: for each order, a GET of its `url` attribute (with a
+//! `host` attribute as Host header, if any), following up to 3 redirects. The outcome says
+//! what happened: executed with `STATUS BYTES` or a permanent error naming the error code.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "connector" });
+
+use exports::provision::plugin::fulfil::{ErrorKind, Failure, Guest, Outcome};
+use provision::plugin::types::Order;
+use wstd::http::{Body, Client, ErrorCode, Request};
+
+struct HttpProbe;
+
+fn attribute<'a>(order: &'a Order, name: &str) -> Option<&'a str> {
+    order.attributes.iter().find(|a| a.name == name).map(|a| a.value.as_str())
+}
+
+async fn probe(order: &Order) -> Result<String, String> {
+    let mut url = attribute(order, "url").ok_or("no url attribute")?.to_string();
+    for _ in 0..=3 {
+        let mut request = Request::get(&url);
+        if let Some(host) = attribute(order, "host") {
+            request = request.header("Host", host);
+        }
+        let request = request.body(Body::empty()).map_err(|e| format!("request: {e}"))?;
+        let response = Client::new().send(request).await.map_err(|e| match e.downcast_ref::<ErrorCode>() {
+            Some(code) => format!("{code:?}"),
+            None => format!("{e:#}"),
+        })?;
+        if response.status().is_redirection() {
+            url = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .ok_or("a redirect without Location")?
+                .to_string();
+            continue;
+        }
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let bytes = body.contents().await.map_err(|e| match e.downcast_ref::<ErrorCode>() {
+            Some(code) => format!("{code:?}"),
+            None => format!("body: {e:#}"),
+        })?;
+        return Ok(format!("{status} {} bytes", bytes.len()));
+    }
+    Err("too many redirects".into())
+}
+
+impl Guest for HttpProbe {
+    fn fulfil(orders: Vec<Order>) -> Vec<Outcome> {
+        wstd::runtime::block_on(async {
+            let mut outcomes = Vec::new();
+            for order in &orders {
+                outcomes.push(match probe(order).await {
+                    Ok(what) => Outcome::Executed(Some(what)),
+                    Err(message) => {
+                        Outcome::Failed(Failure { kind: ErrorKind::Permanent, message, retry_after_seconds: None })
+                    }
+                });
+            }
+            outcomes
+        })
+    }
+}
+
+export!(HttpProbe);

@@ -1,0 +1,206 @@
+//! The SCIM connector against a real SCIM 2.0 server (scim2-server, started by the test):
+//! users, attributes and group memberships land on the server; synchronisation verifies them;
+//! drift is repaired; a modify sends only what changed; a wrong token is a permanent error that
+//! never shows the token; a server that goes away is retried until it is back.
+
+use provision::host::Host;
+use provision::model::ProvisioningState;
+use provision::store::OrderFilter;
+use provision_tests::servers::{ScimServer, free_port};
+use provision_tests::{Deployment, complete, state_path};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "scim-t0ken-7f3a9c";
+
+/// The examples/scim deployment pointed at `port`, with the token in a file.
+fn deployment(port: u16, token: &str, extra: &str) -> Deployment {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scim");
+    let config = std::fs::read_to_string(example.join("provision.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("token = { env = \"SCIM_TOKEN\" }", "token = { file = \"scim-token\" }");
+    let deployment = Deployment::new(&format!("{config}\n{extra}"));
+    deployment.write("scim-token", token);
+    std::fs::copy(example.join("data.toml"), deployment.path("data.toml")).unwrap();
+    deployment
+}
+
+fn open(deployment: &Deployment) -> Host {
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    host
+}
+
+fn user(scim: &ScimServer, owner: &str) -> Option<Value> {
+    let list = scim.get(&format!("/Users?filter=externalId%20eq%20%22{owner}%22"));
+    list["Resources"].as_array().and_then(|r| r.first()).cloned()
+}
+
+fn members(scim: &ScimServer, group: &str) -> Vec<String> {
+    let list = scim.get(&format!("/Groups?filter=displayName%20eq%20%22{group}%22"));
+    let group = &list["Resources"][0];
+    group["members"].as_array().into_iter().flatten().map(|m| m["value"].as_str().unwrap().to_string()).collect()
+}
+
+fn orders(host: &Host) -> Vec<provision::model::Order> {
+    host.store.orders(&OrderFilter::default()).unwrap()
+}
+
+#[test]
+fn users_attributes_and_groups_reach_the_server_and_are_verified() {
+    let scim = ScimServer::start(free_port(), TOKEN);
+    let deployment = deployment(scim.port, TOKEN, "");
+    let mut host = open(&deployment);
+    provision_tests::logs();
+    let report = complete(&mut host);
+    let log = provision_tests::logs();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    for order in orders(&host) {
+        assert_eq!(state_path(&host, order.id), [1, 8, 4], "{} ({:?})", order.owner, order.message);
+    }
+    let alice = user(&scim, "alice").expect("alice on the server");
+    assert_eq!(alice["userName"], "alice");
+    assert_eq!(alice["displayName"], "Alice Martin");
+    assert_eq!(alice["title"], "Controller");
+    assert_eq!(alice["emails"][0]["value"], "alice@example.com");
+    let bob = user(&scim, "bob").expect("bob on the server");
+    let (alice_id, bob_id) = (alice["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+    let mut users = members(&scim, "Users");
+    users.sort();
+    let mut expected = vec![alice_id.to_string(), bob_id.to_string()];
+    expected.sort();
+    assert_eq!(users, expected);
+    assert_eq!(members(&scim, "Finance"), [alice_id]);
+    assert_eq!(orders(&host)[0].resource_id.as_deref(), Some(alice_id), "the server's id is kept");
+    assert!(!log.contains(TOKEN), "the token appeared in the logs");
+    assert!(log.contains("POST /Bulk") || log.contains("POST /Users"), "the plugin's debug log: {log}");
+
+    // Nothing to do the second time.
+    let again = complete(&mut host);
+    assert_eq!((again.counters.orders_created, again.counters.executed), (0, 0), "{again:?}");
+}
+
+#[test]
+fn drift_is_repaired_and_a_modify_sends_only_what_changed() {
+    let scim = ScimServer::start(free_port(), TOKEN);
+    let deployment = deployment(scim.port, TOKEN, "");
+    let mut host = open(&deployment);
+    complete(&mut host);
+
+    // Someone deletes alice on the server; the next run provisions her again.
+    let alice = user(&scim, "alice").unwrap();
+    scim.request("DELETE", &format!("/Users/{}", alice["id"].as_str().unwrap()), None);
+    assert!(user(&scim, "alice").is_none());
+    let report = complete(&mut host);
+    assert_eq!(report.counters.orders_created, 1, "{report:?}");
+    let again = user(&scim, "alice").expect("alice provisioned again");
+    assert_ne!(again["id"], alice["id"]);
+    // (The server may keep the deleted user's id among the members; the new one must be there.)
+    assert!(members(&scim, "Finance").contains(&again["id"].as_str().unwrap().to_string()));
+    let latest = host.store.orders(&OrderFilter { owner: Some("alice".into()), ..OrderFilter::default() }).unwrap();
+    assert_eq!(latest.last().unwrap().state, ProvisioningState::Verified);
+
+    // An attribute the host does not manage, set on the server, survives a modify of another.
+    let bob = user(&scim, "bob").unwrap();
+    let bob_id = bob["id"].as_str().unwrap();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "nickName", "value": "Bobby"}]});
+    scim.request("PATCH", &format!("/Users/{bob_id}"), Some(patch));
+    let data = std::fs::read_to_string(deployment.path("data.toml"))
+        .unwrap()
+        .replace("title = \"Sales\"", "title = \"Sales lead\"");
+    deployment.write("data2.toml", data);
+    deployment.import(&mut host, "data2.toml", false);
+    provision_tests::logs();
+    let report = complete(&mut host);
+    let log = provision_tests::logs();
+    assert_eq!(report.counters.verified, 1, "{report:?}");
+    let bob = user(&scim, "bob").unwrap();
+    assert_eq!((bob["title"].as_str(), bob["nickName"].as_str()), (Some("Sales lead"), Some("Bobby")));
+    let sent: Vec<&str> = log.lines().filter(|l| l.contains(&format!("PATCH /Users/{bob_id}"))).collect();
+    assert_eq!(sent.len(), 1, "{log}");
+    assert!(sent[0].contains(r#""path":"title""#) && sent[0].contains("Sales lead"), "{}", sent[0]);
+    for other in ["userName", "displayName", "emails", "nickName"] {
+        assert!(!sent[0].contains(other), "the PATCH sent {other}: {}", sent[0]);
+    }
+}
+
+#[test]
+fn a_wrong_token_is_a_permanent_error_that_never_shows_the_token() {
+    let scim = ScimServer::start(free_port(), TOKEN);
+    let wrong = "wr0ng-t0ken-not-to-be-seen-4242";
+    let deployment = deployment(scim.port, wrong, "");
+    let mut host = open(&deployment);
+    provision_tests::logs();
+    let report = complete(&mut host);
+    let log = provision_tests::logs();
+    for order in orders(&host) {
+        assert_eq!(order.state, ProvisioningState::Errored);
+        let message = order.message.clone().unwrap();
+        assert!(
+            message.starts_with("permanent error:")
+                && message.contains("401")
+                && message.contains("Authorization failure"),
+            "{message}"
+        );
+        assert_eq!(order.next_attempt_at, None);
+    }
+    assert!(report.problems.iter().any(|p| p.contains("401")), "{:?}", report.problems);
+    let outputs = [
+        serde_json::to_string(&report).unwrap(),
+        serde_json::to_string(&orders(&host)).unwrap(),
+        serde_json::to_string(&orders(&host).iter().map(|o| host.store.history(o.id).unwrap()).collect::<Vec<_>>())
+            .unwrap(),
+        serde_json::to_string(&host.store.job_run(report.run).unwrap()).unwrap(),
+        format!("{:?}", host.config),
+        log,
+    ];
+    for output in outputs {
+        assert!(!output.contains(wrong), "the token leaked: {output}");
+    }
+    assert!(user(&scim, "alice").is_none());
+}
+
+#[test]
+fn a_server_that_goes_away_is_retried_until_it_is_back() {
+    let port = free_port();
+    let scim = ScimServer::start(port, TOKEN);
+    let retry = "[connections.saas.retry]\nmax_attempts = 5\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false";
+    let deployment = deployment(port, TOKEN, "");
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    let start = config.find("[connections.saas.retry]").unwrap();
+    let end = start + config[start..].find("[resource_types").unwrap();
+    deployment.set_config(&format!("{}{retry}\n\n{}", &config[..start], &config[end..]));
+    let mut host = open(&deployment);
+    let now = provision::model::now_ms();
+    host.clock = Some(now);
+
+    // Alice is provisioned; then the server goes away.
+    let data = std::fs::read_to_string(deployment.path("data.toml")).unwrap();
+    let bob_at = data.find("[[assignments]]\nidentity = \"bob\"").unwrap();
+    deployment.write("alice.toml", &data[..bob_at]);
+    deployment.import(&mut host, "alice.toml", true);
+    complete(&mut host);
+    assert_eq!(orders(&host)[0].state, ProvisioningState::Verified);
+    scim.stop();
+
+    deployment.import(&mut host, "data.toml", true);
+    let report = complete(&mut host);
+    let bob = orders(&host).into_iter().find(|o| o.owner == "bob").unwrap();
+    assert_eq!(bob.state, ProvisioningState::Errored);
+    assert!(bob.message.as_deref().unwrap().starts_with("transient error (attempt 1 of 5"), "{bob:?}");
+    assert!(report.problems.iter().any(|p| p.contains("synchronise SaaS_Account")), "{:?}", report.problems);
+
+    // Back (empty: it kept everything in memory), and the retry time has come.
+    let scim = ScimServer::start(port, TOKEN);
+    host.clock = Some(now + 2 * 3_600_000);
+    let report = complete(&mut host);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.counters.retried, 1);
+    assert!(user(&scim, "alice").is_some() && user(&scim, "bob").is_some());
+    for owner in ["alice", "bob"] {
+        let latest = host.store.orders(&OrderFilter { owner: Some(owner.into()), ..OrderFilter::default() }).unwrap();
+        assert_eq!(latest.last().unwrap().state, ProvisioningState::Verified, "{owner}");
+    }
+    assert_eq!(state_path(&host, bob.id), [1, 3, 1, 8, 4]);
+}
