@@ -269,6 +269,7 @@ impl Runtime {
             load_time: started.elapsed(),
             from_cache,
             shared: Arc::new(Shared {
+                stats: Arc::default(),
                 name: config.name.as_str().into(),
                 config: Arc::new(config.values()),
                 secrets: Arc::new(config.secrets()),
@@ -287,8 +288,38 @@ impl Runtime {
     }
 }
 
+/// Counters of one plugin's calls since it was loaded.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    calls: std::sync::atomic::AtomicU64,
+    call_nanos: std::sync::atomic::AtomicU64,
+    http_requests: std::sync::atomic::AtomicU64,
+    http_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add_http(&self, elapsed: Duration) {
+        self.http_requests.fetch_add(1, Ordering::Relaxed);
+        self.http_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// What a plugin's calls cost since it was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CallStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Time inside those calls (instantiation included).
+    pub call_time: Duration,
+    /// Outbound HTTP requests.
+    pub http_requests: u64,
+    /// Time from sending a request to its response's headers, summed.
+    pub http_time: Duration,
+}
+
 /// What every call of one plugin shares.
 struct Shared {
+    stats: Arc<Stats>,
     name: Arc<str>,
     config: Arc<std::collections::BTreeMap<String, String>>,
     secrets: Arc<Vec<String>>,
@@ -321,6 +352,17 @@ impl Plugin {
     /// The worlds this component implements.
     pub fn worlds(&self) -> Vec<World> {
         self.exports.worlds()
+    }
+
+    /// What its calls cost since it was loaded.
+    pub fn stats(&self) -> CallStats {
+        let stats = &self.shared.stats;
+        CallStats {
+            calls: stats.calls.load(Ordering::Relaxed),
+            call_time: Duration::from_nanos(stats.call_nanos.load(Ordering::Relaxed)),
+            http_requests: stats.http_requests.load(Ordering::Relaxed),
+            http_time: Duration::from_nanos(stats.http_nanos.load(Ordering::Relaxed)),
+        }
     }
 
     /// Whether it implements `world`.
@@ -361,6 +403,7 @@ impl Plugin {
             wasi: wasi.build(),
             http: Default::default(),
             outbound: outbound::Outbound {
+                stats: self.shared.stats.clone(),
                 plugin: self.shared.name.clone(),
                 grants: self.shared.grants.clone(),
                 limits: self.shared.http_limits,
@@ -379,7 +422,11 @@ impl Plugin {
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
 
+        let started = Instant::now();
         let result = self.instance_pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance));
+        let stats = &self.shared.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats.call_nanos.fetch_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let secrets = self.shared.secrets.clone();
         result.map_err(|error| {
             if let Some(wanted) = store.data().limiter.refused {

@@ -23,6 +23,7 @@ type Sent = Box<
 
 /// The hooks of one plugin's HTTP requests.
 pub(crate) struct Outbound {
+    pub stats: Arc<super::Stats>,
     pub plugin: Arc<str>,
     pub grants: Arc<Vec<HttpGrant>>,
     pub limits: HttpLimits,
@@ -96,7 +97,9 @@ impl WasiHttpHooks for Outbound {
             between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
         };
         let max_request = usize::try_from(limits.max_request).unwrap_or(usize::MAX);
+        let stats = self.stats.clone();
         Box::new(async move {
+            let started = std::time::Instant::now();
             // The whole request body first, then the request, with its length: the guest's
             // writes never race the connection (a server answering and closing early would
             // otherwise break a write the guest has not finished), no server receives a chunked
@@ -110,7 +113,9 @@ impl WasiHttpHooks for Outbound {
             parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
             let request = http::Request::from_parts(parts, Full::new(bytes).map_err(Error::from).boxed_unsync());
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (response, io) = match tokio::time::timeout(limits.timeout, sent).await {
+            let answer = tokio::time::timeout(limits.timeout, sent).await;
+            stats.add_http(started.elapsed());
+            let (response, io) = match answer {
                 Ok(result) => result?,
                 Err(_) => return Err(Error::HttpResponseTimeout),
             };
