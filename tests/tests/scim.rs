@@ -204,3 +204,36 @@ fn a_server_that_goes_away_is_retried_until_it_is_back() {
     }
     assert_eq!(state_path(&host, bob.id), [1, 3, 1, 8, 4]);
 }
+
+#[test]
+fn a_withdrawn_assignment_deletes_or_deactivates_the_user() {
+    let scim = ScimServer::start(free_port(), TOKEN);
+    let deployment = deployment(scim.port, TOKEN, "");
+    let mut host = open(&deployment);
+    complete(&mut host);
+    let data = std::fs::read_to_string(deployment.path("data.toml")).unwrap();
+    let bob_at = data.find("[[assignments]]\nidentity = \"bob\"").unwrap();
+    deployment.write("without-bob.toml", &data[..bob_at]);
+
+    // Deleted by default.
+    deployment.import(&mut host, "without-bob.toml", true);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.verified, 1, "{report:?}");
+    assert!(user(&scim, "bob").is_none());
+
+    // Deactivated for a resource type listed in `deactivate`: alice's account stays, inactive,
+    // and counts as gone (no new deletion at the next run).
+    let config = std::fs::read_to_string(deployment.config_path())
+        .unwrap()
+        .replace("create-groups = true", "create-groups = true\ndeactivate = \"SaaS_Account\"");
+    deployment.set_config(&config);
+    let mut host = deployment.host();
+    deployment.write("nobody.toml", "");
+    deployment.import(&mut host, "nobody.toml", true);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.verified, 1, "{report:?}");
+    let alice = user(&scim, "alice").expect("alice is deactivated, not deleted");
+    assert_eq!(alice["active"], false);
+    let again = complete(&mut host);
+    assert_eq!(again.counters.orders_created, 0, "{again:?}");
+}
