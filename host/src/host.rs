@@ -43,6 +43,9 @@ pub struct Host {
     pub clock: Option<i64>,
     /// A simulation: nothing may be written (the store is opened read-only).
     pub simulation: bool,
+    /// Set when the host shuts down: jobs stop after the batch at hand (what is left waits,
+    /// Pending, for the next run).
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a plugin could not be asked.
@@ -84,7 +87,7 @@ impl Host {
         store.sync_catalog(&config).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
-        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: false })
+        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: false, stop: Default::default() })
     }
 
     /// Opens a host for a simulation: the database read-only (never migrated or written), the
@@ -95,7 +98,12 @@ impl Host {
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         let store = Store::open_read_only(&config.database).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
-        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: true })
+        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: true, stop: Default::default() })
+    }
+
+    /// Whether the host is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// "Now" for the jobs' decisions, Unix ms.

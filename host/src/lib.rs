@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod host;
 pub mod import;

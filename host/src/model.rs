@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The nine provisioning states, numbered as the product documentation numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "u8", try_from = "u8")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ProvisioningState {
     /// Internal: no order outstanding; also where a declined, blocked or superseded order ends.
@@ -85,6 +84,33 @@ impl fmt::Display for ProvisioningState {
     /// `4 Verified`: number and name, as operators read them in the product's pages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.number(), self.name())
+    }
+}
+
+/// Serialised as `{"number": 4, "name": "Verified"}`: both ways people and scripts name it.
+impl Serialize for ProvisioningState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut state = serializer.serialize_struct("ProvisioningState", 2)?;
+        state.serialize_field("number", &self.number())?;
+        state.serialize_field("name", self.name())?;
+        state.end()
+    }
+}
+
+/// Read from a number (`4`) or a name (`"verified"`, `"awaiting-approval"`).
+impl<'de> Deserialize<'de> for ProvisioningState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u8),
+            Name(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => ProvisioningState::try_from(n).map_err(serde::de::Error::custom),
+            Raw::Name(name) => name.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -396,7 +422,8 @@ pub struct HistoryEntry {
 }
 
 /// Formats Unix milliseconds as an RFC 3339 UTC time, second precision.
-pub fn format_time(unix_ms: i64) -> String {
+pub fn format_time(unix_ms: impl std::borrow::Borrow<i64>) -> String {
+    let unix_ms = *unix_ms.borrow();
     match jiff::Timestamp::from_millisecond(unix_ms) {
         Ok(ts) => ts.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_else(|_| ts.to_string()),
         Err(_) => unix_ms.to_string(),

@@ -149,3 +149,18 @@ pub struct WorkItem {
     /// Whether it is the user's own (they may see it, not review it).
     pub own: bool,
 }
+
+/// An operator retries Errored orders (→ Pending, fresh retry budget), all or nothing.
+pub fn retry(store: &mut Store, login: &str, orders: &[i64]) -> Result<Vec<Order>, ActionError> {
+    let user = user(store, login)?;
+    if orders.is_empty() {
+        return Err(ActionError::NoOrders);
+    }
+    let reason = format!("retried by {}", user.login);
+    let transitions: Vec<Transition> =
+        orders.iter().map(|id| Transition::new(*id, crate::machine::Event::Retry, reason.clone())).collect();
+    if let Err(refusals) = store.apply_all(&transitions, &format!("user:{}", user.login))? {
+        return Err(ActionError::Refused(refusals.iter().map(ToString::to_string).collect()));
+    }
+    Ok(orders.iter().map(|id| store.order(*id)).collect::<Result<_, _>>()?)
+}

@@ -50,15 +50,41 @@ impl Action {
     }
 }
 
+/// What operators do beyond orders of one entity type: see the host's state, or operate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Capability {
+    /// Read orders, identities, job runs, plugins and the notification outbox
+    /// (`/Custom/ProvisioningPolicy/View`).
+    View,
+    /// Run, simulate, resume and cancel jobs, retry orders, enable plugins, deliver
+    /// notifications (`/Custom/ProvisioningPolicy/Operate`).
+    Operate,
+}
+
+impl Capability {
+    /// The capability's permission path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Capability::View => "/Custom/ProvisioningPolicy/View",
+            Capability::Operate => "/Custom/ProvisioningPolicy/Operate",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Capability::View => "view the host's orders, runs and plugins",
+            Capability::Operate => "operate the host (jobs, retries, plugins)",
+        }
+    }
+}
+
 /// A refused action: who, what, and the permission it needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 pub struct Denied {
     /// The user.
     pub login: String,
-    /// The action.
-    pub action: Action,
-    /// The entity type.
-    pub entity_type: String,
+    /// What they tried, in words.
+    pub action: String,
     /// The permission path that would allow it.
     pub missing: String,
 }
@@ -67,13 +93,22 @@ impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "user `{}` may not {} {} orders: that needs the permission {} (or a parent of it)",
-            self.login,
-            self.action.describe(),
-            self.entity_type,
-            self.missing
+            "user `{}` may not {}: that needs the permission {} (or a parent of it)",
+            self.login, self.action, self.missing
         )
     }
+}
+
+/// The same authorisation for capabilities: the path or any parent of it.
+pub fn authorize_capability(login: &str, held: &[String], capability: Capability) -> Result<(), Denied> {
+    if held.iter().any(|path| grants(path, capability.path())) {
+        return Ok(());
+    }
+    Err(Denied {
+        login: login.to_string(),
+        action: capability.describe().to_string(),
+        missing: capability.path().to_string(),
+    })
 }
 
 /// The authorisation function: `login`, holding `held`, may perform `action` on orders of
@@ -83,7 +118,8 @@ pub fn authorize(login: &str, held: &[String], action: Action, entity_type: &str
     if held.iter().any(|path| grants(path, &wanted)) {
         return Ok(());
     }
-    Err(Denied { login: login.to_string(), action, entity_type: entity_type.to_string(), missing: wanted })
+    let action = format!("{} {entity_type} orders", action.describe());
+    Err(Denied { login: login.to_string(), action, missing: wanted })
 }
 
 /// Whether holding `held` makes a user receive the notifications guarded by `path`: only the

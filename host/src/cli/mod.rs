@@ -9,6 +9,7 @@ mod orders;
 mod output;
 mod people;
 mod plugins;
+mod serve;
 mod work;
 
 use output::{print_json, table};
@@ -99,6 +100,12 @@ enum Command {
     /// The notification outbox and its deliveries
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// Serve the JSON API (/api/v1), the web pages, /metrics and /healthz, and run the complete
+    /// job on `serve.job_interval`; stops cleanly on SIGINT or SIGTERM
+    Serve(serve::ServeArgs),
+    /// API tokens: what signs in to the API and the pages
+    #[command(subcommand)]
+    Tokens(serve::TokensCommand),
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +209,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(command) => people::users(command),
         Command::Profiles(command) => people::profiles(command),
         Command::Notifications(command) => notifications::run(command),
+        Command::Serve(args) => serve::serve(args),
+        Command::Tokens(command) => serve::tokens(command),
         Command::Plugins(command) => plugins::run(command),
     }
 }

@@ -7,9 +7,8 @@ use clap::Subcommand;
 use super::jobs::operator;
 use super::work::UserArg;
 use super::{ConfigArg, JsonArg, open, output};
-use provision::machine::Event;
 use provision::model::ProvisioningState;
-use provision::store::{OrderFilter, Transition};
+use provision::store::OrderFilter;
 
 #[derive(Subcommand)]
 pub enum OrdersCommand {
@@ -97,14 +96,8 @@ pub fn run(command: OrdersCommand) -> anyhow::Result<ExitCode> {
                 }
                 Some(other) => anyhow::bail!("only Errored orders can be retried, not {other}"),
             };
-            let login = actor.trim_start_matches("user:");
-            let transitions: Vec<Transition> =
-                ids.iter().map(|id| Transition::new(*id, Event::Retry, format!("retried by {login}"))).collect();
-            if let Err(refusals) = host.store.apply_all(&transitions, &actor)? {
-                let lines: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-                return Err(provision::operators::ActionError::Refused(lines).into());
-            }
-            let retried: Vec<_> = ids.iter().map(|id| host.store.order(*id)).collect::<Result<_, _>>()?;
+            let login = actor.trim_start_matches("user:").to_string();
+            let retried = provision::operators::retry(&mut host.store, &login, &ids)?;
             if json.json {
                 output::orders(&retried, true)?;
             } else {

@@ -41,6 +41,41 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Where notifications are delivered.
     pub notifications: NotificationsConfig,
+    /// `provision serve`.
+    pub serve: ServeConfig,
+}
+
+/// `provision serve`: where it listens, how often it runs the complete job, its sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Run the complete job this often; none: only on demand.
+    pub job_interval: Option<Duration>,
+    /// How long a browser session lasts.
+    pub session_lifetime: Duration,
+    /// Mark session cookies `Secure` (serve behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            job_interval: None,
+            session_lifetime: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<String>,
+    job_interval: Option<String>,
+    session_lifetime: Option<String>,
+    secure_cookies: Option<bool>,
 }
 
 /// A kind of owner, e.g. `Directory_User`.
@@ -276,6 +311,8 @@ struct RawConfig {
     profiles: BTreeMap<String, operators::RawProfile>,
     #[serde(default)]
     notifications: operators::RawNotifications,
+    #[serde(default)]
+    serve: RawServe,
 }
 
 #[derive(Deserialize, Default)]
@@ -463,6 +500,24 @@ impl Config {
         let profiles = operators::profiles(&source, raw.profiles)?;
         let users = operators::users(&source, raw.users, &profiles)?;
         let notifications = operators::notifications(&source, raw.notifications, &base)?;
+        let defaults = ServeConfig::default();
+        let listen = raw.serve.listen.unwrap_or(defaults.listen);
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(
+                source.error("serve.listen", format!("`{listen}` is not an address such as \"127.0.0.1:8080\""))
+            );
+        }
+        let job_interval = duration(&source, "serve.job_interval", raw.serve.job_interval.as_deref())?;
+        if job_interval.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(source.error("serve.job_interval", "must be at least 1s"));
+        }
+        let serve = ServeConfig {
+            listen,
+            job_interval,
+            session_lifetime: duration(&source, "serve.session_lifetime", raw.serve.session_lifetime.as_deref())?
+                .unwrap_or(defaults.session_lifetime),
+            secure_cookies: raw.serve.secure_cookies.unwrap_or(false),
+        };
 
         Ok(Config {
             source,
@@ -475,6 +530,7 @@ impl Config {
             users,
             profiles,
             notifications,
+            serve,
         })
     }
 

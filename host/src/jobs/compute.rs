@@ -174,6 +174,9 @@ fn compute_type(
     let mut after = 0;
     let mut provisional = 0;
     loop {
+        if host.stopping() {
+            break;
+        }
         let slots = host.store.slots(resource_type, after, COMPUTE_CHUNK)?;
         let Some(last) = slots.last() else { break };
         after = last.identity_id;

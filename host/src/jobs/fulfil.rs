@@ -50,6 +50,10 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
         }
         let mut after = 0;
         loop {
+            // Between batches, never inside one: a batch's outcomes are recorded before stopping.
+            if host.stopping() {
+                return Ok(());
+            }
             let batch = host.store.orders(&OrderFilter {
                 states: vec![ProvisioningState::Pending],
                 resource_types: resource_types.clone(),

@@ -89,16 +89,26 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
+/// One step of a job run.
+type Step = fn(&mut Host, &mut JobReport, &ProgressBar) -> Result<(), JobError>;
+
+/// The problem a job reports when it stopped early for a shutdown.
+pub const STOPPED: &str = "stopped early: the host is shutting down; what is left waits for the next run";
+
 /// Runs the complete job: synchronise, compute, fulfil, synchronise.
 pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
     let run = host.store.start_job("complete")?;
     let mut report = JobReport { run, ..JobReport::default() };
     let result = (|| {
-        synchronise::run(host, &mut report, progress)?;
-        compute::run(host, &mut report, progress)?;
-        fulfil::run(host, &mut report, progress)?;
-        synchronise::run(host, &mut report, progress)?;
-        notify(host, &mut report, progress)
+        let steps: [Step; 5] = [synchronise::run, compute::run, fulfil::run, synchronise::run, notify];
+        for step in steps {
+            if host.stopping() {
+                report.problems.push(STOPPED.to_string());
+                break;
+            }
+            step(host, &mut report, progress)?;
+        }
+        Ok(())
     })();
     finish(host, &report, result)?;
     Ok(report)
@@ -136,7 +146,7 @@ fn single(
     host: &mut Host,
     kind: &str,
     progress: &ProgressBar,
-    step: fn(&mut Host, &mut JobReport, &ProgressBar) -> Result<(), JobError>,
+    step: Step,
 ) -> Result<JobReport, JobError> {
     let run = host.store.start_job(kind)?;
     let mut report = JobReport { run, ..JobReport::default() };

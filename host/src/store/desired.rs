@@ -271,3 +271,84 @@ impl Store {
             .is_some())
     }
 }
+
+/// One resource type of an identity: what it should have, what it has, and its orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentitySlot {
+    /// The resource type.
+    pub resource_type: String,
+    /// The desired assignment, if any.
+    pub desired: Option<Assignment>,
+    /// The synchronised resource (id, content), if any.
+    pub actual: Option<(String, ResourceContent)>,
+    /// Its orders, newest first.
+    pub orders: Vec<crate::model::Order>,
+}
+
+/// An identity with, per resource type of its entity type, desired and actual state and orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityView {
+    /// The identity.
+    pub identity: Identity,
+    /// Per resource type.
+    pub slots: Vec<IdentitySlot>,
+}
+
+impl Store {
+    /// An identity's page: its assignments, resources and orders per resource type.
+    pub fn identity_view(&self, entity_type: &str, key: &str) -> Result<IdentityView> {
+        let (id, display_name, attributes): (i64, String, String) = self
+            .conn
+            .prepare_cached("SELECT id, display_name, attributes FROM identities WHERE entity_type = ?1 AND key = ?2")?
+            .query_row([entity_type, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+            .ok_or_else(|| StoreError::Unknown(format!("there is no {entity_type} `{key}`")))?;
+        let identity = Identity {
+            entity_type: entity_type.to_string(),
+            key: key.to_string(),
+            display_name,
+            attributes: from_json(&attributes, "identity attributes")?,
+        };
+        let resource_types: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT name FROM resource_types WHERE entity_type = ?1 ORDER BY name")?
+            .query_map([entity_type], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut slots = Vec::new();
+        for resource_type in resource_types {
+            let slot = self.slots(&resource_type, id - 1, 1)?.into_iter().find(|s| s.identity_id == id);
+            let mut orders = self.orders(&super::OrderFilter {
+                owner: Some(key.to_string()),
+                resource_types: vec![resource_type.clone()],
+                ..Default::default()
+            })?;
+            orders.reverse();
+            let (desired, actual) = slot.map(|s| (s.desired, s.actual)).unwrap_or_default();
+            slots.push(IdentitySlot { resource_type, desired, actual, orders });
+        }
+        Ok(IdentityView { identity, slots })
+    }
+
+    /// Identities whose key or name contains `text`, of every entity type (at most `limit`).
+    pub fn find_identities(&self, text: &str, limit: usize) -> Result<Vec<Identity>> {
+        let pattern = format!("%{}%", text.replace('%', "\\%").replace('_', "\\_"));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT entity_type, key, display_name, attributes FROM identities
+             WHERE key LIKE ?1 ESCAPE '\\' OR display_name LIKE ?1 ESCAPE '\\' ORDER BY entity_type, key LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pattern, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (entity_type, key, display_name, attributes) = row?;
+            found.push(Identity {
+                entity_type,
+                key,
+                display_name,
+                attributes: from_json(&attributes, "identity attributes")?,
+            });
+        }
+        Ok(found)
+    }
+}

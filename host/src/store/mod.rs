@@ -20,6 +20,7 @@ mod resources;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::path::Path;
 
@@ -29,12 +30,13 @@ use crate::config::Config;
 use crate::machine::Refused;
 
 pub use attempts::Attempt;
-pub use desired::{Assignment, Identity, Slot, SlotOrder};
+pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
+pub use tokens::{Session, TokenInfo, random_secret};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -214,10 +214,44 @@ impl Store {
 
     /// One user.
     pub fn user(&self, login: &str) -> Result<User> {
-        self.users()?
-            .into_iter()
-            .find(|u| u.login == login)
-            .ok_or_else(|| StoreError::Unknown(format!("there is no user `{login}`")))
+        let mut user = self
+            .conn
+            .prepare_cached(
+                "SELECT login, display_name, email, identity_entity_type, identity_key FROM users WHERE login = ?1",
+            )?
+            .query_row([login], |row| {
+                let identity = match (row.get::<_, Option<String>>(3)?, row.get::<_, Option<String>>(4)?) {
+                    (Some(et), Some(key)) => Some((et, key)),
+                    _ => None,
+                };
+                Ok(User {
+                    login: row.get(0)?,
+                    display_name: row.get(1)?,
+                    email: row.get(2)?,
+                    identity,
+                    profiles: vec![],
+                    permissions: vec![],
+                })
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::Unknown(format!("there is no user `{login}`")))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT up.profile, pp.path FROM user_profiles up LEFT JOIN profile_permissions pp ON pp.profile = up.profile
+             WHERE up.login = ?1 ORDER BY up.profile, pp.path",
+        )?;
+        let mut rows = stmt.query([login])?;
+        while let Some(row) = rows.next()? {
+            let profile: String = row.get(0)?;
+            if user.profiles.last() != Some(&profile) {
+                user.profiles.push(profile);
+            }
+            if let Some(path) = row.get::<_, Option<String>>(1)?
+                && !user.permissions.contains(&path)
+            {
+                user.permissions.push(path);
+            }
+        }
+        Ok(user)
     }
 
     /// Every profile with its permissions, by name.

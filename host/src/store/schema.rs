@@ -243,6 +243,26 @@ DROP INDEX resources_by_owner;
 CREATE INDEX resources_by_owner ON resources (resource_type, identity_id, id);
 "#,
     ),
+    M::up(
+        r#"
+-- API tokens (created from the CLI) and web sessions: only their sha256 is stored.
+CREATE TABLE api_tokens (
+    id           INTEGER PRIMARY KEY,
+    login        TEXT NOT NULL REFERENCES users (login) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER
+);
+CREATE TABLE sessions (
+    hash       TEXT PRIMARY KEY,
+    login      TEXT NOT NULL REFERENCES users (login) ON DELETE CASCADE,
+    csrf       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a part
 
+pub mod server;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,0 +1,188 @@
+//! `provision serve`: the JSON API (`/api/v1`), the web pages, `/metrics` and `/healthz`, on
+//! axum, over the same library functions the CLI uses, with a scheduler running the complete job.
+//!
+//! Concurrency: SQLite has one writer, so every action that writes goes through the one `Host`
+//! behind a mutex (a job run holds it for its duration); reads (lists, pages) use a pool of
+//! read-only connections and never wait for a job. Plugin calls and SQLite are blocking: they
+//! run on tokio's blocking threads.
+//!
+//! **Architecture invariant**: the API and the pages authorise with the same functions as the
+//! CLI (`permissions::authorize`, `operators::act`); a page shows only what its user may do.
+
+mod auth;
+mod error;
+mod metrics;
+mod pages;
+mod v1;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::Config;
+use crate::host::Host;
+use crate::store::Store;
+pub use auth::Caller;
+pub use error::ApiError;
+
+/// Everything a request handler reaches.
+pub struct App {
+    /// The writer: every change goes through it.
+    host: Mutex<Host>,
+    /// Read-only connections, reused.
+    readers: Mutex<Vec<Store>>,
+    /// The config (for pages, sessions, simulations).
+    config: Config,
+    /// Set on shutdown (jobs read it between batches).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Tells the scheduler the server is stopping.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// When the server started.
+    started: Instant,
+}
+
+/// The shared state of the server.
+pub type AppState = Arc<App>;
+
+impl App {
+    /// The server's state over an opened host.
+    pub fn new(host: Host) -> AppState {
+        Arc::new(App {
+            config: host.config.clone(),
+            stop: host.stop.clone(),
+            host: Mutex::new(host),
+            readers: Mutex::new(Vec::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
+            started: Instant::now(),
+        })
+    }
+
+    fn reader(&self) -> Result<Store, ApiError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(store) => Ok(store),
+            None => Store::open_read_only(&self.config.database).map_err(ApiError::internal),
+        }
+    }
+
+    fn give_back(&self, store: Store) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if readers.len() < 16 {
+            readers.push(store);
+        }
+    }
+
+    /// Runs `f` on a read-only connection, on a blocking thread.
+    pub async fn read<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = app.reader()?;
+            let result = f(&store);
+            app.give_back(store);
+            result
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// Runs `f` with the writer host, on a blocking thread.
+    pub async fn write<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Host) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut host = app.host.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut host)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// The routes: `/api/v1/...`, the pages, `/metrics`, `/healthz`.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", v1::routes())
+        .merge(pages::routes())
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(metrics::healthz))
+        .with_state(app)
+}
+
+/// Serves until SIGINT or SIGTERM, running the complete job every `serve.job_interval`. On a
+/// signal it stops taking requests, lets a running job finish its batch and stop, and returns.
+pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
+    let app = App::new(host);
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!("serving on http://{}", listener.local_addr()?);
+    println!("provision serve: listening on http://{}", listener.local_addr()?);
+
+    let scheduler = tokio::spawn(schedule(app.clone()));
+    let stopping = app.clone();
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing the batch at hand");
+            stopping.stop.store(true, Ordering::Relaxed);
+            stopping.stopping.send_replace(true);
+        })
+        .await?;
+    app.stop.store(true, Ordering::Relaxed);
+    app.stopping.send_replace(true);
+    let _ = scheduler.await;
+    // Wait for a job still holding the host (it stops after its batch).
+    let _ = app.write(|_| Ok(())).await;
+    println!("provision serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}
+
+/// Runs the complete job every `serve.job_interval` until the server stops.
+async fn schedule(app: AppState) {
+    let Some(every) = app.config.serve.job_interval else { return };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate: wait one interval first
+    let mut stopping = app.stopping.subscribe();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {},
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        if app.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let result = app.write(|host| Ok(crate::jobs::complete(host, &indicatif::ProgressBar::hidden())?)).await;
+        match result {
+            Ok(report) => tracing::info!(run = report.run, problems = report.problems.len(), "scheduled job run done"),
+            Err(error) => tracing::error!("scheduled job run failed: {}", error.message),
+        }
+    }
+}

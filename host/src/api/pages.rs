@@ -1,0 +1,587 @@
+//! The web pages: server-rendered (askama templates compiled into the binary), signed in with
+//! an API token (session cookie), every form carrying the session's CSRF token. A page shows
+//! only what its user may do.
+
+use std::collections::{BTreeMap, HashMap};
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::{CookieJar, Form};
+use serde::Deserialize;
+
+use super::auth::{Caller, PageCaller, SESSION_COOKIE};
+use super::{ApiError, AppState};
+use crate::jobs::Simulation;
+use crate::model::{HistoryEntry, ProvisioningState};
+use crate::operators::WorkItem;
+use crate::permissions::{Action, Capability};
+use crate::review::Decision;
+use crate::store::{Hold, Identity, IdentityView, JobRun};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/review", get(review_page).post(review))
+        .route("/manual", get(manual_page).post(manual))
+        .route("/identities", get(identities))
+        .route("/identities/{entity_type}/{key}", get(identity))
+        .route("/jobs", get(jobs_page))
+        .route("/jobs/run", post(run_job))
+        .route("/jobs/{run}/{decision}", post(decide_run))
+        .route("/plugins", get(plugins_page))
+        .route("/plugins/{name}/enable", post(enable_plugin))
+}
+
+/// What the navigation shows.
+#[derive(Default)]
+struct Nav {
+    user: String,
+    csrf: String,
+    review: bool,
+    manual: bool,
+    view: bool,
+}
+
+fn nav(app: &AppState, caller: &Caller) -> Nav {
+    let entity_types = || app.config().entity_types.keys();
+    Nav {
+        user: caller.user.display_name.clone(),
+        csrf: caller.csrf.clone().unwrap_or_default(),
+        review: entity_types().any(|et| caller.may_act(Action::ReviewProvisioning, et)),
+        manual: entity_types().any(|et| caller.may_act(Action::PerformManualProvisioning, et)),
+        view: caller.may(Capability::View),
+    }
+}
+
+/// An error shown as a page.
+struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        PageError(error)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    message: Option<String>,
+    status: String,
+    error: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage { message: None, status: self.0.status.to_string(), error: self.0.message.clone() };
+        (self.0.status, render(&page)).into_response()
+    }
+}
+
+fn render(page: &impl Template) -> Html<String> {
+    Html(page.render().unwrap_or_else(|e| format!("<p>cannot render the page: {e}</p>")))
+}
+
+fn csrf(caller: &Caller, given: &str) -> Result<(), PageError> {
+    let expected = caller.csrf.as_deref().unwrap_or_default();
+    // Constant time: the comparison does not tell how much of a guess was right.
+    let same =
+        expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0;
+    if same && !expected.is_empty() {
+        Ok(())
+    } else {
+        Err(PageError(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "the form is stale or forged (CSRF token mismatch); reload the page",
+        )))
+    }
+}
+
+fn back(path: &str, message: &str) -> Redirect {
+    let encoded: String = url_encode(message);
+    Redirect::to(&format!("{path}?message={encoded}"))
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+struct MessageQuery {
+    message: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    message: Option<String>,
+}
+
+async fn login_page(Query(q): Query<MessageQuery>) -> Html<String> {
+    render(&LoginPage { message: q.message })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(app): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
+    let token = form.token.trim().to_string();
+    let login = app.read(move |store| Ok(store.token_user(&token)?)).await?;
+    let Some(login) = login else {
+        return Ok(back("/login", "That token is not valid (unknown, revoked or expired).").into_response());
+    };
+    let lifetime = i64::try_from(app.config().serve.session_lifetime.as_millis()).unwrap_or(i64::MAX / 2);
+    let session = app.write(move |host| Ok(host.store.create_session(&login, lifetime)?)).await?;
+    let cookie = Cookie::build((SESSION_COOKIE, session))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(app.config().serve.secure_cookies)
+        .path("/")
+        .build();
+    Ok((jar.add(cookie), Redirect::to("/")).into_response())
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    if let Some(id) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) {
+        app.write(move |host| Ok(host.store.end_session(&id)?)).await?;
+    }
+    Ok((jar.remove(Cookie::from(SESSION_COOKIE)), Redirect::to("/login")).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    states: Vec<(ProvisioningState, i64)>,
+}
+
+async fn home(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<MessageQuery>,
+) -> Result<Html<String>, PageError> {
+    let states = app.read(|store| Ok(store.count_by_state()?)).await?;
+    Ok(render(&HomePage { nav: nav(&app, &caller), here: "home", message: q.message, states }))
+}
+
+/// Work items of one entity type, and whether the user may act on several at once.
+struct Group {
+    entity_type: String,
+    bulk: bool,
+    items: Vec<WorkItem>,
+}
+
+fn groups(caller: &Caller, items: Vec<WorkItem>, bulk: Action) -> Vec<Group> {
+    let mut by_type: BTreeMap<String, Vec<WorkItem>> = BTreeMap::new();
+    for item in items {
+        by_type.entry(item.order.entity_type.clone()).or_default().push(item);
+    }
+    by_type
+        .into_iter()
+        .map(|(entity_type, items)| Group { bulk: caller.may_act(bulk, &entity_type), entity_type, items })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "review.html")]
+struct ReviewPage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    groups: Vec<Group>,
+}
+
+async fn review_page(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<MessageQuery>,
+) -> Result<Html<String>, PageError> {
+    let login = caller.user.login.clone();
+    let items = app.read(move |store| Ok(crate::review::list(store, &login, None)?)).await?;
+    let groups = groups(&caller, items, Action::BulkReviewProvisioning);
+    Ok(render(&ReviewPage { nav: nav(&app, &caller), here: "review", message: q.message, groups }))
+}
+
+#[derive(Deserialize)]
+struct WorkForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    orders: Vec<i64>,
+    #[serde(default)]
+    comment: String,
+}
+
+fn done(orders: &[crate::model::Order]) -> String {
+    orders.iter().map(|o| format!("order {} → {}", o.id, o.state)).collect::<Vec<_>>().join(", ")
+}
+
+async fn review(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<WorkForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    let decision = match form.action.as_str() {
+        "approve" => Decision::Approve,
+        "decline" => Decision::Decline,
+        "postpone" => Decision::Postpone,
+        other => return Err(PageError(ApiError::bad_request(format!("unknown action `{other}`")))),
+    };
+    let login = caller.user.login.clone();
+    let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
+    let result = app
+        .write(move |host| {
+            let orders = crate::review::decide(&mut host.store, &login, &form.orders, decision, comment.as_deref())?;
+            let _ = crate::notify::route_and_deliver(host);
+            Ok(orders)
+        })
+        .await;
+    Ok(match result {
+        Ok(orders) => back("/review", &done(&orders)),
+        Err(error) if error.status.is_client_error() => back("/review", &error.message),
+        Err(error) => return Err(error.into()),
+    }
+    .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "manual.html")]
+struct ManualPage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    groups: Vec<Group>,
+}
+
+async fn manual_page(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<MessageQuery>,
+) -> Result<Html<String>, PageError> {
+    let login = caller.user.login.clone();
+    let items = app.read(move |store| Ok(crate::manual::list(store, &login, None)?)).await?;
+    let groups = groups(&caller, items, Action::BulkPerformManualProvisioning);
+    Ok(render(&ManualPage { nav: nav(&app, &caller), here: "manual", message: q.message, groups }))
+}
+
+async fn manual(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<WorkForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    let login = caller.user.login.clone();
+    let result = app
+        .write(move |host| {
+            let orders = match form.action.as_str() {
+                "confirm" => {
+                    let comment = Some(form.comment.as_str()).filter(|c| !c.trim().is_empty());
+                    crate::manual::confirm(&mut host.store, &login, &form.orders, comment)?
+                }
+                "report-error" => crate::manual::report_error(&mut host.store, &login, &form.orders, &form.comment)?,
+                other => return Err(ApiError::bad_request(format!("unknown action `{other}`"))),
+            };
+            let _ = crate::notify::route_and_deliver(host);
+            Ok(orders)
+        })
+        .await;
+    Ok(match result {
+        Ok(orders) => back("/manual", &done(&orders)),
+        Err(error) if error.status.is_client_error() => back("/manual", &error.message),
+        Err(error) => return Err(error.into()),
+    }
+    .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "identities.html")]
+struct IdentitiesPage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    query: String,
+    found: Vec<Identity>,
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    q: Option<String>,
+}
+
+async fn identities(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<FindQuery>,
+) -> Result<Html<String>, PageError> {
+    caller.require(Capability::View)?;
+    let query = q.q.unwrap_or_default();
+    let text = query.clone();
+    let found = app.read(move |store| Ok(store.find_identities(&text, 100)?)).await?;
+    Ok(render(&IdentitiesPage { nav: nav(&app, &caller), here: "identities", message: None, query, found }))
+}
+
+#[derive(Template)]
+#[template(path = "identity.html")]
+struct IdentityPage<'a> {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    view: IdentityView,
+    histories: HashMap<i64, Vec<HistoryEntry>>,
+    empty: &'a Vec<HistoryEntry>,
+}
+
+async fn identity(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((entity_type, key)): Path<(String, String)>,
+) -> Result<Html<String>, PageError> {
+    caller.require(Capability::View)?;
+    let (view, histories) = app
+        .read(move |store| {
+            let view = store.identity_view(&entity_type, &key)?;
+            let mut histories = HashMap::new();
+            for order in view.slots.iter().flat_map(|s| &s.orders) {
+                histories.insert(order.id, store.history(order.id)?);
+            }
+            Ok((view, histories))
+        })
+        .await?;
+    let empty = Vec::new();
+    Ok(render(&IdentityPage {
+        nav: nav(&app, &caller),
+        here: "identities",
+        message: None,
+        view,
+        histories,
+        empty: &empty,
+    }))
+}
+
+struct RunRow {
+    run: JobRun,
+    counters: String,
+    holds: Vec<Hold>,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    operate: bool,
+    simulation: Option<Simulation>,
+    runs: Vec<RunRow>,
+}
+
+async fn jobs(
+    app: &AppState,
+    caller: &Caller,
+    message: Option<String>,
+    simulation: Option<Simulation>,
+) -> Result<Html<String>, PageError> {
+    caller.require(Capability::View)?;
+    let (runs, holds) = app.read(|store| Ok((store.job_runs(50)?, store.holds(None)?))).await?;
+    let runs = runs
+        .into_iter()
+        .map(|run| RunRow {
+            counters: run
+                .counters
+                .iter()
+                .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+                .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            holds: holds.iter().filter(|h| h.run == run.id).cloned().collect(),
+            run,
+        })
+        .collect();
+    Ok(render(&JobsPage {
+        nav: nav(app, caller),
+        here: "jobs",
+        message,
+        operate: caller.may(Capability::Operate),
+        simulation,
+        runs,
+    }))
+}
+
+async fn jobs_page(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<MessageQuery>,
+) -> Result<Html<String>, PageError> {
+    jobs(&app, &caller, q.message, None).await
+}
+
+#[derive(Deserialize)]
+struct RunForm {
+    csrf: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn run_job(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<RunForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    caller.require(Capability::Operate)?;
+    if form.dry_run {
+        let simulation = super::v1::simulate(&app).await?;
+        return Ok(jobs(&app, &caller, Some("Dry run done: nothing was written.".into()), Some(simulation))
+            .await?
+            .into_response());
+    }
+    let report = super::v1::run(&app, Default::default()).await?;
+    let c = &report.counters;
+    let problems =
+        if report.problems.is_empty() { String::new() } else { format!("; problems: {}", report.problems.join("; ")) };
+    let message = format!(
+        "Run {} done: {} orders created, {} executed, {} transmitted, {} verified{problems}",
+        report.run, c.orders_created, c.executed, c.transmitted, c.verified
+    );
+    Ok(back("/jobs", &message).into_response())
+}
+
+async fn decide_run(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((run, decision)): Path<(i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    caller.require(Capability::Operate)?;
+    let actor = format!("user:{}", caller.user.login);
+    let message = app
+        .write(move |host| match decision.as_str() {
+            "resume" => Ok(format!("Run {run} resumed: {} orders released", crate::jobs::resume(host, run, &actor)?)),
+            "cancel" => Ok(format!("Run {run} cancelled: {} orders closed", crate::jobs::cancel(host, run, &actor)?)),
+            other => Err(ApiError::not_found(format!("no decision `{other}`"))),
+        })
+        .await?;
+    Ok(back("/jobs", &message).into_response())
+}
+
+struct PluginRow {
+    name: String,
+    worlds: String,
+    wit: &'static str,
+    sha256: String,
+    size: String,
+    health: String,
+    disabled: bool,
+    calls: u64,
+    failures: u64,
+    average: String,
+}
+
+#[derive(Template)]
+#[template(path = "plugins.html")]
+struct PluginsPage {
+    nav: Nav,
+    here: &'static str,
+    message: Option<String>,
+    operate: bool,
+    plugins: Vec<PluginRow>,
+}
+
+async fn plugins_page(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<MessageQuery>,
+) -> Result<Html<String>, PageError> {
+    caller.require(Capability::View)?;
+    let plugins = app
+        .write(|host| {
+            Ok(host
+                .plugins
+                .values()
+                .map(|p| {
+                    let health = host.health.get(&p.name).cloned().unwrap_or_default();
+                    let stats = p.stats();
+                    PluginRow {
+                        name: p.name.clone(),
+                        worlds: p.worlds().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        wit: crate::plugins::WIT_VERSION,
+                        sha256: p.sha256[..16].to_string(),
+                        size: format!("{} KiB", p.size / 1024),
+                        disabled: health.disabled_at.is_some(),
+                        health: match health.disabled_at {
+                            Some(at) => format!(
+                                "disabled since {} ({} failures in a row)",
+                                crate::model::format_time(at),
+                                health.consecutive_failures
+                            ),
+                            None if health.consecutive_failures > 0 => {
+                                format!("{} failures in a row", health.consecutive_failures)
+                            }
+                            None => "healthy".into(),
+                        },
+                        calls: health.calls,
+                        failures: health.failures,
+                        average: if stats.calls > 0 {
+                            format!("{:.1} ms", stats.call_time.as_secs_f64() * 1000.0 / stats.calls as f64)
+                        } else {
+                            "–".into()
+                        },
+                    }
+                })
+                .collect())
+        })
+        .await?;
+    Ok(render(&PluginsPage {
+        nav: nav(&app, &caller),
+        here: "plugins",
+        message: q.message,
+        operate: caller.may(Capability::Operate),
+        plugins,
+    }))
+}
+
+async fn enable_plugin(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    caller.require(Capability::Operate)?;
+    let shown = name.clone();
+    app.write(move |host| Ok(host.enable(&name)?)).await?;
+    Ok(back("/plugins", &format!("Plugin {shown} enabled")).into_response())
+}

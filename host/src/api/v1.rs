@@ -1,0 +1,471 @@
+//! The JSON API, `/api/v1`: every CLI action, authorised by the caller's permissions. Errors are
+//! `{"error": {"code", "message", "missing_permission"?}}` with 400, 401, 403, 404, 409 or 500.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use indicatif::ProgressBar;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Caller};
+use crate::host::Host;
+use crate::model::ProvisioningState;
+use crate::permissions::Capability;
+use crate::review::Decision;
+use crate::store::OrderFilter;
+
+/// A JSON body whose problems are 400s naming what is wrong.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose problems are 400s.
+pub struct PathOf<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathOf(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose problems are 400s.
+pub struct QueryOf<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(QueryOf(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/orders", get(orders))
+        .route("/orders/retry", post(retry))
+        .route("/orders/{id}", get(order))
+        .route("/reviews", get(reviews))
+        .route("/reviews/{decision}", post(review))
+        .route("/manual", get(manual))
+        .route("/manual/confirm", post(confirm))
+        .route("/manual/report-error", post(report_error))
+        .route("/jobs", get(jobs))
+        .route("/jobs/run", post(run_job))
+        .route("/jobs/{run}/resume", post(resume))
+        .route("/jobs/{run}/cancel", post(cancel))
+        .route("/plugins", get(plugins))
+        .route("/plugins/{name}/enable", post(enable))
+        .route("/notifications", get(notifications))
+        .route("/identities/{entity_type}/{key}", get(identity))
+        .fallback(|| async { ApiError::not_found("no such endpoint (see the README's API section)") })
+}
+
+async fn me(caller: Caller) -> Json<Value> {
+    Json(json!({ "login": caller.user.login, "display_name": caller.user.display_name,
+        "profiles": caller.user.profiles, "permissions": caller.user.permissions }))
+}
+
+fn list(text: &Option<String>) -> Vec<String> {
+    text.iter().flat_map(|t| t.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrdersQuery {
+    /// Comma-separated states, numbers or names.
+    state: Option<String>,
+    /// Comma-separated resource types.
+    resource_type: Option<String>,
+    owner: Option<String>,
+    /// Page after this order id.
+    after: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+async fn orders(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    QueryOf(q): QueryOf<OrdersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    let states = list(&q.state)
+        .iter()
+        .map(|s| s.parse::<ProvisioningState>().map_err(|e| ApiError::bad_request(format!("state: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be from 1 to 1000"));
+    }
+    let filter = OrderFilter {
+        states,
+        resource_types: list(&q.resource_type),
+        owner: q.owner,
+        after: q.after,
+        limit: Some(limit),
+        ..OrderFilter::default()
+    };
+    let orders = app.read(move |store| Ok(store.orders(&filter)?)).await?;
+    let next_after = (orders.len() == limit).then(|| orders.last().map(|o| o.id)).flatten();
+    Ok(Json(json!({ "orders": orders, "next_after": next_after })))
+}
+
+async fn order(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    let (order, history, attempts) =
+        app.read(move |store| Ok((store.order(id)?, store.history(id)?, store.attempts(id)?))).await?;
+    Ok(Json(json!({ "order": order, "history": history, "attempts": attempts })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// Order ids; or:
+    orders: Option<Vec<i64>>,
+    /// `errored` (the only state that can be retried), with:
+    state: Option<ProvisioningState>,
+    resource_types: Option<Vec<String>>,
+}
+
+async fn retry(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    Body(body): Body<RetryBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    let login = caller.user.login.clone();
+    let retried = app
+        .write(move |host| {
+            let ids = match (body.orders, body.state) {
+                (Some(ids), None) => ids,
+                (None, Some(ProvisioningState::Errored)) => {
+                    let resource_types = body.resource_types.unwrap_or_default();
+                    if resource_types.is_empty() {
+                        return Err(ApiError::bad_request("with `state`, give `resource_types`"));
+                    }
+                    if let Some(unknown) =
+                        resource_types.iter().find(|rt| !host.config.resource_types.contains_key(*rt))
+                    {
+                        return Err(ApiError::bad_request(format!("unknown resource type `{unknown}`")));
+                    }
+                    let filter = OrderFilter {
+                        states: vec![ProvisioningState::Errored],
+                        resource_types,
+                        ..OrderFilter::default()
+                    };
+                    host.store.orders(&filter)?.iter().map(|o| o.id).collect()
+                }
+                (None, Some(other)) => {
+                    return Err(ApiError::bad_request(format!("only Errored orders can be retried, not {other}")));
+                }
+                _ => return Err(ApiError::bad_request("give either `orders` or `state` with `resource_types`")),
+            };
+            Ok(crate::operators::retry(&mut host.store, &login, &ids)?)
+        })
+        .await?;
+    Ok(Json(json!({ "orders": retried })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkQuery {
+    entity_type: Option<String>,
+}
+
+async fn reviews(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    QueryOf(q): QueryOf<WorkQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let login = caller.user.login;
+    let items = app.read(move |store| Ok(crate::review::list(store, &login, q.entity_type.as_deref())?)).await?;
+    Ok(Json(json!({ "reviews": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    orders: Vec<i64>,
+    comment: Option<String>,
+}
+
+/// After a person's action: route and deliver what it caused, without failing the action.
+fn notify(host: &mut Host) {
+    if let Err(error) = crate::notify::route_and_deliver(host) {
+        tracing::warn!("notifications after an action: {error}");
+    }
+}
+
+async fn review(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(decision): PathOf<String>,
+    Body(body): Body<DecideBody>,
+) -> Result<Json<Value>, ApiError> {
+    let decision = match decision.as_str() {
+        "approve" => Decision::Approve,
+        "decline" => Decision::Decline,
+        "postpone" => Decision::Postpone,
+        other => return Err(ApiError::not_found(format!("no decision `{other}` (approve, decline, postpone)"))),
+    };
+    let login = caller.user.login;
+    let orders = app
+        .write(move |host| {
+            let orders =
+                crate::review::decide(&mut host.store, &login, &body.orders, decision, body.comment.as_deref())?;
+            notify(host);
+            Ok(orders)
+        })
+        .await?;
+    Ok(Json(json!({ "orders": orders })))
+}
+
+async fn manual(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    QueryOf(q): QueryOf<WorkQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let login = caller.user.login;
+    let items = app.read(move |store| Ok(crate::manual::list(store, &login, q.entity_type.as_deref())?)).await?;
+    Ok(Json(json!({ "manual": items })))
+}
+
+async fn confirm(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    Body(body): Body<DecideBody>,
+) -> Result<Json<Value>, ApiError> {
+    let login = caller.user.login;
+    let orders = app
+        .write(move |host| {
+            let orders = crate::manual::confirm(&mut host.store, &login, &body.orders, body.comment.as_deref())?;
+            notify(host);
+            Ok(orders)
+        })
+        .await?;
+    Ok(Json(json!({ "orders": orders })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportBody {
+    orders: Vec<i64>,
+    message: String,
+}
+
+async fn report_error(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    Body(body): Body<ReportBody>,
+) -> Result<Json<Value>, ApiError> {
+    let login = caller.user.login;
+    let orders = app
+        .write(move |host| {
+            let orders = crate::manual::report_error(&mut host.store, &login, &body.orders, &body.message)?;
+            notify(host);
+            Ok(orders)
+        })
+        .await?;
+    Ok(Json(json!({ "orders": orders })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn jobs(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    QueryOf(q): QueryOf<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let (runs, holds) = app.read(move |store| Ok((store.job_runs(limit)?, store.holds(None)?))).await?;
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|run| {
+            let held: Vec<_> = holds.iter().filter(|h| h.run == run.id).collect();
+            json!({ "run": run, "holds": held })
+        })
+        .collect();
+    Ok(Json(json!({ "runs": runs })))
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Step {
+    #[default]
+    Complete,
+    Synchronise,
+    Compute,
+    Fulfil,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    only: Step,
+}
+
+/// Simulates the next run (on a read-only database, beside the server's host).
+pub(super) async fn simulate(app: &AppState) -> Result<crate::jobs::Simulation, ApiError> {
+    let config = app.config().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut host = Host::open_for_simulation(config).map_err(ApiError::internal)?;
+        Ok(crate::jobs::simulate(&mut host, &ProgressBar::hidden())?)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Runs the complete job, or one step of it.
+pub(super) async fn run(app: &AppState, step: Step) -> Result<crate::jobs::JobReport, ApiError> {
+    app.write(move |host| {
+        let hidden = ProgressBar::hidden();
+        Ok(match step {
+            Step::Complete => crate::jobs::complete(host, &hidden),
+            Step::Synchronise => crate::jobs::synchronise(host, &hidden),
+            Step::Compute => crate::jobs::compute(host, &hidden),
+            Step::Fulfil => crate::jobs::fulfil(host, &hidden),
+        }?)
+    })
+    .await
+}
+
+async fn run_job(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    Body(body): Body<RunBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    if body.dry_run {
+        return Ok(Json(json!({ "simulation": simulate(&app).await? })));
+    }
+    Ok(Json(json!({ "report": run(&app, body.only).await? })))
+}
+
+async fn resume(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(run): PathOf<i64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    let actor = format!("user:{}", caller.user.login);
+    let released = app.write(move |host| Ok(crate::jobs::resume(host, run, &actor)?)).await?;
+    Ok(Json(json!({ "run": run, "released": released })))
+}
+
+async fn cancel(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(run): PathOf<i64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    let actor = format!("user:{}", caller.user.login);
+    let cancelled = app.write(move |host| Ok(crate::jobs::cancel(host, run, &actor)?)).await?;
+    Ok(Json(json!({ "run": run, "cancelled": cancelled })))
+}
+
+/// Every loaded plugin with its health and call statistics.
+pub(super) async fn plugin_list(app: &AppState) -> Result<Vec<Value>, ApiError> {
+    app.write(|host| {
+        Ok(host
+            .plugins
+            .values()
+            .map(|p| {
+                json!({
+                    "name": p.name, "worlds": p.worlds(), "can_read": p.can_read(), "wit": crate::plugins::WIT_VERSION,
+                    "sha256": p.sha256, "size": p.size, "load_ms": p.load_time.as_secs_f64() * 1000.0,
+                    "from_cache": p.from_cache, "stats": p.stats(),
+                    "health": host.health.get(&p.name).cloned().unwrap_or_default(),
+                })
+            })
+            .collect())
+    })
+    .await
+}
+
+async fn plugins(app: axum::extract::State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    Ok(Json(json!({ "plugins": plugin_list(&app).await? })))
+}
+
+async fn enable(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(name): PathOf<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    let enabled = app
+        .write(move |host| {
+            if !host.plugins.contains_key(&name) {
+                return Err(ApiError::not_found(format!("there is no plugin `{name}`")));
+            }
+            Ok(host.enable(&name)?)
+        })
+        .await?;
+    Ok(Json(json!({ "was_disabled": enabled })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn notifications(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    QueryOf(q): QueryOf<NotificationsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    if let Some(status) = &q.status
+        && !["pending", "sent", "failed"].contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(format!("status `{status}`: expected pending, sent or failed")));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let list = app.read(move |store| Ok(store.notifications(q.status.as_deref(), Some(limit))?)).await?;
+    Ok(Json(json!({ "notifications": list })))
+}
+
+async fn identity(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf((entity_type, key)): PathOf<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    let view = app.read(move |store| Ok(store.identity_view(&entity_type, &key)?)).await?;
+    Ok(Json(json!(view)))
+}

@@ -1,0 +1,331 @@
+//! The JSON API of `provision serve`, endpoint by endpoint: answers, 401 without a valid token,
+//! 403 naming the missing permission for each guarded action, 400 on malformed requests.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::server::Server;
+use common::{run, text};
+
+struct Api {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    server: Server,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    /// The demo deployment served, with users for each kind of permission.
+    fn start() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(dir.path(), &["demo", "--dir", "demo"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let config = dir.path().join("demo/provision.toml");
+        let c = config.to_str().unwrap();
+        for args in [
+            vec!["profiles", "add", "Viewers"],
+            vec!["profiles", "allow", "Viewers", "/Custom/ProvisioningPolicy/View"],
+            vec!["users", "add", "vic", "--profile", "Viewers"],
+            vec!["profiles", "add", "Solo"],
+            vec!["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User"],
+            vec!["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/PerformManualProvisioning/Directory_User"],
+            vec!["users", "add", "sam", "--profile", "Solo"],
+        ] {
+            let mut args = args.clone();
+            args.extend(["--config", c]);
+            let out = run(dir.path(), &args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        }
+        let server = Server::start(dir.path(), &config);
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        Api { _dir: dir, config, server, agent }
+    }
+
+    fn dir(&self) -> &Path {
+        self.config.parent().unwrap()
+    }
+
+    fn token(&self, user: &str) -> String {
+        let out = run(self.dir(), &["tokens", "create", "--user", user, "--config", self.config.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// A request; the status and the JSON answer.
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.server.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(body) => {
+                self.agent.run(request.header("Content-Type", "application/json").body(body.to_string()).unwrap())
+            }
+            None => self.agent.run(request.body(()).unwrap()),
+        }
+        .expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text)))
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), None)
+    }
+
+    fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(token), Some(&body.to_string()))
+    }
+}
+
+fn forbidden(answer: (u16, Value), missing: &str) {
+    assert_eq!(answer.0, 403, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], "forbidden", "{}", answer.1);
+    assert_eq!(answer.1["error"]["missing_permission"], missing, "{}", answer.1);
+}
+
+const VIEW: &str = "/Custom/ProvisioningPolicy/View";
+const OPERATE: &str = "/Custom/ProvisioningPolicy/Operate";
+const REVIEW: &str = "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User";
+const BULK_REVIEW: &str = "/Custom/ProvisioningPolicy/BulkReviewProvisioning/Directory_User";
+const MANUAL: &str = "/Custom/ProvisioningPolicy/PerformManualProvisioning/Directory_User";
+const BULK_MANUAL: &str = "/Custom/ProvisioningPolicy/BulkPerformManualProvisioning/Directory_User";
+
+#[test]
+fn every_endpoint_answers_and_guards_its_action() {
+    let api = Api::start();
+    let (root, rita, hank, vic, sam, alice) = (
+        api.token("root"),
+        api.token("rita"),
+        api.token("hank"),
+        api.token("vic"),
+        api.token("sam"),
+        api.token("alice"),
+    );
+
+    // 401: no token, a wrong one, a revoked one.
+    let (status, body) = api.call("GET", "/api/v1/orders", None, None);
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(api.get("/api/v1/orders", "prv_0000").0, 401);
+    let revoked = api.token("vic");
+    let tokens = run(api.dir(), &["tokens", "list", "--json", "--config", api.config.to_str().unwrap()]);
+    let id = serde_json::from_slice::<Value>(&tokens.stdout).unwrap()[0]["id"].as_i64().unwrap().to_string();
+    assert!(run(api.dir(), &["tokens", "revoke", &id, "--config", api.config.to_str().unwrap()]).status.success());
+    assert_eq!(api.get("/api/v1/me", &revoked).0, 401, "a revoked token still works");
+
+    // /me
+    let (status, me) = api.get("/api/v1/me", &rita);
+    assert_eq!((status, me["login"].as_str()), (200, Some("rita")));
+
+    // Orders: list with filters and paging, one with history.
+    let (status, page) = api.get("/api/v1/orders?state=verified&limit=2", &vic);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["orders"].as_array().unwrap().len(), 2);
+    let after = page["next_after"].as_i64().unwrap();
+    let (_, rest) = api.get(&format!("/api/v1/orders?state=4&after={after}"), &vic);
+    assert_eq!(rest["orders"].as_array().unwrap().len(), 1);
+    assert!(rest["next_after"].is_null());
+    let (status, order) = api.get("/api/v1/orders/4", &vic);
+    assert_eq!((status, order["order"]["state"]["name"].as_str()), (200, Some("Verified")));
+    assert_eq!(order["history"].as_array().unwrap().len(), 3);
+    forbidden(api.get("/api/v1/orders", &rita), VIEW);
+    forbidden(api.get("/api/v1/orders/4", &hank), VIEW);
+    assert_eq!(api.get("/api/v1/orders/999", &vic).0, 404);
+
+    // Reviews.
+    let (status, reviews) = api.get("/api/v1/reviews", &rita);
+    assert_eq!(status, 200);
+    assert_eq!(reviews["reviews"][0]["order"]["id"], 3);
+    forbidden(api.get("/api/v1/reviews?entity_type=Directory_User", &hank), REVIEW);
+    forbidden(api.post("/api/v1/reviews/approve", &hank, json!({ "orders": [3] })), REVIEW);
+    let (status, own) = api.post("/api/v1/reviews/approve", &alice, json!({ "orders": [3] }));
+    assert_eq!((status, own["error"]["code"].as_str()), (403, Some("own-order")), "{own}");
+    forbidden(api.post("/api/v1/reviews/decline", &sam, json!({ "orders": [3, 4] })), BULK_REVIEW);
+    let (status, wrong) = api.post("/api/v1/reviews/approve", &rita, json!({ "orders": [4] }));
+    assert_eq!((status, wrong["error"]["code"].as_str()), (409, Some("conflict")), "{wrong}");
+    assert_eq!(
+        api.post("/api/v1/reviews/postpone", &rita, json!({ "orders": [3] })).0,
+        400,
+        "postpone needs a comment"
+    );
+    assert_eq!(api.post("/api/v1/reviews/maybe", &rita, json!({ "orders": [3] })).0, 404);
+    let (status, decided) =
+        api.post("/api/v1/reviews/postpone", &rita, json!({ "orders": [3], "comment": "ask the manager" }));
+    assert_eq!((status, decided["orders"][0]["state"]["number"].as_u64()), (200, Some(5)));
+    let (status, decided) = api.post("/api/v1/reviews/approve", &rita, json!({ "orders": [3] }));
+    assert_eq!((status, decided["orders"][0]["state"]["name"].as_str()), (200, Some("Pending")));
+
+    // Manual provisioning.
+    let (status, manual) = api.get("/api/v1/manual?entity_type=Directory_User", &hank);
+    assert_eq!((status, manual["manual"].as_array().unwrap().len()), (200, 2));
+    forbidden(api.get("/api/v1/manual?entity_type=Directory_User", &rita), MANUAL);
+    forbidden(api.post("/api/v1/manual/confirm", &rita, json!({ "orders": [1] })), MANUAL);
+    forbidden(api.post("/api/v1/manual/report-error", &rita, json!({ "orders": [1], "message": "no" })), MANUAL);
+    forbidden(api.post("/api/v1/manual/confirm", &sam, json!({ "orders": [1, 2] })), BULK_MANUAL);
+    let (status, errored) =
+        api.post("/api/v1/manual/report-error", &hank, json!({ "orders": [2], "message": "no badges" }));
+    assert_eq!((status, errored["orders"][0]["state"]["number"].as_u64()), (200, Some(3)));
+    let (status, confirmed) = api.post("/api/v1/manual/confirm", &hank, json!({ "orders": [1], "comment": "printed" }));
+    assert_eq!((status, confirmed["orders"][0]["state"]["number"].as_u64()), (200, Some(8)));
+
+    // Retry.
+    forbidden(api.post("/api/v1/orders/retry", &vic, json!({ "orders": [2] })), OPERATE);
+    let (status, retried) =
+        api.post("/api/v1/orders/retry", &root, json!({ "state": "errored", "resource_types": ["Badge_Access"] }));
+    assert_eq!((status, retried["orders"][0]["id"].as_i64()), (200, Some(2)), "{retried}");
+    assert_eq!(
+        api.post("/api/v1/orders/retry", &root, json!({ "state": "pending", "resource_types": ["Badge_Access"] })).0,
+        400
+    );
+
+    // Jobs: dry run, run, list.
+    forbidden(api.post("/api/v1/jobs/run", &vic, json!({})), OPERATE);
+    let (status, simulation) = api.post("/api/v1/jobs/run", &root, json!({ "dry_run": true }));
+    assert_eq!(status, 200, "{simulation}");
+    assert!(simulation["simulation"]["resource_types"].is_object());
+    let (status, report) = api.post("/api/v1/jobs/run", &root, json!({}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["report"]["counters"]["executed"], 1, "the approved membership: {report}");
+    let (status, runs) = api.get("/api/v1/jobs", &vic);
+    assert_eq!((status, runs["runs"][0]["run"]["id"].as_i64()), (200, report["report"]["run"].as_i64()));
+    forbidden(api.get("/api/v1/jobs", &rita), VIEW);
+    forbidden(api.post("/api/v1/jobs/1/resume", &vic, json!({})), OPERATE);
+    forbidden(api.post("/api/v1/jobs/1/cancel", &vic, json!({})), OPERATE);
+    let (status, held) = api.post("/api/v1/jobs/1/resume", &root, json!({}));
+    assert_eq!((status, held["error"]["code"].as_str()), (409, Some("conflict")), "run 1 holds nothing: {held}");
+
+    // Plugins, notifications, identities.
+    let (status, plugins) = api.get("/api/v1/plugins", &vic);
+    assert_eq!(status, 200);
+    let files = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "files").unwrap().clone();
+    assert!(files["stats"]["calls"].as_u64().unwrap() > 0, "{files}");
+    forbidden(api.get("/api/v1/plugins", &hank), VIEW);
+    forbidden(api.post("/api/v1/plugins/files/enable", &vic, json!({})), OPERATE);
+    let (status, enabled) = api.post("/api/v1/plugins/files/enable", &root, json!({}));
+    assert_eq!((status, enabled["was_disabled"].as_bool()), (200, Some(false)));
+    assert_eq!(api.post("/api/v1/plugins/nope/enable", &root, json!({})).0, 404);
+    let (status, outbox) = api.get("/api/v1/notifications?status=sent", &vic);
+    assert_eq!(status, 200, "{outbox}");
+    assert!(outbox["notifications"].is_array());
+    forbidden(api.get("/api/v1/notifications", &rita), VIEW);
+    let (status, alice_view) = api.get("/api/v1/identities/Directory_User/alice", &vic);
+    assert_eq!(status, 200, "{alice_view}");
+    assert_eq!(alice_view["slots"].as_array().unwrap().len(), 3);
+    forbidden(api.get("/api/v1/identities/Directory_User/alice", &hank), VIEW);
+    assert_eq!(api.get("/api/v1/identities/Directory_User/nobody", &vic).0, 404);
+    assert_eq!(api.get("/api/v1/nothing-here", &vic).0, 404);
+
+    // 400s name what is wrong.
+    for (method, path, body, needle) in [
+        ("POST", "/api/v1/reviews/approve", Some("{\"orders\": [3"), "EOF"),
+        ("POST", "/api/v1/reviews/approve", Some("{\"orders\": \"3\"}"), "orders: invalid type"),
+        ("POST", "/api/v1/reviews/approve", Some("{\"orders\": [3], \"colour\": 1}"), "unknown field `colour`"),
+        ("POST", "/api/v1/manual/report-error", Some("{\"orders\": [1]}"), "missing field `message`"),
+        ("POST", "/api/v1/jobs/run", Some("{\"only\": \"everything\"}"), "unknown variant `everything`"),
+        ("GET", "/api/v1/orders?limit=0", None, "limit must be from 1 to 1000"),
+        ("GET", "/api/v1/orders?state=done", None, "unknown provisioning state `done`"),
+        ("GET", "/api/v1/orders/abc", None, "abc"),
+        ("GET", "/api/v1/notifications?status=lost", None, "expected pending, sent or failed"),
+    ] {
+        let (status, answer) = api.call(method, path, Some(&root), body);
+        assert_eq!(status, 400, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad-request");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(needle), "{method} {path}: {answer}");
+    }
+    let (status, _) = api.call("POST", "/api/v1/manual/confirm", Some(&hank), Some("{\"orders\": []}"));
+    assert_eq!(status, 400, "no orders");
+
+    // Metrics and health.
+    let metrics =
+        api.agent.get(format!("{}/metrics", api.server.url)).call().unwrap().into_body().read_to_string().unwrap();
+    for needle in [
+        "provision_orders{state=\"4\",name=\"Verified\"}",
+        "provision_job_duration_seconds{kind=\"complete\"}",
+        "provision_plugin_calls{plugin=\"files\"}",
+        "provision_plugin_failures",
+        "provision_plugin_call_seconds_average",
+        "provision_outbox_backlog",
+    ] {
+        assert!(metrics.contains(needle), "/metrics lacks {needle}:\n{metrics}");
+    }
+    assert_eq!(api.agent.get(format!("{}/healthz", api.server.url)).call().unwrap().status(), 200);
+}
+
+#[test]
+fn a_shutdown_finishes_the_batch_at_hand_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[entity_types.Directory_User]
+notifications = false
+
+[plugins.files]
+file = "bundled:file-connector"
+[[plugins.files.grants.dirs]]
+host = "managed"
+guest = "/data"
+writable = true
+
+[connections.saas]
+plugin = "files"
+batch_size = 50
+
+[resource_types.Account]
+entity_type = "Directory_User"
+connection = "saas"
+
+[profiles.Admins]
+permissions = ["/Custom/ProvisioningPolicy/"]
+
+[users.admin]
+profiles = ["Admins"]
+"#;
+    std::fs::write(dir.path().join("provision.toml"), config).unwrap();
+    let mut data = String::new();
+    for n in 0..3000 {
+        data.push_str(&format!("[[identities]]\nentity_type = \"Directory_User\"\nkey = \"u{n}\"\n\n[[assignments]]\nidentity = \"u{n}\"\nresource_type = \"Account\"\n\n"));
+    }
+    std::fs::write(dir.path().join("data.toml"), data).unwrap();
+    assert!(run(dir.path(), &["import", "data.toml"]).status.success());
+    let token = text(&run(dir.path(), &["tokens", "create", "--user", "admin"]).stdout).trim().to_string();
+    let server = Server::start(dir.path(), &dir.path().join("provision.toml"));
+
+    let url = server.url.clone();
+    let job = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let response = agent
+            .post(format!("{url}/api/v1/jobs/run"))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send("{}")
+            .unwrap();
+        serde_json::from_str::<Value>(&response.into_body().read_to_string().unwrap()).unwrap()
+    });
+    // Stop it once it is fulfilling.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !server.logged("sending a batch") {
+        assert!(std::time::Instant::now() < deadline, "the job never started fulfilling");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let log = server.log.clone();
+    assert_eq!(server.terminate(), Some(0), "{:?}", log.lock().unwrap());
+    let report = job.join().unwrap();
+    let problems = report["report"]["problems"].as_array().cloned().unwrap_or_default();
+    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("shutting down")), "{report}");
+    let executed = report["report"]["counters"]["executed"].as_u64().unwrap();
+    assert!(executed > 0 && executed < 3000, "stopped mid-run: {executed} executed");
+
+    // Nothing half-done: every attempt has its outcome, every order is Pending or Executed.
+    let db = rusqlite::Connection::open(dir.path().join("provision.db")).unwrap();
+    let open: i64 =
+        db.query_row("SELECT COUNT(*) FROM order_attempts WHERE finished_at IS NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(open, 0, "an attempt was left without its outcome");
+    let journal = std::fs::read_to_string(dir.path().join("managed/Account.jsonl")).unwrap();
+    assert_eq!(journal.lines().count() as u64, executed, "written but not recorded");
+    drop(db);
+    let out = run(dir.path(), &["job", "run", "--json"]);
+    assert!(out.status.success());
+    let rest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rest["counters"]["executed"].as_u64().unwrap() + executed, 3000);
+}
