@@ -68,7 +68,7 @@ impl Api {
         .expect("the server answers");
         let status = response.status().as_u16();
         let text = response.into_body().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text)))
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn get(&self, path: &str, token: &str) -> (u16, Value) {
