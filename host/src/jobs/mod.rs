@@ -142,12 +142,7 @@ fn finish(host: &mut Host, report: &JobReport, result: Result<(), JobError>) -> 
 }
 
 /// Runs one step as a job run of its own.
-fn single(
-    host: &mut Host,
-    kind: &str,
-    progress: &ProgressBar,
-    step: Step,
-) -> Result<JobReport, JobError> {
+fn single(host: &mut Host, kind: &str, progress: &ProgressBar, step: Step) -> Result<JobReport, JobError> {
     let run = host.store.start_job(kind)?;
     let mut report = JobReport { run, ..JobReport::default() };
     let result = step(host, &mut report, progress);
