@@ -329,3 +329,73 @@ profiles = ["Admins"]
     let rest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rest["counters"]["executed"].as_u64().unwrap() + executed, 3000);
 }
+
+/// One HTTP/1.1 exchange on an open connection: writes `head` and `body`, reads one response
+/// (status line, headers, `Content-Length` body) and returns the status and the body.
+fn exchange(stream: &mut std::net::TcpStream, head: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    use std::io::{BufRead, Read, Write};
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut reader = std::io::BufReader::new(&mut *stream);
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+    }
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut answer = vec![0; length];
+    reader.read_exact(&mut answer)?;
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+}
+
+#[test]
+fn a_refused_or_broken_request_body_is_answered_and_the_connection_stays_usable() {
+    let api = Api::start();
+    let host = api.server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    let post = |length: usize, token: &str| {
+        format!(
+            "POST /api/v1/jobs/run HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // A wrong token on a request with a large body: answered 401 and, because the body was read to
+    // its end, the same connection carries the next request (hyper closes it otherwise).
+    let body = format!("{{\"dry_run\": true, \"pad\": \"{}\"}}", "x".repeat(1 << 20));
+    let (status, answer) = exchange(&mut stream, &post(body.len(), "wrong"), body.as_bytes()).unwrap();
+    assert_eq!(status, 401, "{answer}");
+    let get = format!("GET /api/v1/orders?limit=1 HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer wrong\r\n\r\n");
+    let (status, answer) = exchange(&mut stream, &get, b"").expect("the connection is still open");
+    assert_eq!(status, 401, "{answer}");
+
+    // Too large: 413, naming the limit.
+    let root = api.token("root");
+    let huge = vec![b' '; 5 << 20];
+    let (status, answer) = exchange(&mut stream, &post(huge.len(), &root), &huge).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("larger than 4194304 bytes"), "{answer}");
+
+    // Cut short: the client stops sending after 10 of 100 bytes; a 400 says so, nothing runs.
+    let runs_before = api.get("/api/v1/jobs", &root).1["runs"].as_array().map(Vec::len);
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    std::io::Write::write_all(&mut stream, post(100, &root).as_bytes()).unwrap();
+    std::io::Write::write_all(&mut stream, b"{\"dry_run\"").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let (status, answer) = exchange(&mut stream, "", b"").unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("could not be read to its end"), "{answer}");
+    let (_, runs) = api.get("/api/v1/jobs", &root);
+    assert_eq!(runs["runs"].as_array().map(Vec::len), runs_before, "no job ran: {runs}");
+}

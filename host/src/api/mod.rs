@@ -118,7 +118,37 @@ pub fn router(app: AppState) -> Router {
         .merge(pages::routes())
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
+        .layer(axum::middleware::from_fn(read_whole_body))
         .with_state(app)
+}
+
+/// The largest request body accepted (a bulk decision on many orders fits well within it).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// Reads every request body to its end before routing. A handler that answers without reading
+/// the body (a 403, a 404, an action that takes no parameters) would otherwise leave unread bytes
+/// on the connection, and hyper then closes a keep-alive connection the client believes reusable:
+/// its next request fails with "peer disconnected". A body too large or cut short is a 4xx here.
+async fn read_whole_body(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(error) => {
+            let too_large =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    format!("the request body is larger than {MAX_BODY} bytes"),
+                )
+                .into_response()
+            } else {
+                ApiError::bad_request(format!("the request body could not be read to its end: {error}")).into_response()
+            }
+        }
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, running the complete job every `serve.job_interval`. On a

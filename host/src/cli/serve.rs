@@ -18,6 +18,12 @@ pub struct ServeArgs {
 
 /// Serves the API and the pages until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // A server outlives its clients: a write to a peer that went away must be an error on that
+    // connection, never a signal that ends the process (`main` restores SIGPIPE for pipelines).
+    // SAFETY: before the runtime starts any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let host = open(&args.config)?;
     let listen = args.listen.unwrap_or_else(|| host.config.serve.listen.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

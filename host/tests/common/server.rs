@@ -66,7 +66,21 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server said, which is usually why it failed.
+        if std::thread::panicking() {
+            eprintln!(
+                "provision serve ({}) logged:",
+                match exited {
+                    Some(status) => format!("had exited: {status}"),
+                    None => "still running".to_string(),
+                }
+            );
+            for line in self.log.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
