@@ -6,13 +6,25 @@
 
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
-use crate::operators::{Act, ActionError, WorkItem, act, work_list};
+use std::collections::BTreeMap;
+
+use crate::operators::{Act, ActionError, Paging, WorkItem, act, work_list, work_totals};
 use crate::permissions::Action;
 use crate::store::Store;
 
 /// The transmitted orders of an entity type (or of every entity type `login` may provision).
-pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
-    work_list(store, login, entity_type, Action::PerformManualProvisioning, ProvisioningState::Transmitted)
+pub fn list(
+    store: &Store,
+    login: &str,
+    entity_type: Option<&str>,
+    paging: Paging,
+) -> Result<Vec<WorkItem>, ActionError> {
+    work_list(store, login, entity_type, Action::PerformManualProvisioning, ProvisioningState::Transmitted, paging)
+}
+
+/// How many orders transmitted for manual provisioning `login` may act on, per entity type.
+pub fn totals(store: &Store, login: &str) -> Result<BTreeMap<String, u64>, ActionError> {
+    work_totals(store, login, Action::PerformManualProvisioning, ProvisioningState::Transmitted)
 }
 
 /// Confirms that the orders were carried out in the managed system.

@@ -3,7 +3,7 @@
 //! (the Bulk one too for several orders), must not act on their own orders where that is
 //! forbidden, and every order must be in a state the machine allows. All or nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -117,24 +117,65 @@ pub(crate) fn act(store: &mut Store, act: Act<'_>) -> Result<Vec<Order>, ActionE
     Ok(ids.iter().map(|id| store.order(*id)).collect::<Result<_, _>>()?)
 }
 
+/// Where a page of a work list starts and how long it is (none: all of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Paging {
+    /// Only orders with an id above this.
+    pub after: Option<i64>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// A work list's page function (`review::list`, `manual::list`).
+pub type ListFn = fn(&Store, &str, Option<&str>, Paging) -> Result<Vec<WorkItem>, ActionError>;
+/// A work list's totals function (`review::totals`, `manual::totals`).
+pub type TotalsFn = fn(&Store, &str) -> Result<BTreeMap<String, u64>, ActionError>;
+
+/// How many orders in `state` wait for `login`, per entity type they may act on with `action`.
+pub(crate) fn work_totals(
+    store: &Store,
+    login: &str,
+    action: Action,
+    state: ProvisioningState,
+) -> Result<BTreeMap<String, u64>, ActionError> {
+    let user = user(store, login)?;
+    let mut totals =
+        store.count_orders_by_entity_type(&OrderFilter { states: vec![state], ..OrderFilter::default() })?;
+    totals.retain(|entity_type, _| authorize(&user.login, &user.permissions, action, entity_type).is_ok());
+    Ok(totals)
+}
+
 /// The orders in `state` that `login` may act on with `action`, of one entity type (which they
-/// must then hold the permission for) or of every entity type they hold it for.
+/// must then hold the permission for) or of every entity type they hold it for, in id order.
 pub(crate) fn work_list(
     store: &Store,
     login: &str,
     entity_type: Option<&str>,
     action: Action,
     state: ProvisioningState,
+    paging: Paging,
 ) -> Result<Vec<WorkItem>, ActionError> {
     let user = user(store, login)?;
-    if let Some(entity_type) = entity_type {
-        authorize(&user.login, &user.permissions, action, entity_type)?;
+    let entity_types = match entity_type {
+        Some(entity_type) => {
+            authorize(&user.login, &user.permissions, action, entity_type)?;
+            vec![entity_type.to_string()]
+        }
+        None => work_totals(store, login, action, state)?.into_keys().collect(),
+    };
+    if entity_types.is_empty() {
+        return Ok(Vec::new());
     }
-    let orders = store.orders(&OrderFilter { states: vec![state], ..OrderFilter::default() })?;
-    Ok(orders
+    let filter = OrderFilter {
+        states: vec![state],
+        entity_types,
+        after: paging.after,
+        limit: paging.limit,
+        ..OrderFilter::default()
+    };
+    Ok(store
+        .orders(&filter)?
         .into_iter()
-        .filter(|o| entity_type.is_none_or(|et| o.entity_type == et))
-        .filter(|o| authorize(&user.login, &user.permissions, action, &o.entity_type).is_ok())
         .map(|order| WorkItem { suggestion: order.change.suggestion(&order), own: owns(&user, &order), order })
         .collect())
 }

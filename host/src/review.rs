@@ -6,7 +6,9 @@
 
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
-use crate::operators::{Act, ActionError, WorkItem, act, work_list};
+use std::collections::BTreeMap;
+
+use crate::operators::{Act, ActionError, Paging, WorkItem, act, work_list, work_totals};
 use crate::permissions::Action;
 use crate::store::Store;
 
@@ -23,8 +25,18 @@ pub enum Decision {
 
 /// The orders awaiting a review that `login` may review, of one entity type or of every entity
 /// type they hold the permission for.
-pub fn list(store: &Store, login: &str, entity_type: Option<&str>) -> Result<Vec<WorkItem>, ActionError> {
-    work_list(store, login, entity_type, Action::ReviewProvisioning, ProvisioningState::AwaitingApproval)
+pub fn list(
+    store: &Store,
+    login: &str,
+    entity_type: Option<&str>,
+    paging: Paging,
+) -> Result<Vec<WorkItem>, ActionError> {
+    work_list(store, login, entity_type, Action::ReviewProvisioning, ProvisioningState::AwaitingApproval, paging)
+}
+
+/// How many orders awaiting a review `login` may act on, per entity type.
+pub fn totals(store: &Store, login: &str) -> Result<BTreeMap<String, u64>, ActionError> {
+    work_totals(store, login, Action::ReviewProvisioning, ProvisioningState::AwaitingApproval)
 }
 
 /// Records a decision on orders, all or nothing. A postpone needs a comment.

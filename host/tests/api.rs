@@ -160,6 +160,18 @@ fn every_endpoint_answers_and_guards_its_action() {
     // Manual provisioning.
     let (status, manual) = api.get("/api/v1/manual?entity_type=Directory_User", &hank);
     assert_eq!((status, manual["manual"].as_array().unwrap().len()), (200, 2));
+    assert_eq!(manual["totals"], json!({ "Directory_User": 2 }), "{manual}");
+    assert_eq!(manual["next_after"], Value::Null, "one page holds both");
+    // Paged one at a time: the first page says where the second starts, the second ends it.
+    let (_, first) = api.get("/api/v1/manual?limit=1", &hank);
+    let after = first["next_after"].as_i64().expect("a next page");
+    assert_eq!(first["manual"].as_array().map(Vec::len), Some(1));
+    assert_eq!(first["manual"][0]["order"]["id"].as_i64(), Some(after));
+    let (_, second) = api.get(&format!("/api/v1/manual?limit=1&after={after}"), &hank);
+    assert!(second["manual"][0]["order"]["id"].as_i64().unwrap() > after, "{second}");
+    let (_, last) = api.get(&format!("/api/v1/manual?limit=1&after={}", second["manual"][0]["order"]["id"]), &hank);
+    assert_eq!((last["manual"].as_array().map(Vec::len), &last["next_after"]), (Some(0), &Value::Null));
+    assert_eq!(last["totals"], json!({ "Directory_User": 2 }), "totals count every page");
     forbidden(api.get("/api/v1/manual?entity_type=Directory_User", &rita), MANUAL);
     forbidden(api.post("/api/v1/manual/confirm", &rita, json!({ "orders": [1] })), MANUAL);
     forbidden(api.post("/api/v1/manual/report-error", &rita, json!({ "orders": [1], "message": "no" })), MANUAL);
@@ -225,6 +237,7 @@ fn every_endpoint_answers_and_guards_its_action() {
         ("POST", "/api/v1/manual/report-error", Some("{\"orders\": [1]}"), "missing field `message`"),
         ("POST", "/api/v1/jobs/run", Some("{\"only\": \"everything\"}"), "unknown variant `everything`"),
         ("GET", "/api/v1/orders?limit=0", None, "limit must be from 1 to 1000"),
+        ("GET", "/api/v1/reviews?limit=1001", None, "limit must be from 1 to 1000"),
         ("GET", "/api/v1/orders?state=done", None, "unknown provisioning state `done`"),
         ("GET", "/api/v1/orders/abc", None, "abc"),
         ("GET", "/api/v1/notifications?status=lost", None, "expected pending, sent or failed"),

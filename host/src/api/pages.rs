@@ -2,7 +2,7 @@
 //! an API token (session cookie), every form carrying the session's CSRF token. A page shows
 //! only what its user may do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::Router;
@@ -18,7 +18,7 @@ use super::auth::{Caller, PageCaller, SESSION_COOKIE};
 use super::{ApiError, AppState};
 use crate::jobs::Simulation;
 use crate::model::{HistoryEntry, ProvisioningState};
-use crate::operators::WorkItem;
+use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
 use crate::permissions::{Action, Capability};
 use crate::review::Decision;
 use crate::store::{Hold, Identity, IdentityView, JobRun};
@@ -195,22 +195,62 @@ async fn home(
     Ok(render(&HomePage { nav: nav(&app, &caller), here: "home", message: q.message, states }))
 }
 
-/// Work items of one entity type, and whether the user may act on several at once.
+/// Orders per entity type on a work page; the rest is a "next" link away.
+const PAGE: usize = 100;
+
+/// A work page's query: a message after an action, and the page of one entity type.
+#[derive(Deserialize)]
+struct WorkQuery {
+    message: Option<String>,
+    entity_type: Option<String>,
+    after: Option<i64>,
+}
+
+/// One page of the work items of one entity type, and whether the user may act on several at once.
 struct Group {
     entity_type: String,
     bulk: bool,
     items: Vec<WorkItem>,
+    /// How many wait in all.
+    total: u64,
+    /// Not the first page.
+    paged: bool,
+    /// Where the next page starts, if there is one.
+    next_after: Option<i64>,
 }
 
-fn groups(caller: &Caller, items: Vec<WorkItem>, bulk: Action) -> Vec<Group> {
-    let mut by_type: BTreeMap<String, Vec<WorkItem>> = BTreeMap::new();
-    for item in items {
-        by_type.entry(item.order.entity_type.clone()).or_default().push(item);
-    }
-    by_type
+/// The groups of a work page: every entity type with work for the user, a page of each.
+async fn groups(
+    app: &AppState,
+    caller: &Caller,
+    q: &WorkQuery,
+    (list, totals): (ListFn, TotalsFn),
+    bulk: Action,
+) -> Result<Vec<Group>, PageError> {
+    let login = caller.user.login.clone();
+    let (selected, after) = (q.entity_type.clone(), q.after);
+    let pages = app
+        .read(move |store| {
+            let mut pages = Vec::new();
+            for (entity_type, total) in totals(store, &login)? {
+                let after = after.filter(|_| selected.as_deref() == Some(entity_type.as_str()));
+                let items = list(store, &login, Some(&entity_type), Paging { after, limit: Some(PAGE) })?;
+                pages.push((entity_type, total, after.is_some(), items));
+            }
+            Ok(pages)
+        })
+        .await?;
+    Ok(pages
         .into_iter()
-        .map(|(entity_type, items)| Group { bulk: caller.may_act(bulk, &entity_type), entity_type, items })
-        .collect()
+        .map(|(entity_type, total, paged, items)| Group {
+            bulk: caller.may_act(bulk, &entity_type),
+            next_after: (items.len() == PAGE).then(|| items.last().map(|i| i.order.id)).flatten(),
+            entity_type,
+            items,
+            total,
+            paged,
+        })
+        .collect())
 }
 
 #[derive(Template)]
@@ -225,11 +265,10 @@ struct ReviewPage {
 async fn review_page(
     State(app): State<AppState>,
     PageCaller(caller): PageCaller,
-    Query(q): Query<MessageQuery>,
+    Query(q): Query<WorkQuery>,
 ) -> Result<Html<String>, PageError> {
-    let login = caller.user.login.clone();
-    let items = app.read(move |store| Ok(crate::review::list(store, &login, None)?)).await?;
-    let groups = groups(&caller, items, Action::BulkReviewProvisioning);
+    let work = (crate::review::list as ListFn, crate::review::totals as TotalsFn);
+    let groups = groups(&app, &caller, &q, work, Action::BulkReviewProvisioning).await?;
     Ok(render(&ReviewPage { nav: nav(&app, &caller), here: "review", message: q.message, groups }))
 }
 
@@ -288,11 +327,10 @@ struct ManualPage {
 async fn manual_page(
     State(app): State<AppState>,
     PageCaller(caller): PageCaller,
-    Query(q): Query<MessageQuery>,
+    Query(q): Query<WorkQuery>,
 ) -> Result<Html<String>, PageError> {
-    let login = caller.user.login.clone();
-    let items = app.read(move |store| Ok(crate::manual::list(store, &login, None)?)).await?;
-    let groups = groups(&caller, items, Action::BulkPerformManualProvisioning);
+    let work = (crate::manual::list as ListFn, crate::manual::totals as TotalsFn);
+    let groups = groups(&app, &caller, &q, work, Action::BulkPerformManualProvisioning).await?;
     Ok(render(&ManualPage { nav: nav(&app, &caller), here: "manual", message: q.message, groups }))
 }
 

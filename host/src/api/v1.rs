@@ -1,6 +1,8 @@
 //! The JSON API, `/api/v1`: every CLI action, authorised by the caller's permissions. Errors are
 //! `{"error": {"code", "message", "missing_permission"?}}` with 400, 401, 403, 404, 409 or 500.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -13,6 +15,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, Caller};
 use crate::host::Host;
 use crate::model::ProvisioningState;
+use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
 use crate::permissions::Capability;
 use crate::review::Decision;
 use crate::store::OrderFilter;
@@ -114,10 +117,7 @@ async fn orders(
         .iter()
         .map(|s| s.parse::<ProvisioningState>().map_err(|e| ApiError::bad_request(format!("state: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be from 1 to 1000"));
-    }
+    let limit = page_limit(q.limit)?;
     let filter = OrderFilter {
         states,
         resource_types: list(&q.resource_type),
@@ -191,10 +191,47 @@ async fn retry(
     Ok(Json(json!({ "orders": retried })))
 }
 
+/// A page size from a query: 100 unless given, from 1 to 1000.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be from 1 to 1000"));
+    }
+    Ok(limit)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WorkQuery {
     entity_type: Option<String>,
+    /// Page after this order id.
+    after: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// A page of a work list, with the totals per entity type and where the next page starts.
+async fn work_page(
+    app: &AppState,
+    login: String,
+    q: WorkQuery,
+    list: ListFn,
+    totals: TotalsFn,
+) -> Result<(Vec<WorkItem>, BTreeMap<String, u64>, Option<i64>), ApiError> {
+    let limit = page_limit(q.limit)?;
+    let paging = Paging { after: q.after, limit: Some(limit) };
+    let (items, totals) = app
+        .read(move |store| {
+            let items = list(store, &login, q.entity_type.as_deref(), paging)?;
+            let mut totals = totals(store, &login)?;
+            if let Some(entity_type) = &q.entity_type {
+                totals.retain(|t, _| t == entity_type);
+            }
+            Ok((items, totals))
+        })
+        .await?;
+    let next_after = (items.len() == limit).then(|| items.last().map(|i| i.order.id)).flatten();
+    Ok((items, totals, next_after))
 }
 
 async fn reviews(
@@ -202,9 +239,9 @@ async fn reviews(
     caller: Caller,
     QueryOf(q): QueryOf<WorkQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let login = caller.user.login;
-    let items = app.read(move |store| Ok(crate::review::list(store, &login, q.entity_type.as_deref())?)).await?;
-    Ok(Json(json!({ "reviews": items })))
+    let (items, totals, next_after) =
+        work_page(&app, caller.user.login, q, crate::review::list, crate::review::totals).await?;
+    Ok(Json(json!({ "reviews": items, "totals": totals, "next_after": next_after })))
 }
 
 #[derive(Deserialize)]
@@ -250,9 +287,9 @@ async fn manual(
     caller: Caller,
     QueryOf(q): QueryOf<WorkQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let login = caller.user.login;
-    let items = app.read(move |store| Ok(crate::manual::list(store, &login, q.entity_type.as_deref())?)).await?;
-    Ok(Json(json!({ "manual": items })))
+    let (items, totals, next_after) =
+        work_page(&app, caller.user.login, q, crate::manual::list, crate::manual::totals).await?;
+    Ok(Json(json!({ "manual": items, "totals": totals, "next_after": next_after })))
 }
 
 async fn confirm(

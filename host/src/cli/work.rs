@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use super::{ConfigArg, JsonArg, open, print_json, table};
 use provision::host::Host;
 use provision::model::Order;
-use provision::operators::WorkItem;
+use provision::operators::{Paging, WorkItem};
 use provision::review::Decision;
 
 #[derive(Args, Clone)]
@@ -158,7 +158,7 @@ pub fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
     let (selection, decision, comment) = match command {
         ReviewCommand::List { config, user, entity_type, json } => {
             let host = open(&config)?;
-            let items = provision::review::list(&host.store, &user.user, entity_type.as_deref())?;
+            let items = provision::review::list(&host.store, &user.user, entity_type.as_deref(), Paging::default())?;
             print_items(&items, "WHY A REVIEW", json.json)?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -181,7 +181,7 @@ pub fn manual(command: ManualCommand) -> anyhow::Result<ExitCode> {
     match command {
         ManualCommand::List { config, user, entity_type, json } => {
             let host = open(&config)?;
-            let items = provision::manual::list(&host.store, &user.user, entity_type.as_deref())?;
+            let items = provision::manual::list(&host.store, &user.user, entity_type.as_deref(), Paging::default())?;
             print_items(&items, "NOTE", json.json)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,5 +1,7 @@
 //! Orders: creation, state changes (each with its history row, in one transaction), queries.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 
 use super::{Result, Store, StoreError, from_json, json};
@@ -72,10 +74,51 @@ pub struct OrderFilter {
     pub held: Option<bool>,
     /// Only orders held by this run.
     pub held_run: Option<i64>,
+    /// Only orders of owners of these entity types.
+    pub entity_types: Vec<String>,
     /// Only ids above this (for paging through in id order).
     pub after: Option<i64>,
     /// At most this many.
     pub limit: Option<usize>,
+}
+
+impl OrderFilter {
+    /// The filter as SQL conditions (each starting with ` AND`) on `orders o`, `resource_types t`
+    /// and (for the owner) `identities i`, and their values in order.
+    fn conditions(&self) -> (String, Vec<rusqlite::types::Value>) {
+        let mut sql = String::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut any_of = |sql: &mut String, column: &str, items: Vec<rusqlite::types::Value>| {
+            if !items.is_empty() {
+                sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; items.len()].join(", ")));
+                values.extend(items);
+            }
+        };
+        any_of(&mut sql, "o.state", self.states.iter().map(|s| i64::from(s.number()).into()).collect());
+        any_of(&mut sql, "o.resource_type", self.resource_types.iter().map(|r| r.clone().into()).collect());
+        any_of(&mut sql, "t.entity_type", self.entity_types.iter().map(|e| e.clone().into()).collect());
+        let mut compare = |sql: &mut String, condition: &str, value: Option<i64>| {
+            if let Some(value) = value {
+                sql.push_str(condition);
+                values.push(value.into());
+            }
+        };
+        compare(&mut sql, " AND o.valid_until <= ?", self.valid_until_before);
+        compare(&mut sql, " AND o.updated_at <= ?", self.updated_before);
+        compare(&mut sql, " AND o.next_attempt_at <= ?", self.retry_due_before);
+        compare(&mut sql, " AND o.held_run = ?", self.held_run);
+        compare(&mut sql, " AND o.id > ?", self.after);
+        match self.held {
+            Some(true) => sql.push_str(" AND o.held_run IS NOT NULL"),
+            Some(false) => sql.push_str(" AND o.held_run IS NULL"),
+            None => {}
+        }
+        if let Some(owner) = &self.owner {
+            sql.push_str(" AND i.key = ?");
+            values.push(owner.clone().into());
+        }
+        (sql, values)
+    }
 }
 
 /// Why an order was closed, by the event that closed it.
@@ -269,49 +312,11 @@ impl Store {
 
     /// Orders matching a filter, in id order.
     pub fn orders(&self, filter: &OrderFilter) -> Result<Vec<Order>> {
+        let (conditions, mut values) = filter.conditions();
         let mut sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders o JOIN identities i ON i.id = o.identity_id
-             JOIN resource_types t ON t.name = o.resource_type WHERE 1 = 1"
+             JOIN resource_types t ON t.name = o.resource_type WHERE 1 = 1{conditions} ORDER BY o.id"
         );
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut any_of = |sql: &mut String, column: &str, items: Vec<rusqlite::types::Value>| {
-            if !items.is_empty() {
-                sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; items.len()].join(", ")));
-                values.extend(items);
-            }
-        };
-        any_of(&mut sql, "o.state", filter.states.iter().map(|s| i64::from(s.number()).into()).collect());
-        any_of(&mut sql, "o.resource_type", filter.resource_types.iter().map(|r| r.clone().into()).collect());
-        if let Some(owner) = &filter.owner {
-            sql.push_str(" AND i.key = ?");
-            values.push(owner.clone().into());
-        }
-        if let Some(until) = filter.valid_until_before {
-            sql.push_str(" AND o.valid_until <= ?");
-            values.push(until.into());
-        }
-        if let Some(before) = filter.updated_before {
-            sql.push_str(" AND o.updated_at <= ?");
-            values.push(before.into());
-        }
-        if let Some(due) = filter.retry_due_before {
-            sql.push_str(" AND o.next_attempt_at <= ?");
-            values.push(due.into());
-        }
-        match filter.held {
-            Some(true) => sql.push_str(" AND o.held_run IS NOT NULL"),
-            Some(false) => sql.push_str(" AND o.held_run IS NULL"),
-            None => {}
-        }
-        if let Some(run) = filter.held_run {
-            sql.push_str(" AND o.held_run = ?");
-            values.push(run.into());
-        }
-        if let Some(after) = filter.after {
-            sql.push_str(" AND o.id > ?");
-            values.push(after.into());
-        }
-        sql.push_str(" ORDER BY o.id");
         if let Some(limit) = filter.limit {
             sql.push_str(" LIMIT ?");
             values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
@@ -323,6 +328,33 @@ impl Store {
             orders.push(self.order_from_row(row)?);
         }
         Ok(orders)
+    }
+
+    /// How many orders match a filter (its `after` counts, its `limit` does not), by entity type.
+    pub fn count_orders_by_entity_type(&self, filter: &OrderFilter) -> Result<BTreeMap<String, u64>> {
+        let (conditions, values) = filter.conditions();
+        // Count per resource type first, joining owners and resource types only when the filter
+        // needs them: a count by state then reads the (state, resource_type) index alone.
+        let mut joins = String::new();
+        if filter.owner.is_some() {
+            joins.push_str(" JOIN identities i ON i.id = o.identity_id");
+        }
+        if !filter.entity_types.is_empty() {
+            joins.push_str(" JOIN resource_types t ON t.name = o.resource_type");
+        }
+        let sql = format!(
+            "SELECT r.entity_type, SUM(counted.n) FROM (SELECT o.resource_type, COUNT(*) AS n FROM orders o{joins}
+             WHERE 1 = 1{conditions} GROUP BY o.resource_type) counted
+             JOIN resource_types r ON r.name = counted.resource_type GROUP BY r.entity_type"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(values), |row| Ok((row.get(0)?, row.get::<_, i64>(1)?)))?;
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (entity_type, count) = row?;
+            counts.insert(entity_type, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(counts)
     }
 
     /// An order's history, oldest first.
