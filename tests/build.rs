@@ -8,7 +8,7 @@ fn main() {
     guests::build_guests(
         &manifest.join("guests"),
         &manifest.join("../wit"),
-        &["faulty-rule", "faulty-connector", "http-probe"],
+        &["faulty-rule", "faulty-connector", "http-probe", "legacy-rule"],
         "test_guests",
     );
 }

@@ -217,6 +217,51 @@ fn seed_operators(store: &mut Store, config: &Config) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Checks a loaded plugin against every place the config uses it: the world each use needs, and
+/// the resource types the plugin says it is made for. Errors name the config key at fault.
+pub fn check_uses(config: &Config, name: &str, plugin: &Plugin) -> Result<(), SourceError> {
+    let needs = |key: String, world: World| {
+        if plugin.implements(world) {
+            return Ok(());
+        }
+        let worlds: Vec<String> = plugin.worlds().iter().map(ToString::to_string).collect();
+        Err(config.error(key, format!("plugin `{name}` is a {}, not a {world}", worlds.join(" and "))))
+    };
+    let made_for = |key: String, resource_type: &str| {
+        let Some(description) = plugin.description() else { return Ok(()) };
+        if description.resource_types.is_empty() || description.resource_types.iter().any(|t| t == resource_type) {
+            return Ok(());
+        }
+        Err(config.error(
+            key,
+            format!(
+                "plugin `{name}` ({} {}) is made for the resource types {}, not {resource_type}",
+                description.name,
+                description.version,
+                description.resource_types.join(", ")
+            ),
+        ))
+    };
+    for connection in config.connections.values() {
+        if let ConnectionKind::Connector { plugin } = &connection.kind
+            && plugin == name
+        {
+            needs(format!("connections.{}.plugin", connection.name), World::Connector)?;
+            for rt in config.resource_types.values().filter(|rt| rt.connection == connection.name) {
+                made_for(format!("resource_types.{}.connection", rt.name), &rt.name)?;
+            }
+        }
+    }
+    for rt in config.resource_types.values().filter(|rt| rt.review_rule.as_deref() == Some(name)) {
+        needs(format!("resource_types.{}.review_rule", rt.name), World::ReviewRule)?;
+        made_for(format!("resource_types.{}.review_rule", rt.name), &rt.name)?;
+    }
+    for et in config.entity_types.values().filter(|et| et.notifications && et.router == name) {
+        needs(format!("entity_types.{}.router", et.name), World::NotificationRouter)?;
+    }
+    Ok(())
+}
+
 /// Loads every configured plugin; errors name the config key at fault.
 pub fn load_plugins(config: &Config, runtime: &Runtime) -> Result<BTreeMap<String, Plugin>, SourceError> {
     let mut plugins = BTreeMap::new();
@@ -230,47 +275,8 @@ pub fn load_plugins(config: &Config, runtime: &Runtime) -> Result<BTreeMap<Strin
         })?;
         plugins.insert(name.clone(), plugin);
     }
-    let wrong_world = |key: String, name: &str, plugin: &Plugin, world: World| {
-        let worlds: Vec<String> = plugin.worlds().iter().map(ToString::to_string).collect();
-        config.error(key, format!("plugin `{name}` is a {}, not a {world}", worlds.join(" and ")))
-    };
-    for connection in config.connections.values() {
-        if let ConnectionKind::Connector { plugin } = &connection.kind
-            && let Some(loaded) = plugins.get(plugin)
-            && !loaded.implements(World::Connector)
-        {
-            return Err(wrong_world(
-                format!("connections.{}.plugin", connection.name),
-                plugin,
-                loaded,
-                World::Connector,
-            ));
-        }
-    }
-    for rt in config.resource_types.values() {
-        if let Some(rule) = &rt.review_rule
-            && let Some(loaded) = plugins.get(rule)
-            && !loaded.implements(World::ReviewRule)
-        {
-            return Err(wrong_world(
-                format!("resource_types.{}.review_rule", rt.name),
-                rule,
-                loaded,
-                World::ReviewRule,
-            ));
-        }
-    }
-    for et in config.entity_types.values().filter(|et| et.notifications) {
-        if let Some(loaded) = plugins.get(&et.router)
-            && !loaded.implements(World::NotificationRouter)
-        {
-            return Err(wrong_world(
-                format!("entity_types.{}.router", et.name),
-                &et.router,
-                loaded,
-                World::NotificationRouter,
-            ));
-        }
+    for (name, plugin) in &plugins {
+        check_uses(config, name, plugin)?;
     }
     Ok(plugins)
 }

@@ -539,6 +539,8 @@ struct PluginRow {
     name: String,
     worlds: String,
     wit: &'static str,
+    /// The plugin's own name and version, from `describe`.
+    is: String,
     sha256: String,
     size: String,
     health: String,
@@ -575,7 +577,8 @@ async fn plugins_page(
                     PluginRow {
                         name: p.name.clone(),
                         worlds: p.worlds().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                        wit: crate::plugins::WIT_VERSION,
+                        wit: p.wit_version(),
+                        is: p.description().map_or_else(String::new, |d| format!("{} {}", d.name, d.version)),
                         sha256: p.sha256[..16].to_string(),
                         size: format!("{} KiB", p.size / 1024),
                         disabled: health.disabled_at.is_some(),

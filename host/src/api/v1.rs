@@ -442,6 +442,7 @@ pub(super) async fn plugin_list(app: &AppState) -> Result<Vec<Value>, ApiError> 
             .map(|p| {
                 json!({
                     "name": p.name, "worlds": p.worlds(), "can_read": p.can_read(), "wit": crate::plugins::WIT_VERSION,
+                    "wit_version": p.wit_version(), "description": p.description(),
                     "sha256": p.sha256, "size": p.size, "load_ms": p.load_time.as_secs_f64() * 1000.0,
                     "from_cache": p.from_cache, "stats": p.stats(),
                     "health": host.health.get(&p.name).cloned().unwrap_or_default(),

@@ -38,6 +38,8 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                         json!({
                             "name": p.name,
                             "worlds": p.worlds(),
+                            "wit_version": p.wit_version(),
+                            "description": p.description(),
                             "can_read": p.can_read(),
                             "sha256": p.sha256,
                             "size": p.size,
@@ -49,7 +51,8 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     .collect();
                 return print_json(&list).map(|()| ExitCode::SUCCESS);
             }
-            let mut t = table(&["PLUGIN", "WORLDS", "SHA256", "SIZE", "LOADED IN", "CALLS", "FAILURES", "STATUS"]);
+            let mut t =
+                table(&["PLUGIN", "WORLDS", "WIT", "IS", "SHA256", "SIZE", "LOADED IN", "CALLS", "FAILURES", "STATUS"]);
             for p in host.plugins.values() {
                 let mut worlds: Vec<String> = p.worlds().iter().map(ToString::to_string).collect();
                 if p.can_read() {
@@ -71,6 +74,8 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 t.add_row(vec![
                     p.name.clone(),
                     worlds.join(" "),
+                    p.wit_version().to_string(),
+                    p.description().map_or_else(|| "-".to_string(), |d| format!("{} {}", d.name, d.version)),
                     p.sha256[..16].to_string(),
                     format!("{} KiB", p.size / 1024),
                     format!(

@@ -1,6 +1,7 @@
-//! Host-side bindings of the WIT package in `wit/`, one `bindgen!` per world. The interfaces the
-//! worlds share (`types`, `log`, `config`) are generated once, with the connector world, and
-//! reused by the others.
+//! Host-side Rust types of the current WIT package in `wit/`, one `bindgen!` per world. The
+//! interfaces the worlds share (`types`, `log`, `config`, `describe`) are generated once, with
+//! the connector world, and reused by the others. How calls and imports are bound to a component
+//! of any supported version is `versions.rs`.
 
 #![allow(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod review {
             "provision:plugin/types": super::connector::provision::plugin::types,
             "provision:plugin/log": super::connector::provision::plugin::log,
             "provision:plugin/config": super::connector::provision::plugin::config,
+            "provision:plugin/describe": super::connector::exports::provision::plugin::describe,
         },
     });
 }
@@ -34,11 +36,12 @@ pub mod router {
             "provision:plugin/types": super::connector::provision::plugin::types,
             "provision:plugin/log": super::connector::provision::plugin::log,
             "provision:plugin/config": super::connector::provision::plugin::config,
+            "provision:plugin/describe": super::connector::exports::provision::plugin::describe,
         },
     });
 }
 
-pub use connector::exports::provision::plugin::{fulfil, read};
+pub use connector::exports::provision::plugin::{describe, fulfil, read};
 pub use connector::provision::plugin::{config, log, types};
 pub use review::exports::provision::plugin::evaluate;
 pub use router::exports::provision::plugin::route;

@@ -8,11 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::InstancePre;
+use wasmtime::Store;
+use wasmtime::component::{Instance, TypedFunc};
 
-use super::bindings::{evaluate, fulfil, read, route, types};
+use super::bindings::{describe, evaluate, fulfil, read, route, types};
 use super::guest::{GuestState, truncate};
-use super::{CallError, LoadError, Plugin, WIT_VERSION, World};
+use super::versions::Export;
+use super::{CallError, Plugin};
 use crate::model::{ChangeKind, Order, ResourceContent};
 use crate::permissions::Directory;
 
@@ -29,52 +31,33 @@ const MAX_MESSAGES: usize = 100;
 /// Longest message body from a router, bytes.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The export indices of the worlds a component implements, found once at load.
-pub(crate) struct Exports {
-    fulfil: Option<fulfil::GuestIndices>,
-    pub(crate) read: Option<read::GuestIndices>,
-    evaluate: Option<evaluate::GuestIndices>,
-    route: Option<route::GuestIndices>,
+/// The typed function of an export in a fresh instance, with the current WIT types (see
+/// `versions.rs` for why a component of an older version fits them).
+fn typed<P, R>(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    (name, export): (&str, &Export),
+) -> wasmtime::Result<TypedFunc<P, R>>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    instance
+        .get_typed_func::<P, R>(store, export)
+        .map_err(|e| wasmtime::format_err!("its export `{name}` does not have the expected type: {e:#}"))
 }
 
-impl Exports {
-    pub(crate) fn find(pre: &InstancePre<GuestState>, names: &[String]) -> Result<Exports, LoadError> {
-        let has = |interface: &str| names.iter().any(|n| *n == format!("provision:plugin/{interface}@{WIT_VERSION}"));
-        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-        let exports = Exports {
-            fulfil: has("fulfil").then(|| fulfil::GuestIndices::new(pre)).transpose().map_err(link)?,
-            read: has("read").then(|| read::GuestIndices::new(pre)).transpose().map_err(link)?,
-            evaluate: has("evaluate").then(|| evaluate::GuestIndices::new(pre)).transpose().map_err(link)?,
-            route: has("route").then(|| route::GuestIndices::new(pre)).transpose().map_err(link)?,
-        };
-        if exports.read.is_some() && exports.fulfil.is_none() {
-            return Err(LoadError::Link("the component exports `read` without `fulfil`".into()));
-        }
-        if exports.worlds().is_empty() {
-            let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("provision:plugin/")).collect();
-            if let Some(other) = ours.first() {
-                return Err(LoadError::NoWorld(format!(
-                    "{other}, a version of provision:plugin this host does not know (it implements {WIT_VERSION})"
-                )));
-            }
-            return Err(LoadError::NoWorld(if names.is_empty() { "nothing".into() } else { names.join(", ") }));
-        }
-        Ok(exports)
-    }
-
-    pub(crate) fn worlds(&self) -> Vec<World> {
-        let mut worlds = Vec::new();
-        if self.fulfil.is_some() {
-            worlds.push(World::Connector);
-        }
-        if self.evaluate.is_some() {
-            worlds.push(World::ReviewRule);
-        }
-        if self.route.is_some() {
-            worlds.push(World::NotificationRouter);
-        }
-        worlds
-    }
+/// What a plugin says about itself (`describe`, 0.2.0 and later).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Description {
+    /// Its own name.
+    pub name: String,
+    /// Its own version.
+    pub version: String,
+    /// What it does, in a line.
+    pub summary: String,
+    /// The resource types it is made for; empty: any.
+    pub resource_types: Vec<String>,
 }
 
 /// What a connector did with one order.
@@ -245,12 +228,60 @@ impl Plugin {
         Ok(())
     }
 
+    /// At load: checks that every export has the type this host calls it with (so a component
+    /// whose shapes differ fails to load rather than on its first call), and asks the plugin
+    /// to describe itself.
+    pub(super) fn describe(&self) -> Result<Option<Description>, CallError> {
+        let exports = &self.exports;
+        let description = self.call(None, |store, instance| {
+            if let Some(export) = &exports.fulfil {
+                typed::<(&[types::Order],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", export))?;
+            }
+            if let Some(export) = &exports.read {
+                typed::<(&str, Option<&str>), (Result<read::Page, fulfil::Failure>,)>(
+                    store,
+                    instance,
+                    ("read", export),
+                )?;
+            }
+            if let Some(export) = &exports.evaluate {
+                typed::<(&[types::Order],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", export))?;
+            }
+            if let Some(export) = &exports.route {
+                typed::<(&[route::Event],), (Vec<Result<Vec<route::Message>, String>>,)>(
+                    store,
+                    instance,
+                    ("route", export),
+                )?;
+            }
+            let Some(export) = &exports.describe else { return Ok(None) };
+            let describe = typed::<(), (describe::Description,)>(store, instance, ("describe", export))?;
+            Ok(Some(describe.call(&mut *store, ())?.0))
+        })?;
+        let Some(d) = description else { return Ok(None) };
+        let short = |text: &str| !text.is_empty() && text.len() <= MAX_ID;
+        if !short(&d.name) || !short(&d.version) {
+            return Err(self.invalid("a description whose name or version is empty or longer than 1024 bytes"));
+        }
+        if d.resource_types.len() > MAX_MESSAGES * 10 || d.resource_types.iter().any(|t| !short(t)) {
+            return Err(self.invalid("a description listing over 1000 resource types, or an empty or oversize one"));
+        }
+        Ok(Some(Description {
+            name: d.name,
+            version: d.version,
+            summary: self.said(d.summary),
+            resource_types: d.resource_types,
+        }))
+    }
+
     /// Calls a connector's `fulfil` on a batch: one outcome per order, in order.
     pub fn fulfil(&self, orders: &[Order]) -> Result<Vec<Outcome>, CallError> {
-        let indices = self.exports.fulfil.as_ref().ok_or_else(|| self.wrong_world("connector"))?;
+        let export = self.exports.fulfil.ok_or_else(|| self.wrong_world("connector"))?;
         let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
-        let output =
-            self.call(None, |store, instance| indices.load(&mut *store, instance)?.call_fulfil(&mut *store, &input))?;
+        let output = self.call(None, |store, instance| {
+            let fulfil = typed::<(&[types::Order],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", &export))?;
+            Ok(fulfil.call(&mut *store, (&input,))?.0)
+        })?;
         self.check_count("outcomes", output.len(), orders.len())?;
         Ok(output
             .into_iter()
@@ -279,10 +310,14 @@ impl Plugin {
     /// Calls a connector's `read` for one page. The outer error is a failed call; the inner
     /// one is the connector's own report that it could not read.
     pub fn read(&self, resource_type: &str, cursor: Option<&str>) -> Result<Result<Page, ReadError>, CallError> {
-        let indices = self.exports.read.as_ref().ok_or_else(|| self.wrong_world("synchronising connector"))?;
-        let cursor = cursor.map(str::to_string);
+        let export = self.exports.read.ok_or_else(|| self.wrong_world("synchronising connector"))?;
         let output = self.call(None, |store, instance| {
-            indices.load(&mut *store, instance)?.call_read(&mut *store, resource_type, cursor.as_deref())
+            let read = typed::<(&str, Option<&str>), (Result<read::Page, fulfil::Failure>,)>(
+                store,
+                instance,
+                ("read", &export),
+            )?;
+            Ok(read.call(&mut *store, (resource_type, cursor))?.0)
         })?;
         let page = match output {
             Ok(page) => page,
@@ -327,10 +362,13 @@ impl Plugin {
 
     /// Calls a review rule's `evaluate` on a batch: one decision per order, in order.
     pub fn evaluate(&self, orders: &[Order]) -> Result<Vec<Decision>, CallError> {
-        let indices = self.exports.evaluate.as_ref().ok_or_else(|| self.wrong_world("review rule"))?;
+        let export = self.exports.evaluate.ok_or_else(|| self.wrong_world("review rule"))?;
         let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
-        let output =
-            self.call(None, |store, instance| indices.load(&mut *store, instance)?.call_evaluate(&mut *store, &input))?;
+        let output = self.call(None, |store, instance| {
+            let evaluate =
+                typed::<(&[types::Order],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", &export))?;
+            Ok(evaluate.call(&mut *store, (&input,))?.0)
+        })?;
         self.check_count("decisions", output.len(), orders.len())?;
         Ok(output
             .into_iter()
@@ -349,7 +387,7 @@ impl Plugin {
         events: &[Event],
         directory: Arc<Directory>,
     ) -> Result<Vec<Result<Vec<Message>, String>>, CallError> {
-        let indices = self.exports.route.as_ref().ok_or_else(|| self.wrong_world("notification router"))?;
+        let export = self.exports.route.ok_or_else(|| self.wrong_world("notification router"))?;
         let input: Vec<route::Event> = events
             .iter()
             .map(|event| route::Event {
@@ -374,7 +412,12 @@ impl Plugin {
             .collect();
         let known = directory.clone();
         let output = self.call(Some(directory), |store, instance| {
-            indices.load(&mut *store, instance)?.call_route(&mut *store, &input)
+            let route = typed::<(&[route::Event],), (Vec<Result<Vec<route::Message>, String>>,)>(
+                store,
+                instance,
+                ("route", &export),
+            )?;
+            Ok(route.call(&mut *store, (&input,))?.0)
         })?;
         self.check_count("results", output.len(), events.len())?;
         output

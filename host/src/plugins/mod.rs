@@ -20,6 +20,7 @@ mod cache;
 mod calls;
 mod guest;
 mod outbound;
+pub mod versions;
 
 use std::fmt;
 use std::path::Path;
@@ -28,18 +29,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+use wasmtime::component::{Instance, InstancePre, Linker};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::config::{PluginConfig, PluginSource};
 use crate::permissions::Directory;
 use cache::CompileCache;
-pub use calls::{Decision, Event, EventKind, Message, OrderSummary, Outcome, Page, ReadError, Resource};
+pub use calls::{Decision, Description, Event, EventKind, Message, OrderSummary, Outcome, Page, ReadError, Resource};
 use guest::{GuestState, MemoryLimiter, OutputTail};
 
-/// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version new plugins should target (the host loads every one in
+/// [`versions::SUPPORTED`]).
+pub const WIT_VERSION: &str = versions::CURRENT;
 /// How often the epoch ticker advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -92,9 +94,22 @@ pub enum LoadError {
     Link(String),
     /// The component exports none of the worlds this host knows.
     #[error(
-        "the component implements none of the provision:plugin@{WIT_VERSION} worlds (connector, review-rule, notification-router); it exports: {0}"
+        "the component implements none of the provision:plugin worlds (connector, review-rule, notification-router); it exports: {0}"
     )]
     NoWorld(String),
+    /// The component was built against a version of the WIT package this host does not know.
+    #[error(
+        "the component implements provision:plugin@{found}, a version this host does not know (it loads {supported}); upgrade the host or rebuild the plugin against a supported version"
+    )]
+    UnknownVersion {
+        /// The version the component names.
+        found: String,
+        /// The versions this host loads.
+        supported: String,
+    },
+    /// The component's `describe` failed or answered badly.
+    #[error("`describe` failed: {0}")]
+    Describe(String),
 }
 
 /// Why one call into a plugin failed. The call's batch fails; the host and other plugins go on.
@@ -208,10 +223,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         // Every plugin may import wasi:http; what it may reach is its grants (none by default).
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
-        bindings::log::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-        bindings::config::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-        bindings::types::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-        bindings::directory::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+        versions::add_imports(&mut linker)?;
 
         let cache =
             match cache_dir {
@@ -259,8 +271,8 @@ impl Runtime {
 
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let versioned = versions::Exports::find(&component, &exports)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let exports = calls::Exports::find(&instance_pre, &exports)?;
 
         let plugin = Plugin {
             name: config.name.clone(),
@@ -281,8 +293,11 @@ impl Runtime {
             }),
             engine: self.engine.clone(),
             instance_pre,
-            exports,
+            exports: versioned,
+            description: None,
         };
+        let plugin =
+            Plugin { description: plugin.describe().map_err(|e| LoadError::Describe(e.to_string()))?, ..plugin };
         tracing::debug!(plugin = %plugin.name, sha256 = %plugin.sha256, worlds = ?plugin.worlds(), from_cache, "loaded plugin in {:?}", plugin.load_time);
         Ok(plugin)
     }
@@ -345,13 +360,24 @@ pub struct Plugin {
     shared: Arc<Shared>,
     engine: Engine,
     instance_pre: InstancePre<GuestState>,
-    exports: calls::Exports,
+    exports: versions::Exports,
+    description: Option<Description>,
 }
 
 impl Plugin {
     /// The worlds this component implements.
     pub fn worlds(&self) -> Vec<World> {
         self.exports.worlds()
+    }
+
+    /// The `provision:plugin` version it was built against.
+    pub fn wit_version(&self) -> &'static str {
+        self.exports.version
+    }
+
+    /// What it says about itself (components built against 0.1.0 say nothing).
+    pub fn description(&self) -> Option<&Description> {
+        self.description.as_ref()
     }
 
     /// What its calls cost since it was loaded.

@@ -80,4 +80,16 @@ impl Guest for ClassificationReview {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for ClassificationReview {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Holds orders of resource types whose classification needs a review; blocks forbidden ones."
+                .to_string(),
+            resource_types: Vec::new(),
+        }
+    }
+}
+
 export!(ClassificationReview);

@@ -288,4 +288,15 @@ impl read::Guest for FileConnector {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for FileConnector {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Writes orders as JSON lines to a granted directory and reads them back.".to_string(),
+            resource_types: Vec::new(),
+        }
+    }
+}
+
 export!(FileConnector);

@@ -87,4 +87,15 @@ impl Guest for PermissionRouter {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for PermissionRouter {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Tells the holders of the exact permission path about orders that need them.".to_string(),
+            resource_types: Vec::new(),
+        }
+    }
+}
+
 export!(PermissionRouter);

@@ -479,4 +479,15 @@ impl read::Guest for ScimConnector {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for ScimConnector {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Provisions users and group memberships to a SCIM 2.0 service provider over HTTPS.".to_string(),
+            resource_types: Vec::new(),
+        }
+    }
+}
+
 export!(ScimConnector);

@@ -30,4 +30,15 @@ impl Guest for FaultyRule {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for FaultyRule {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Test guest: a review rule that misbehaves on purpose.".to_string(),
+            resource_types: Vec::new(),
+        }
+    }
+}
+
 export!(FaultyRule);

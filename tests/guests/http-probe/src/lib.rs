@@ -63,4 +63,16 @@ impl Guest for HttpProbe {
     }
 }
 
+impl exports::provision::plugin::describe::Guest for HttpProbe {
+    fn describe() -> exports::provision::plugin::describe::Description {
+        exports::provision::plugin::describe::Description {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: "Test guest: a connector that probes its outbound HTTP grants.".to_string(),
+            // Made for one resource type, so the host's check of `describe` can be tested.
+            resource_types: vec!["Probe_Account".to_string()],
+        }
+    }
+}
+
 export!(HttpProbe);
