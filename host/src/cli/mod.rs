@@ -8,6 +8,7 @@ mod notifications;
 mod orders;
 mod output;
 mod people;
+mod plugin;
 mod plugins;
 mod serve;
 mod work;
@@ -85,6 +86,9 @@ enum Command {
     /// The plugins of a config: worlds, health, calls; enable a disabled one
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// For plugin authors: check a component file, or run it on a fixture in the host's sandbox
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Provisioning review: orders awaiting approval, and reviewers' decisions
     #[command(subcommand)]
     Review(work::ReviewCommand),
@@ -151,6 +155,7 @@ pub fn init_logging(level: &str) -> anyhow::Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     let invalid = error.chain().any(|cause| {
         cause.downcast_ref::<SourceError>().is_some()
+            || cause.downcast_ref::<InvalidInput>().is_some()
             || matches!(cause.downcast_ref::<OpenError>(), Some(OpenError::Config(_)))
     });
     let refused = error
@@ -164,6 +169,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         EXIT_FAILURE
     }
 }
+
+/// An input file or argument that is not valid (exit 3); the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
 
 /// Loads a config and opens its host.
 fn open(config: &ConfigArg) -> anyhow::Result<Host> {
@@ -212,5 +222,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Tokens(command) => serve::tokens(command),
         Command::Plugins(command) => plugins::run(command),
+        Command::Plugin(command) => plugin::run(command),
     }
 }

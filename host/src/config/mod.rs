@@ -548,14 +548,22 @@ impl Config {
 /// Parses an optional duration such as `"5s"`, `"250ms"` or `"3d"` (or ISO 8601, `"PT5S"`).
 pub(super) fn duration(source: &Source, key: &str, text: Option<&str>) -> Result<Option<Duration>, SourceError> {
     let Some(text) = text else { return Ok(None) };
+    parse_duration(text).map(Some).map_err(|e| source.error(key, e))
+}
+
+/// A duration as the config writes it: `"250ms"`, `"5s"`, `"3d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // A span, so that days and weeks are allowed; a day is 24 hours here (months are refused).
     let parsed = text
         .parse::<jiff::Span>()
         .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
-        .map_err(|e| {
-            source.error(key, format!("`{text}` is not a duration such as \"250ms\", \"5s\" or \"3d\": {e}"))
-        })?;
-    Duration::try_from(parsed).map(Some).map_err(|_| source.error(key, "must not be negative"))
+        .map_err(|e| format!("`{text}` is not a duration such as \"250ms\", \"5s\" or \"3d\": {e}"))?;
+    Duration::try_from(parsed).map_err(|_| "must not be negative".to_string())
+}
+
+/// An HTTP grant as the config writes it: `scheme://host[:port]`, `*.domain` for subdomains.
+pub fn parse_http_grant(text: &str) -> Result<HttpGrant, String> {
+    plugins::http_grant(text)
 }
 
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {

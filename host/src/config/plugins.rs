@@ -46,7 +46,7 @@ struct RawHttpLimits {
 }
 
 /// Parses `scheme://host[:port]` (no path, no user info).
-fn http_grant(text: &str) -> Result<HttpGrant, String> {
+pub(super) fn http_grant(text: &str) -> Result<HttpGrant, String> {
     let (scheme, rest) =
         text.split_once("://").ok_or("must be scheme://host:port, e.g. \"https://api.example.com\"")?;
     let scheme = scheme.to_ascii_lowercase();

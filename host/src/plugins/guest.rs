@@ -36,6 +36,17 @@ pub(crate) struct GuestState {
     pub log_lines: usize,
     /// Secret config values, scrubbed from what the guest logs.
     pub secrets: Arc<Vec<String>>,
+    /// When probed (`provision plugin test`): the guest's log lines, as the host kept them.
+    pub captured: Option<Vec<LogLine>>,
+}
+
+/// One line a guest logged, as the host kept it (scrubbed, bounded).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message, then its fields as ` key=value`.
+    pub message: String,
 }
 
 impl WasiHttpView for GuestState {
@@ -66,14 +77,18 @@ impl WasiView for GuestState {
 pub(crate) struct MemoryLimiter {
     pub limit: usize,
     pub refused: Option<usize>,
+    /// The largest size a memory grew to, bytes.
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.refused = Some(desired);
+            self.peak = self.peak.max(current);
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -96,6 +111,16 @@ impl log::Host for GuestState {
         truncate(&mut message, MAX_LOG_MESSAGE);
         let mut fields = scrub(&fields.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(), &self.secrets);
         truncate(&mut fields, MAX_LOG_MESSAGE);
+        if let Some(captured) = &mut self.captured {
+            let level = match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            };
+            captured.push(LogLine { level, message: format!("{message}{fields}") });
+        }
         let plugin = &*self.plugin;
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}{fields}"),

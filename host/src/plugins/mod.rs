@@ -19,13 +19,16 @@ pub mod bundled;
 mod cache;
 mod calls;
 mod guest;
+pub mod inspect;
 mod outbound;
+pub mod probe;
 pub mod versions;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -37,6 +40,7 @@ use crate::config::{PluginConfig, PluginSource};
 use crate::permissions::Directory;
 use cache::CompileCache;
 pub use calls::{Decision, Description, Event, EventKind, Message, OrderSummary, Outcome, Page, ReadError, Resource};
+pub use guest::LogLine;
 use guest::{GuestState, MemoryLimiter, OutputTail};
 
 /// The WIT package version new plugins should target (the host loads every one in
@@ -240,7 +244,7 @@ impl Runtime {
     /// compilation), resolves its imports and finds the worlds it implements.
     pub fn load(&self, config: &PluginConfig) -> Result<Plugin, LoadError> {
         let started = Instant::now();
-        let bytes: std::borrow::Cow<'static, [u8]> = match &config.source {
+        let bytes: Cow<'static, [u8]> = match &config.source {
             PluginSource::Bundled(name) => {
                 bundled::get(name).ok_or_else(|| LoadError::Compile(format!("no bundled plugin `{name}`")))?.into()
             }
@@ -248,6 +252,11 @@ impl Runtime {
                 .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?
                 .into(),
         };
+        self.load_bytes(config, bytes, started)
+    }
+
+    /// Loads a plugin from its bytes (`config.source` only names it).
+    fn load_bytes(&self, config: &PluginConfig, bytes: Cow<'_, [u8]>, started: Instant) -> Result<Plugin, LoadError> {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if let Some(expected) = &config.sha256
             && *expected != sha256
@@ -295,6 +304,7 @@ impl Runtime {
             instance_pre,
             exports: versioned,
             description: None,
+            probe: None,
         };
         let plugin =
             Plugin { description: plugin.describe().map_err(|e| LoadError::Describe(e.to_string()))?, ..plugin };
@@ -362,6 +372,21 @@ pub struct Plugin {
     instance_pre: InstancePre<GuestState>,
     exports: versions::Exports,
     description: Option<Description>,
+    /// Set by [`Plugin::probed`]: what the last call cost and said.
+    probe: Option<Arc<Mutex<Option<CallReport>>>>,
+}
+
+/// What one call cost and what the guest said during it (for `provision plugin test`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CallReport {
+    /// Instantiation and call, wall time.
+    pub time: Duration,
+    /// The largest the guest's memory grew to, bytes.
+    pub peak_memory: usize,
+    /// Its log lines.
+    pub logs: Vec<LogLine>,
+    /// The tail of what it wrote on stdout and stderr.
+    pub output: String,
 }
 
 impl Plugin {
@@ -373,6 +398,17 @@ impl Plugin {
     /// The `provision:plugin` version it was built against.
     pub fn wit_version(&self) -> &'static str {
         self.exports.version
+    }
+
+    /// The same plugin, recording what each call costs and what the guest logs (see
+    /// [`Plugin::last_call`]). Meant for testing a plugin, not for jobs.
+    pub fn probed(self) -> Plugin {
+        Plugin { probe: Some(Arc::default()), ..self }
+    }
+
+    /// What the last call cost and said, when [`Plugin::probed`].
+    pub fn last_call(&self) -> Option<CallReport> {
+        self.probe.as_ref().and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// What it says about itself (components built against 0.1.0 say nothing).
@@ -435,12 +471,13 @@ impl Plugin {
                 limits: self.shared.http_limits,
             },
             table: Default::default(),
-            limiter: MemoryLimiter { limit: self.shared.memory, refused: None },
+            limiter: MemoryLimiter { limit: self.shared.memory, refused: None, peak: 0 },
             plugin: self.shared.name.clone(),
             config: self.shared.config.clone(),
             directory,
             log_lines: 0,
             secrets: self.shared.secrets.clone(),
+            captured: self.probe.as_ref().map(|_| Vec::new()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -453,6 +490,15 @@ impl Plugin {
         let stats = &self.shared.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         stats.call_nanos.fetch_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(probe) = &self.probe {
+            let report = CallReport {
+                time: started.elapsed(),
+                peak_memory: store.data().limiter.peak,
+                logs: store.data_mut().captured.take().unwrap_or_default(),
+                output: guest::scrub(&stderr.text(), &self.shared.secrets),
+            };
+            *probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        }
         let secrets = self.shared.secrets.clone();
         result.map_err(|error| {
             if let Some(wanted) = store.data().limiter.refused {
