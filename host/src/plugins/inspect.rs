@@ -163,7 +163,7 @@ impl Runtime {
         inspection.wit_version = named.iter().find(|v| versions::SUPPORTED.contains(&v.as_str())).cloned();
 
         let config = PluginConfig::new("check", PluginSource::File("(checked file)".into()));
-        match self.load_bytes(&config, bytes.into(), Instant::now()) {
+        match self.load_component(&config, &component, inspection.sha256.clone(), bytes.len(), false, started) {
             Ok(plugin) => {
                 inspection.worlds = plugin.worlds();
                 inspection.can_read = plugin.can_read();

@@ -277,16 +277,28 @@ impl Runtime {
                 component
             }
         };
+        self.load_component(config, &component, sha256, bytes.len(), from_cache, started)
+    }
 
+    /// Links a compiled component and asks it to describe itself.
+    fn load_component(
+        &self,
+        config: &PluginConfig,
+        component: &wasmtime::component::Component,
+        sha256: String,
+        size: usize,
+        from_cache: bool,
+        started: Instant,
+    ) -> Result<Plugin, LoadError> {
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let versioned = versions::Exports::find(&component, &exports)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let versioned = versions::Exports::find(component, &exports)?;
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
 
         let plugin = Plugin {
             name: config.name.clone(),
             sha256,
-            size: bytes.len(),
+            size,
             load_time: started.elapsed(),
             from_cache,
             shared: Arc::new(Shared {
