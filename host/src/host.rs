@@ -2,6 +2,7 @@
 //! config error (a wrong pin, a plugin of the wrong world) is reported before any job runs.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, ConnectionKind, SourceError};
 use crate::plugins::{CallError, LoadError, Plugin, Runtime, World};
@@ -32,10 +33,10 @@ pub struct Host {
     pub config: Config,
     /// The database.
     pub store: Store,
-    /// Loaded plugins by name.
-    pub plugins: BTreeMap<String, Plugin>,
-    /// The runtime the plugins were loaded in.
-    pub runtime: Runtime,
+    /// Loaded plugins by name; shared with whoever reloads them (`provision serve`).
+    pub plugins: Plugins,
+    /// The runtime the plugins were loaded in (shared with whoever reloads them).
+    pub runtime: Arc<Runtime>,
     /// Plugin health by name, as stored (and saved after every call, except in a simulation).
     pub health: BTreeMap<String, Health>,
     /// A fixed "now" (Unix ms) for the jobs' time decisions (validity windows, retry times,
@@ -79,8 +80,8 @@ impl Host {
     /// Opens the database and loads every plugin of `config`, checking that each is used as a
     /// world it implements.
     pub fn open(config: Config) -> Result<Host, OpenError> {
-        let runtime = Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?;
-        let plugins = load_plugins(&config, &runtime)?;
+        let runtime = Arc::new(Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?);
+        let plugins = Plugins::new(load_plugins(&config, &runtime)?);
         let mut store = Store::open(&config.database)
             .map_err(|source| OpenError::Store { path: config.database.display().to_string(), source })?;
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
@@ -93,8 +94,8 @@ impl Host {
     /// Opens a host for a simulation: the database read-only (never migrated or written), the
     /// plugins loaded as usual.
     pub fn open_for_simulation(config: Config) -> Result<Host, OpenError> {
-        let runtime = Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?;
-        let plugins = load_plugins(&config, &runtime)?;
+        let runtime = Arc::new(Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?);
+        let plugins = Plugins::new(load_plugins(&config, &runtime)?);
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         let store = Store::open_read_only(&config.database).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
@@ -132,7 +133,7 @@ impl Host {
             return Err(failure);
         }
         let Some(plugin) = self.plugins.get(name) else { return Err(PluginFailure::Missing(name.to_string())) };
-        let result = f(plugin);
+        let result = f(&plugin);
         let error = result.as_ref().err().map(ToString::to_string);
         self.record(name, error.as_deref()).map_err(|e| {
             PluginFailure::Call(CallError::Setup {
@@ -184,13 +185,13 @@ impl Host {
     }
 
     /// The plugin of a resource type's review rule, if it has one.
-    pub fn review_rule(&self, resource_type: &str) -> Option<&Plugin> {
+    pub fn review_rule(&self, resource_type: &str) -> Option<Arc<Plugin>> {
         let rule = self.config.resource_types.get(resource_type)?.review_rule.as_ref()?;
         self.plugins.get(rule)
     }
 
     /// The connector plugin of a connection; none for a manual-ticket connection.
-    pub fn connector(&self, connection: &str) -> Option<&Plugin> {
+    pub fn connector(&self, connection: &str) -> Option<Arc<Plugin>> {
         match &self.config.connections.get(connection)?.kind {
             ConnectionKind::Connector { plugin } => self.plugins.get(plugin),
             ConnectionKind::ManualTicket => None,
@@ -279,4 +280,105 @@ pub fn load_plugins(config: &Config, runtime: &Runtime) -> Result<BTreeMap<Strin
         check_uses(config, name, plugin)?;
     }
     Ok(plugins)
+}
+
+/// The loaded plugins, shared: a call takes the current version of its plugin for the whole
+/// batch, and a reload swaps in a new version for the batches after it. Cloning shares the table.
+#[derive(Clone, Default)]
+pub struct Plugins {
+    inner: Arc<RwLock<PluginTable>>,
+}
+
+#[derive(Default)]
+struct PluginTable {
+    loaded: BTreeMap<String, Arc<Plugin>>,
+    /// The last reload refused per plugin (when, why), until one succeeds.
+    refused: BTreeMap<String, (i64, String)>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The file holds a new component; it replaced the old one.
+    Swapped {
+        /// The old component's sha256.
+        from: String,
+        /// The new one's.
+        to: String,
+    },
+    /// The file holds the component already loaded.
+    Unchanged,
+}
+
+impl Plugins {
+    /// A table of loaded plugins.
+    pub fn new(loaded: BTreeMap<String, Plugin>) -> Plugins {
+        let loaded = loaded.into_iter().map(|(name, plugin)| (name, Arc::new(plugin))).collect();
+        Plugins { inner: Arc::new(RwLock::new(PluginTable { loaded, refused: BTreeMap::new() })) }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PluginTable> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, PluginTable> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current version of a plugin.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.read().loaded.get(name).cloned()
+    }
+
+    /// Whether a plugin is loaded.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.read().loaded.contains_key(name)
+    }
+
+    /// The current version of every plugin, by name.
+    pub fn values(&self) -> Vec<Arc<Plugin>> {
+        self.read().loaded.values().cloned().collect()
+    }
+
+    /// The last refused reload of a plugin, (Unix ms, why), if the latest attempt failed.
+    pub fn refused(&self, name: &str) -> Option<(i64, String)> {
+        self.read().refused.get(name).cloned()
+    }
+
+    /// Loads a plugin's file again and, if it holds a different component that loads and fits
+    /// every use the config makes of it, swaps it in. Calls already running finish on the old
+    /// version. A component that fails is refused: the old one keeps running, and the reason is
+    /// logged and kept (see [`Plugins::refused`]).
+    pub fn reload(&self, config: &Config, runtime: &Runtime, name: &str) -> Result<Reloaded, String> {
+        let result = self.try_reload(config, runtime, name);
+        match &result {
+            Ok(Reloaded::Swapped { from, to }) => {
+                tracing::info!(plugin = name, from = %from, to = %to, "reloaded plugin: the new component takes the next batches");
+                self.write().refused.remove(name);
+            }
+            Ok(Reloaded::Unchanged) => {
+                self.write().refused.remove(name);
+            }
+            Err(why) => {
+                tracing::error!(plugin = name, "reload refused; the loaded version keeps running: {why}");
+                self.write().refused.insert(name.to_string(), (crate::model::now_ms(), why.clone()));
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self, config: &Config, runtime: &Runtime, name: &str) -> Result<Reloaded, String> {
+        let plugin_config =
+            config.plugins.get(name).ok_or_else(|| format!("there is no plugin `{name}` in the config"))?;
+        let old = self.get(name).ok_or_else(|| format!("plugin `{name}` is not loaded"))?;
+        // Compiled and checked before anything changes.
+        let new = runtime.load(plugin_config).map_err(|e| e.to_string())?;
+        if new.sha256 == old.sha256 {
+            return Ok(Reloaded::Unchanged);
+        }
+        check_uses(config, name, &new).map_err(|e| e.message.clone())?;
+        let swapped = Reloaded::Swapped { from: old.sha256.clone(), to: new.sha256.clone() };
+        self.write().loaded.insert(name.to_string(), Arc::new(new));
+        Ok(swapped)
+    }
 }

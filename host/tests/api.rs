@@ -218,6 +218,14 @@ fn every_endpoint_answers_and_guards_its_action() {
     let (status, enabled) = api.post("/api/v1/plugins/files/enable", &root, json!({}));
     assert_eq!((status, enabled["was_disabled"].as_bool()), (200, Some(false)));
     assert_eq!(api.post("/api/v1/plugins/nope/enable", &root, json!({})).0, 404);
+    forbidden(api.post("/api/v1/plugins/files/reload", &vic, json!({})), OPERATE);
+    let (status, reloaded) = api.post("/api/v1/plugins/files/reload", &root, json!({}));
+    assert_eq!(
+        (status, reloaded["reloaded"].as_bool()),
+        (200, Some(false)),
+        "a bundled plugin is unchanged: {reloaded}"
+    );
+    assert_eq!(api.post("/api/v1/plugins/nope/reload", &root, json!({})).0, 404);
     let (status, outbox) = api.get("/api/v1/notifications?status=sent", &vic);
     assert_eq!(status, 200, "{outbox}");
     assert!(outbox["notifications"].is_array());

@@ -42,12 +42,12 @@ fn run(bulk: &str) -> Run {
     deployment.import(&mut host, "data.toml", false);
     let hidden = ProgressBar::hidden();
     provision::jobs::compute(&mut host, &hidden).unwrap();
-    let before = host.plugins["scim"].stats();
+    let before = host.plugins.get("scim").expect("the scim plugin is loaded").stats();
     let started = Instant::now();
     let report = provision::jobs::fulfil(&mut host, &hidden).unwrap();
     let elapsed = started.elapsed();
     assert_eq!(report.counters.executed as usize, USERS, "{report:?}");
-    let after = host.plugins["scim"].stats();
+    let after = host.plugins.get("scim").expect("the scim plugin is loaded").stats();
     let call = after.call_time - before.call_time;
     let http = after.http_time - before.http_time;
     Run {

@@ -15,6 +15,7 @@ mod metrics;
 mod pages;
 mod v1;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -42,6 +43,10 @@ pub struct App {
     stopping: tokio::sync::watch::Sender<bool>,
     /// When the server started.
     started: Instant,
+    /// The host's plugins (shared with it), for listing and reloading without waiting for a job.
+    plugins: crate::host::Plugins,
+    /// The runtime they were loaded in.
+    runtime: Arc<crate::plugins::Runtime>,
 }
 
 /// The shared state of the server.
@@ -53,6 +58,8 @@ impl App {
         Arc::new(App {
             config: host.config.clone(),
             stop: host.stop.clone(),
+            plugins: host.plugins.clone(),
+            runtime: host.runtime.clone(),
             host: Mutex::new(host),
             readers: Mutex::new(Vec::new()),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -109,6 +116,84 @@ impl App {
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// The plugins, shared with the host.
+    pub fn plugins(&self) -> &crate::host::Plugins {
+        &self.plugins
+    }
+}
+
+/// Reloads one plugin from its file on a blocking thread (compiling may take a while); the
+/// inner error is the reason the new component was refused.
+pub(crate) async fn reload_plugin(
+    app: &AppState,
+    name: String,
+) -> Result<Result<crate::host::Reloaded, String>, ApiError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || app.plugins.reload(&app.config, &app.runtime, &name))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The plugins loaded from files, with their file's (modification time, size) now.
+fn plugin_files(config: &Config) -> Vec<(String, std::path::PathBuf)> {
+    config
+        .plugins
+        .values()
+        .filter_map(|p| match &p.source {
+            crate::config::PluginSource::File(path) => Some((p.name.clone(), path.clone())),
+            crate::config::PluginSource::Bundled(_) => None,
+        })
+        .collect()
+}
+
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads a plugin whose file changed: polls each plugin file every `serve.plugin_poll` and
+/// reloads once a change has held still for one poll (a file caught half-written is not read).
+/// SIGHUP reloads every file plugin at once.
+async fn watch_plugins(app: AppState) {
+    let files = plugin_files(&app.config);
+    if files.is_empty() {
+        return;
+    }
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!("cannot listen for SIGHUP; plugins reload on file changes only: {error}");
+            None
+        }
+    };
+    let poll = app.config.serve.plugin_poll;
+    let mut ticks = tokio::time::interval(poll.unwrap_or(std::time::Duration::from_secs(3600)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut loaded: BTreeMap<String, Option<(std::time::SystemTime, u64)>> =
+        files.iter().map(|(name, path)| (name.clone(), stamp(path))).collect();
+    let mut seen = loaded.clone();
+    let mut stopping = app.stopping.subscribe();
+    loop {
+        let everything = tokio::select! {
+            _ = ticks.tick(), if poll.is_some() => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        if everything {
+            tracing::info!("SIGHUP: reloading every plugin loaded from a file");
+        }
+        for (name, path) in &files {
+            let now = stamp(path);
+            let settled = now == seen[name];
+            seen.insert(name.clone(), now);
+            if everything || (settled && now != loaded[name]) {
+                loaded.insert(name.clone(), now);
+                // The outcome is logged and kept on the plugin by the reload itself.
+                let _ = reload_plugin(&app, name.clone()).await;
+            }
+        }
+    }
 }
 
 /// The routes: `/api/v1/...`, the pages, `/metrics`, `/healthz`.
@@ -161,6 +246,7 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     println!("provision serve: listening on http://{}", listener.local_addr()?);
 
     let scheduler = tokio::spawn(schedule(app.clone()));
+    let watcher = tokio::spawn(watch_plugins(app.clone()));
     let stopping = app.clone();
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(async move {
@@ -173,6 +259,7 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     app.stop.store(true, Ordering::Relaxed);
     app.stopping.send_replace(true);
     let _ = scheduler.await;
+    let _ = watcher.await;
     // Wait for a job still holding the host (it stops after its batch).
     let _ = app.write(|_| Ok(())).await;
     println!("provision serve: stopped");

@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{run}/{decision}", post(decide_run))
         .route("/plugins", get(plugins_page))
         .route("/plugins/{name}/enable", post(enable_plugin))
+        .route("/plugins/{name}/reload", post(reload_plugin))
 }
 
 /// What the navigation shows.
@@ -548,6 +549,8 @@ struct PluginRow {
     calls: u64,
     failures: u64,
     average: String,
+    /// The last reload refused, with why: the loaded version keeps running.
+    refused: Option<String>,
 }
 
 #[derive(Template)]
@@ -566,45 +569,48 @@ async fn plugins_page(
     Query(q): Query<MessageQuery>,
 ) -> Result<Html<String>, PageError> {
     caller.require(Capability::View)?;
-    let plugins = app
-        .write(|host| {
-            Ok(host
-                .plugins
-                .values()
-                .map(|p| {
-                    let health = host.health.get(&p.name).cloned().unwrap_or_default();
-                    let stats = p.stats();
-                    PluginRow {
-                        name: p.name.clone(),
-                        worlds: p.worlds().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                        wit: p.wit_version(),
-                        is: p.description().map_or_else(String::new, |d| format!("{} {}", d.name, d.version)),
-                        sha256: p.sha256[..16].to_string(),
-                        size: format!("{} KiB", p.size / 1024),
-                        disabled: health.disabled_at.is_some(),
-                        health: match health.disabled_at {
-                            Some(at) => format!(
-                                "disabled since {} ({} failures in a row)",
-                                crate::model::format_time(at),
-                                health.consecutive_failures
-                            ),
-                            None if health.consecutive_failures > 0 => {
-                                format!("{} failures in a row", health.consecutive_failures)
-                            }
-                            None => "healthy".into(),
-                        },
-                        calls: health.calls,
-                        failures: health.failures,
-                        average: if stats.calls > 0 {
-                            format!("{:.1} ms", stats.call_time.as_secs_f64() * 1000.0 / stats.calls as f64)
-                        } else {
-                            "–".into()
-                        },
+    // Health as last saved and the shared plugin table: the page never waits for a job.
+    let health = app.read(|store| Ok(store.health()?)).await?;
+    let plugins: Vec<PluginRow> = app
+        .plugins()
+        .values()
+        .iter()
+        .map(|p| {
+            let health = health.get(&p.name).cloned().unwrap_or_default();
+            let stats = p.stats();
+            PluginRow {
+                name: p.name.clone(),
+                worlds: p.worlds().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                wit: p.wit_version(),
+                is: p.description().map_or_else(String::new, |d| format!("{} {}", d.name, d.version)),
+                sha256: p.sha256[..16].to_string(),
+                size: format!("{} KiB", p.size / 1024),
+                disabled: health.disabled_at.is_some(),
+                health: match health.disabled_at {
+                    Some(at) => format!(
+                        "disabled since {} ({} failures in a row)",
+                        crate::model::format_time(at),
+                        health.consecutive_failures
+                    ),
+                    None if health.consecutive_failures > 0 => {
+                        format!("{} failures in a row", health.consecutive_failures)
                     }
-                })
-                .collect())
+                    None => "healthy".into(),
+                },
+                calls: health.calls,
+                failures: health.failures,
+                average: if stats.calls > 0 {
+                    format!("{:.1} ms", stats.call_time.as_secs_f64() * 1000.0 / stats.calls as f64)
+                } else {
+                    "–".into()
+                },
+                refused: app
+                    .plugins()
+                    .refused(&p.name)
+                    .map(|(at, why)| format!("new file refused at {}: {why}", crate::model::format_time(at))),
+            }
         })
-        .await?;
+        .collect();
     Ok(render(&PluginsPage {
         nav: nav(&app, &caller),
         here: "plugins",
@@ -612,6 +618,25 @@ async fn plugins_page(
         operate: caller.may(Capability::Operate),
         plugins,
     }))
+}
+
+async fn reload_plugin(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    caller.require(Capability::Operate)?;
+    if !app.plugins().contains_key(&name) {
+        return Err(PageError(ApiError::not_found(format!("there is no plugin `{name}`"))));
+    }
+    let message = match super::reload_plugin(&app, name.clone()).await? {
+        Ok(crate::host::Reloaded::Swapped { to, .. }) => format!("Plugin {name} reloaded: now {}", &to[..16]),
+        Ok(crate::host::Reloaded::Unchanged) => format!("Plugin {name}: its file holds the loaded component"),
+        Err(why) => format!("Plugin {name}: the new file was refused, the loaded version keeps running: {why}"),
+    };
+    Ok(back("/plugins", &message).into_response())
 }
 
 async fn enable_plugin(

@@ -79,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{run}/cancel", post(cancel))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}/enable", post(enable))
+        .route("/plugins/{name}/reload", post(reload))
         .route("/notifications", get(notifications))
         .route("/identities/{entity_type}/{key}", get(identity))
         .fallback(|| async { ApiError::not_found("no such endpoint (see the README's API section)") })
@@ -433,24 +434,48 @@ async fn cancel(
     Ok(Json(json!({ "run": run, "cancelled": cancelled })))
 }
 
-/// Every loaded plugin with its health and call statistics.
+/// Every loaded plugin with its health, call statistics and last refused reload. Read beside a
+/// running job: health as last saved, plugins from the shared table.
 pub(super) async fn plugin_list(app: &AppState) -> Result<Vec<Value>, ApiError> {
-    app.write(|host| {
-        Ok(host
-            .plugins
-            .values()
-            .map(|p| {
-                json!({
-                    "name": p.name, "worlds": p.worlds(), "can_read": p.can_read(), "wit": crate::plugins::WIT_VERSION,
-                    "wit_version": p.wit_version(), "description": p.description(),
-                    "sha256": p.sha256, "size": p.size, "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                    "from_cache": p.from_cache, "stats": p.stats(),
-                    "health": host.health.get(&p.name).cloned().unwrap_or_default(),
-                })
+    let health = app.read(|store| Ok(store.health()?)).await?;
+    Ok(app
+        .plugins()
+        .values()
+        .iter()
+        .map(|p| {
+            let refused = app.plugins().refused(&p.name).map(|(at, why)| json!({ "at": at, "reason": why }));
+            json!({
+                "name": p.name, "worlds": p.worlds(), "can_read": p.can_read(),
+                "wit_version": p.wit_version(), "description": p.description(),
+                "sha256": p.sha256, "size": p.size, "load_ms": p.load_time.as_secs_f64() * 1000.0,
+                "from_cache": p.from_cache, "stats": p.stats(),
+                "health": health.get(&p.name).cloned().unwrap_or_default(),
+                "reload_refused": refused,
             })
-            .collect())
-    })
-    .await
+        })
+        .collect())
+}
+
+async fn reload(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(name): PathOf<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::Operate)?;
+    if !app.plugins().contains_key(&name) {
+        return Err(ApiError::not_found(format!("there is no plugin `{name}`")));
+    }
+    match super::reload_plugin(&app, name.clone()).await? {
+        Ok(crate::host::Reloaded::Swapped { from, to }) => {
+            Ok(Json(json!({ "plugin": name, "reloaded": true, "from": from, "to": to })))
+        }
+        Ok(crate::host::Reloaded::Unchanged) => Ok(Json(json!({ "plugin": name, "reloaded": false }))),
+        Err(why) => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "reload-refused",
+            format!("the new component of `{name}` was refused; the loaded version keeps running: {why}"),
+        )),
+    }
 }
 
 async fn plugins(app: axum::extract::State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

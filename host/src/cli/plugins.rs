@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -24,6 +25,24 @@ pub enum PluginsCommand {
         /// The plugin's name in the config
         name: String,
     },
+    /// Make a running `provision serve` load a plugin's file again: the new component is
+    /// compiled and checked first, then takes the next batches; a broken one is refused and
+    /// the loaded version keeps running (exit 5, with the reason)
+    ///
+    /// `provision serve` also reloads a plugin file on its own when it changes
+    /// (`serve.plugin_poll`), and every plugin file on SIGHUP.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The plugin's name in the config
+        name: String,
+        /// The server (default: http:// and `serve.listen` of the config)
+        #[arg(long)]
+        url: Option<String>,
+        /// An API token of a user with /Custom/ProvisioningPolicy/Operate
+        #[arg(long, env = "PROVISION_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
@@ -34,6 +53,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 let list: Vec<_> = host
                     .plugins
                     .values()
+                    .iter()
                     .map(|p| {
                         json!({
                             "name": p.name,
@@ -53,7 +73,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             }
             let mut t =
                 table(&["PLUGIN", "WORLDS", "WIT", "IS", "SHA256", "SIZE", "LOADED IN", "CALLS", "FAILURES", "STATUS"]);
-            for p in host.plugins.values() {
+            for p in host.plugins.values().iter() {
                 let mut worlds: Vec<String> = p.worlds().iter().map(ToString::to_string).collect();
                 if p.can_read() {
                     worlds.push("(reads)".into());
@@ -89,6 +109,41 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 ]);
             }
             println!("{t}");
+        }
+        PluginsCommand::Reload { config, name, url, token } => {
+            let config = provision::config::Config::load(&config.config)?;
+            let url = url.unwrap_or_else(|| format!("http://{}", config.serve.listen));
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let endpoint = format!("{}/api/v1/plugins/{name}/reload", url.trim_end_matches('/'));
+            let response = agent
+                .post(&endpoint)
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .send("{}")
+                .with_context(|| format!("cannot reach provision serve at {url}"))?;
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&response.into_body().read_to_string()?).unwrap_or(serde_json::Value::Null);
+            match status {
+                200 if body["reloaded"] == true => {
+                    println!(
+                        "Plugin `{name}` reloaded: sha256 {} -> {}",
+                        body["from"].as_str().unwrap_or(""),
+                        body["to"].as_str().unwrap_or("")
+                    );
+                }
+                200 => println!("Plugin `{name}`: its file holds the component already loaded."),
+                _ => {
+                    let message =
+                        body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), String::from);
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::from(if matches!(status, 401 | 403 | 422) {
+                        super::EXIT_REFUSED
+                    } else {
+                        super::EXIT_FAILURE
+                    }));
+                }
+            }
         }
         PluginsCommand::Enable { config, name } => {
             let mut host = open(&config)?;

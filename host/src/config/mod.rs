@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub session_lifetime: Duration,
     /// Mark session cookies `Secure` (serve behind HTTPS).
     pub secure_cookies: bool,
+    /// How often plugin files are checked for a new version; none: only on SIGHUP or request.
+    pub plugin_poll: Option<Duration>,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +67,7 @@ impl Default for ServeConfig {
             job_interval: None,
             session_lifetime: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            plugin_poll: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -76,6 +79,7 @@ struct RawServe {
     job_interval: Option<String>,
     session_lifetime: Option<String>,
     secure_cookies: Option<bool>,
+    plugin_poll: Option<String>,
 }
 
 /// A kind of owner, e.g. `Directory_User`.
@@ -517,6 +521,12 @@ impl Config {
             session_lifetime: duration(&source, "serve.session_lifetime", raw.serve.session_lifetime.as_deref())?
                 .unwrap_or(defaults.session_lifetime),
             secure_cookies: raw.serve.secure_cookies.unwrap_or(false),
+            // "0s" switches polling off.
+            plugin_poll: match duration(&source, "serve.plugin_poll", raw.serve.plugin_poll.as_deref())? {
+                Some(poll) if poll.is_zero() => None,
+                Some(poll) => Some(poll),
+                None => defaults.plugin_poll,
+            },
         };
 
         Ok(Config {

@@ -41,7 +41,7 @@ pub(super) fn isolate<T, R>(
         let mut next = Vec::new();
         for range in level {
             calls += 1;
-            match call(plugin, &items[range.clone()]) {
+            match call(&plugin, &items[range.clone()]) {
                 Ok(answers) => {
                     any_success = true;
                     for (slot, answer) in range.zip(answers) {

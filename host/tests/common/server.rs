@@ -58,6 +58,12 @@ impl Server {
         self.child.wait().ok()?.code()
     }
 
+    /// Sends a signal to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// Whether a logged line contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
