@@ -96,7 +96,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     worlds.join(" "),
                     p.wit_version().to_string(),
                     p.description().map_or_else(|| "-".to_string(), |d| format!("{} {}", d.name, d.version)),
-                    p.sha256[..16].to_string(),
+                    p.sha256[..12].to_string(),
                     format!("{} KiB", p.size / 1024),
                     format!(
                         "{:.1} ms{}",
