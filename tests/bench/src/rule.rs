@@ -89,6 +89,50 @@ fn per_order(orders: &[Order], mut f: impl FnMut(&[Order]) -> Vec<Decision>, exp
     )
 }
 
+/// The Rego policy's input: the batch, every field the component gets that the rule could use.
+fn rego_input(orders: &[Order]) -> regorus::Value {
+    use std::collections::BTreeMap;
+    let text = |s: &str| regorus::Value::from(s);
+    let batch: Vec<regorus::Value> = orders
+        .iter()
+        .map(|o| {
+            let mut m: BTreeMap<regorus::Value, regorus::Value> = BTreeMap::new();
+            m.insert(text("id"), regorus::Value::from(o.id));
+            m.insert(text("owner"), text(&o.owner));
+            m.insert(text("entity_type"), text(&o.entity_type));
+            m.insert(text("resource_type"), text(&o.resource_type));
+            m.insert(text("classification"), text(&o.classification));
+            m.insert(text("change"), text(&o.change.kind.to_string()));
+            let attributes: BTreeMap<regorus::Value, regorus::Value> =
+                o.change.attributes.iter().map(|(k, v)| (text(k), text(v))).collect();
+            m.insert(text("attributes"), regorus::Value::from(attributes));
+            let granted: Vec<regorus::Value> = o.change.granted.iter().map(|e| text(e)).collect();
+            m.insert(text("entitlements_added"), regorus::Value::from(granted));
+            regorus::Value::from(m)
+        })
+        .collect();
+    let mut input: BTreeMap<regorus::Value, regorus::Value> = BTreeMap::new();
+    input.insert(text("orders"), regorus::Value::from(batch));
+    regorus::Value::from(input)
+}
+
+fn rego_decisions(value: &regorus::Value) -> Vec<Decision> {
+    let decisions: serde_json::Value = serde_json::to_value(value).expect("decisions as JSON");
+    decisions
+        .as_array()
+        .expect("an array of decisions")
+        .iter()
+        .map(|d| {
+            let reason = d["reason"].as_str().unwrap_or_default().to_string();
+            match d["kind"].as_str() {
+                Some("blocked") => Decision::Blocked(reason),
+                Some("review-needed") => Decision::ReviewNeeded(reason),
+                _ => Decision::NoReview,
+            }
+        })
+        .collect()
+}
+
 pub fn run() {
     let orders = orders();
     let expected = native(&orders);
@@ -105,5 +149,19 @@ pub fn run() {
     let plugin = runtime.load(&config).expect("load the component");
     let component = per_order(&orders, |o| plugin.evaluate(o).expect("evaluate"), &expected);
     println!("{}", component.row("component (classification-review)", "ns"));
+
+    // Rego: the policy parsed once; each batch is one input evaluated once.
+    let mut engine = regorus::Engine::new();
+    engine.add_policy("review.rego".into(), include_str!("../policies/review.rego").into()).expect("the policy parses");
+    let rego = per_order(
+        &orders,
+        |o| {
+            engine.set_input(rego_input(o));
+            rego_decisions(&engine.eval_rule("data.review.decisions".into()).expect("evaluate"))
+        },
+        &expected,
+    );
+    println!("{}", rego.row("Rego (regorus)", "ns"));
     println!("\ncomponent / native: {:.1}x (medians; target ≤ 10x)", component.median() / native_ns.median());
+    println!("regorus / component: {:.1}x (medians; target > 1)", rego.median() / component.median());
 }
