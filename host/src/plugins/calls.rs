@@ -181,25 +181,56 @@ fn change_kind(kind: ChangeKind) -> types::ChangeKind {
     }
 }
 
-fn wit_order(order: &Order) -> types::Order {
+/// The WIT `order` record as the host lowers it into a guest: borrowing the host's strings, so
+/// a batch costs no string copies on the host side (the canonical ABI copies them into the
+/// guest once). Same shape as `types::Order`, which the type check at load confirms.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct WitOrder<'a> {
+    id: u64,
+    #[component(name = "idempotency-key")]
+    idempotency_key: &'a str,
+    change: types::ChangeKind,
+    owner: &'a str,
+    #[component(name = "entity-type")]
+    entity_type: &'a str,
+    #[component(name = "resource-type")]
+    resource_type: &'a str,
+    classification: &'a str,
+    #[component(name = "resource-id")]
+    resource_id: Option<&'a str>,
+    attributes: Vec<WitAttribute<'a>>,
+    #[component(name = "attributes-cleared")]
+    attributes_cleared: Vec<&'a str>,
+    #[component(name = "entitlements-added")]
+    entitlements_added: Vec<&'a str>,
+    #[component(name = "entitlements-removed")]
+    entitlements_removed: Vec<&'a str>,
+}
+
+/// The WIT `attribute` record, borrowed.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct WitAttribute<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+fn wit_order(order: &Order) -> WitOrder<'_> {
     let change = &order.change;
-    types::Order {
+    WitOrder {
         id: u64::try_from(order.id).unwrap_or_default(),
-        idempotency_key: order.idempotency_key.clone(),
+        idempotency_key: &order.idempotency_key,
         change: change_kind(change.kind),
-        owner: order.owner.clone(),
-        entity_type: order.entity_type.clone(),
-        resource_type: order.resource_type.clone(),
-        classification: order.classification.clone(),
-        resource_id: order.resource_id.clone(),
-        attributes: change
-            .attributes
-            .iter()
-            .map(|(name, value)| types::Attribute { name: name.clone(), value: value.clone() })
-            .collect(),
-        attributes_cleared: change.cleared.iter().cloned().collect(),
-        entitlements_added: change.granted.iter().cloned().collect(),
-        entitlements_removed: change.revoked.iter().cloned().collect(),
+        owner: &order.owner,
+        entity_type: &order.entity_type,
+        resource_type: &order.resource_type,
+        classification: &order.classification,
+        resource_id: order.resource_id.as_deref(),
+        attributes: change.attributes.iter().map(|(name, value)| WitAttribute { name, value }).collect(),
+        attributes_cleared: change.cleared.iter().map(String::as_str).collect(),
+        entitlements_added: change.granted.iter().map(String::as_str).collect(),
+        entitlements_removed: change.revoked.iter().map(String::as_str).collect(),
     }
 }
 
@@ -235,7 +266,7 @@ impl Plugin {
         let exports = &self.exports;
         let description = self.call(None, |store, instance| {
             if let Some(export) = &exports.fulfil {
-                typed::<(&[types::Order],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", export))?;
+                typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", export))?;
             }
             if let Some(export) = &exports.read {
                 typed::<(&str, Option<&str>), (Result<read::Page, fulfil::Failure>,)>(
@@ -245,7 +276,7 @@ impl Plugin {
                 )?;
             }
             if let Some(export) = &exports.evaluate {
-                typed::<(&[types::Order],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", export))?;
+                typed::<(&[WitOrder<'_>],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", export))?;
             }
             if let Some(export) = &exports.route {
                 typed::<(&[route::Event],), (Vec<Result<Vec<route::Message>, String>>,)>(
@@ -277,9 +308,9 @@ impl Plugin {
     /// Calls a connector's `fulfil` on a batch: one outcome per order, in order.
     pub fn fulfil(&self, orders: &[Order]) -> Result<Vec<Outcome>, CallError> {
         let export = self.exports.fulfil.ok_or_else(|| self.wrong_world("connector"))?;
-        let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
+        let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
         let output = self.call(None, |store, instance| {
-            let fulfil = typed::<(&[types::Order],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", &export))?;
+            let fulfil = typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", &export))?;
             Ok(fulfil.call(&mut *store, (&input,))?.0)
         })?;
         self.check_count("outcomes", output.len(), orders.len())?;
@@ -363,10 +394,10 @@ impl Plugin {
     /// Calls a review rule's `evaluate` on a batch: one decision per order, in order.
     pub fn evaluate(&self, orders: &[Order]) -> Result<Vec<Decision>, CallError> {
         let export = self.exports.evaluate.ok_or_else(|| self.wrong_world("review rule"))?;
-        let input: Vec<types::Order> = orders.iter().map(wit_order).collect();
+        let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
         let output = self.call(None, |store, instance| {
             let evaluate =
-                typed::<(&[types::Order],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", &export))?;
+                typed::<(&[WitOrder<'_>],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", &export))?;
             Ok(evaluate.call(&mut *store, (&input,))?.0)
         })?;
         self.check_count("decisions", output.len(), orders.len())?;
