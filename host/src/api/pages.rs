@@ -283,6 +283,17 @@ struct WorkForm {
     comment: String,
 }
 
+/// Back to a work page after an action: what it did, or why it was refused (a server error is
+/// an error page).
+fn after_action(page: &str, result: Result<Vec<crate::model::Order>, ApiError>) -> Result<Response, PageError> {
+    Ok(match result {
+        Ok(orders) => back(page, &done(&orders)),
+        Err(error) if error.status.is_client_error() => back(page, &error.message),
+        Err(error) => return Err(error.into()),
+    }
+    .into_response())
+}
+
 fn done(orders: &[crate::model::Order]) -> String {
     orders.iter().map(|o| format!("order {} → {}", o.id, o.state)).collect::<Vec<_>>().join(", ")
 }
@@ -304,16 +315,11 @@ async fn review(
     let result = app
         .write(move |host| {
             let orders = crate::review::decide(&mut host.store, &login, &form.orders, decision, comment.as_deref())?;
-            let _ = crate::notify::route_and_deliver(host);
+            super::v1::notify(host);
             Ok(orders)
         })
         .await;
-    Ok(match result {
-        Ok(orders) => back("/review", &done(&orders)),
-        Err(error) if error.status.is_client_error() => back("/review", &error.message),
-        Err(error) => return Err(error.into()),
-    }
-    .into_response())
+    after_action("/review", result)
 }
 
 #[derive(Template)]
@@ -352,16 +358,11 @@ async fn manual(
                 "report-error" => crate::manual::report_error(&mut host.store, &login, &form.orders, &form.comment)?,
                 other => return Err(ApiError::bad_request(format!("unknown action `{other}`"))),
             };
-            let _ = crate::notify::route_and_deliver(host);
+            super::v1::notify(host);
             Ok(orders)
         })
         .await;
-    Ok(match result {
-        Ok(orders) => back("/manual", &done(&orders)),
-        Err(error) if error.status.is_client_error() => back("/manual", &error.message),
-        Err(error) => return Err(error.into()),
-    }
-    .into_response())
+    after_action("/manual", result)
 }
 
 #[derive(Template)]

@@ -253,7 +253,7 @@ struct DecideBody {
 }
 
 /// After a person's action: route and deliver what it caused, without failing the action.
-fn notify(host: &mut Host) {
+pub(super) fn notify(host: &mut Host) {
     if let Err(error) = crate::notify::route_and_deliver(host) {
         tracing::warn!("notifications after an action: {error}");
     }
