@@ -8,21 +8,31 @@
 //!
 //! It refuses, with a permanent error, an order it cannot apply: creating a resource that
 //! already exists, or changing or deleting one that does not. An order whose idempotency key is
-//! already in the journal was written by an earlier attempt: it is reported executed again and
-//! not written twice. A last line cut short by a crash (no newline) was never reported
-//! executed: it is cut off before the next write, and the order, sent again, is written whole.
+//! the last one written for its resource was written by an earlier attempt (the host keeps one
+//! open order per resource): it is reported executed again and not written twice. A last line
+//! cut short by a crash (no newline) was never reported executed: it is cut off before the next
+//! write, and the order, sent again, is written whole.
+//!
+//! Next to each journal, `{resource-type}.index` (see `index`) says where each resource's last
+//! line is, so a batch costs reads of the slots it touches and `read` follows the journal from
+//! its cursor: both stay fast and small however long the journal grows. Each line carries
+//! `prev`, the offset of the resource's previous line, to rebuild a resource changed over
+//! several lines.
 //!
 //! Config: `dir` (the guest path of the granted directory, default `/data`), `page-size`
 //! (resources per `read` page, default 500).
 
 wit_bindgen::generate!({ path: "../../wit", world: "synchronising-connector" });
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+mod index;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 
 use exports::provision::plugin::fulfil::{self, ErrorKind as Kind, Failure, Outcome};
 use exports::provision::plugin::read::{self, ManagedResource, Page};
+use index::{Index, LineHead, Slot, for_each_line, id_hash, key_hash, line_at};
 use provision::plugin::config;
 use provision::plugin::log::{self, Level};
 use provision::plugin::types::{Attribute, ChangeKind, Order};
@@ -48,6 +58,9 @@ struct Line {
     granted: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     revoked: Vec<String>,
+    /// Offset in the journal of the resource's previous line; none on an `added` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prev: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq)]
@@ -58,7 +71,7 @@ enum Change {
     Deleted,
 }
 
-/// A resource as the journal describes it after replay.
+/// A resource as the journal describes it.
 #[derive(Default)]
 struct Resource {
     owner: String,
@@ -66,111 +79,124 @@ struct Resource {
     entitlements: BTreeSet<String>,
 }
 
-/// The state of one resource type's journal.
-#[derive(Default)]
+impl Resource {
+    fn apply(&mut self, line: Line) {
+        self.owner = line.owner;
+        self.attributes.extend(line.attributes);
+        for name in &line.cleared {
+            self.attributes.remove(name);
+        }
+        self.entitlements.extend(line.granted);
+        for entitlement in &line.revoked {
+            self.entitlements.remove(entitlement);
+        }
+    }
+}
+
+/// One resource type's journal, opened with its index.
 struct Journal {
-    resources: BTreeMap<String, Resource>,
-    keys: HashSet<String>,
+    file: File,
+    path: String,
+    /// Bytes of whole lines.
+    len: u64,
+    index: Index,
+}
+
+fn paths(resource_type: &str) -> Result<(String, String), String> {
+    // Resource type names come from the host's config; refuse anything that could leave the
+    // directory even though the sandbox would stop it anyway.
+    if resource_type.is_empty() || !resource_type.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("resource type `{resource_type}` is not a safe file name"));
+    }
+    let dir = config::get("dir").unwrap_or_else(|| "/data".to_string());
+    let base = format!("{}/{resource_type}", dir.trim_end_matches('/'));
+    Ok((format!("{base}.jsonl"), format!("{base}.index")))
 }
 
 impl Journal {
-    fn path(resource_type: &str) -> Result<String, String> {
-        // Resource type names come from the host's config; refuse anything that could leave
-        // the directory even though the sandbox would stop it anyway.
-        if resource_type.is_empty() || !resource_type.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!("resource type `{resource_type}` is not a safe file name"));
-        }
-        let dir = config::get("dir").unwrap_or_else(|| "/data".to_string());
-        Ok(format!("{}/{resource_type}.jsonl", dir.trim_end_matches('/')))
-    }
-
-    /// Replays the journal. With `repair`, a torn last line (a write cut short) is cut off
-    /// the file; without, it is only skipped.
-    fn load(resource_type: &str, repair: bool) -> Result<Journal, String> {
-        let path = Journal::path(resource_type)?;
-        let mut text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
-            Err(e) => return Err(format!("cannot read {path}: {e}")),
-        };
-        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if complete < text.len() {
+    /// Opens the journal for writing (created if missing), cutting off a torn last line.
+    fn for_writing(resource_type: &str) -> Result<Journal, String> {
+        let (path, index) = paths(resource_type)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {path}: {e}"))?;
+        let len = file.metadata().map_err(|e| format!("cannot inspect {path}: {e}"))?.len();
+        let whole = whole_lines(&mut file, &path, len)?;
+        if whole < len {
             log::write(
                 Level::Warn,
-                "the journal ends with a torn line (an interrupted write); it is ignored",
-                &[("file".to_string(), path.clone()), ("bytes".to_string(), (text.len() - complete).to_string())],
+                "the journal ends with a torn line (an interrupted write); it is cut off",
+                &[("file".to_string(), path.clone()), ("bytes".to_string(), (len - whole).to_string())],
             );
-            if repair {
-                let file =
-                    OpenOptions::new().write(true).open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-                file.set_len(complete as u64).map_err(|e| format!("cannot cut the torn line off {path}: {e}"))?;
-            }
-            text.truncate(complete);
+            file.set_len(whole).map_err(|e| format!("cannot cut the torn line off {path}: {e}"))?;
         }
-        let mut journal = Journal::default();
-        for (n, line) in BufReader::new(&text[..]).lines().enumerate() {
-            let line = line.map_err(|e| format!("cannot read {path}: {e}"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let line: Line =
-                serde_json::from_str(&line).map_err(|e| format!("{path} line {}: not a journal line: {e}", n + 1))?;
-            journal.apply(&line);
-        }
-        Ok(journal)
+        let index = Index::open(&index, &mut file, &path, whole)?;
+        Ok(Journal { file, path, len: whole, index })
     }
 
-    fn apply(&mut self, line: &Line) {
-        self.keys.insert(line.key.clone());
-        match line.change {
-            Change::Deleted => {
-                self.resources.remove(&line.id);
-            }
-            Change::Added | Change::Modified => {
-                let resource = self.resources.entry(line.id.clone()).or_default();
-                resource.owner = line.owner.clone();
-                for (name, value) in &line.attributes {
-                    resource.attributes.insert(name.clone(), value.clone());
-                }
-                for name in &line.cleared {
-                    resource.attributes.remove(name);
-                }
-                resource.entitlements.extend(line.granted.iter().cloned());
-                for entitlement in &line.revoked {
-                    resource.entitlements.remove(entitlement);
-                }
-            }
-        }
-    }
-
-    /// Checks an order against the current state and turns it into a journal line.
-    fn prepare(&self, order: &Order) -> Result<Line, String> {
-        let id = order.resource_id.clone().unwrap_or_else(|| order.owner.clone());
-        let exists = self.resources.contains_key(&id);
-        let change = match order.change {
-            ChangeKind::Added if exists => {
-                return Err(format!("{} `{id}` already exists", order.resource_type));
-            }
-            ChangeKind::Modified | ChangeKind::Deleted if !exists => {
-                return Err(format!("{} `{id}` does not exist", order.resource_type));
-            }
-            ChangeKind::Added => Change::Added,
-            ChangeKind::Modified => Change::Modified,
-            ChangeKind::Deleted => Change::Deleted,
+    /// Opens the journal for reading; none if it does not exist. A torn last line is skipped.
+    fn for_reading(resource_type: &str) -> Result<Option<Journal>, String> {
+        let (path, index) = paths(resource_type)?;
+        // The index is a cache the reader may bring up to date, hence read-write.
+        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open {path}: {e}")),
         };
-        Ok(Line {
-            key: order.idempotency_key.clone(),
-            order: order.id,
-            change,
-            id,
-            owner: order.owner.clone(),
-            attributes: order.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
-            cleared: order.attributes_cleared.clone(),
-            granted: order.entitlements_added.clone(),
-            revoked: order.entitlements_removed.clone(),
-        })
+        let len = file.metadata().map_err(|e| format!("cannot inspect {path}: {e}"))?.len();
+        let len = whole_lines(&mut file, &path, len)?;
+        let index = Index::open(&index, &mut file, &path, len)?;
+        Ok(Some(Journal { file, path, len, index }))
     }
+
+    fn line(&mut self, offset: u64) -> Result<Line, String> {
+        let bytes = line_at(&mut self.file, &self.path, offset)?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{} at byte {offset}: not a journal line: {e}", self.path))
+    }
+
+    /// The resource whose last line is the `added` or `modified` line at `offset`, following
+    /// `prev` back to the line that added it.
+    fn resource(&mut self, offset: u64, last: Line) -> Result<Resource, String> {
+        let mut lines = vec![last];
+        let mut at = offset;
+        while let Some(line) = lines.last() {
+            match (line.change, line.prev) {
+                // Strictly backwards, so a damaged `prev` cannot loop.
+                (Change::Modified, Some(prev)) if prev < at => {
+                    at = prev;
+                    lines.push(self.line(prev)?);
+                }
+                _ => break,
+            }
+        }
+        let mut resource = Resource::default();
+        for line in lines.into_iter().rev() {
+            resource.apply(line);
+        }
+        Ok(resource)
+    }
+}
+
+/// The length of the journal's whole lines (up to its last newline).
+fn whole_lines(file: &mut File, path: &str, len: u64) -> Result<u64, String> {
+    let mut end = len;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let from = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - from) as usize];
+        file.seek(SeekFrom::Start(from))
+            .and_then(|_| file.read_exact(part))
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        if let Some(at) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(from + at as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 fn permanent(message: String) -> Outcome {
@@ -183,56 +209,93 @@ fn transient(message: String) -> Outcome {
 
 /// Fulfils the orders of one resource type; `slots` are their positions in the batch.
 fn fulfil_type(resource_type: &str, orders: &[&Order], outcomes: &mut [Option<Outcome>], slots: &[usize]) {
-    let mut journal = match Journal::load(resource_type, true) {
-        Ok(journal) => journal,
-        Err(message) => {
-            for &slot in slots {
+    if let Err(message) = write_type(resource_type, orders, outcomes, slots) {
+        for &slot in slots {
+            if outcomes[slot].is_none() {
                 outcomes[slot] = Some(transient(message.clone()));
             }
-            return;
         }
-    };
+    }
+}
+
+/// Checks each order against the index, appends the lines of those that apply in one write,
+/// then records them in the index. An error leaves the index as it was (its lines, if written,
+/// are replayed next time) and fails the orders not yet refused.
+fn write_type(
+    resource_type: &str,
+    orders: &[&Order],
+    outcomes: &mut [Option<Outcome>],
+    slots: &[usize],
+) -> Result<(), String> {
+    let mut journal = Journal::for_writing(resource_type)?;
+    journal.index.reserve(orders.len() as u64)?;
     let mut text = String::new();
     let mut written = Vec::new();
     for (order, &slot) in orders.iter().zip(slots) {
-        if journal.keys.contains(&order.idempotency_key) {
+        let id = order.resource_id.clone().unwrap_or_else(|| order.owner.clone());
+        let (id_hash, key) = (id_hash(&id), key_hash(&order.idempotency_key));
+        let known = journal.index.find(id_hash)?;
+        if known.is_some_and(|s| s.key == key) {
             log::write(
                 Level::Info,
                 "order already in the journal; not written again",
                 &[("order".to_string(), order.id.to_string())],
             );
-            let id = order.resource_id.clone().unwrap_or_else(|| order.owner.clone());
             outcomes[slot] = Some(Outcome::Executed(Some(id)));
             continue;
         }
-        match journal.prepare(order) {
-            Ok(line) => {
-                // serde_json cannot fail on this type (string keys, no floats).
-                text.push_str(&serde_json::to_string(&line).unwrap_or_default());
-                text.push('\n');
-                journal.apply(&line);
-                written.push((slot, line.id));
+        let exists = known.is_some_and(|s| s.exists);
+        let change = match order.change {
+            ChangeKind::Added if exists => {
+                outcomes[slot] = Some(permanent(format!("{} `{id}` already exists", order.resource_type)));
+                continue;
             }
-            Err(message) => outcomes[slot] = Some(permanent(message)),
-        }
+            ChangeKind::Modified | ChangeKind::Deleted if !exists => {
+                outcomes[slot] = Some(permanent(format!("{} `{id}` does not exist", order.resource_type)));
+                continue;
+            }
+            ChangeKind::Added => Change::Added,
+            ChangeKind::Modified => Change::Modified,
+            ChangeKind::Deleted => Change::Deleted,
+        };
+        let line = Line {
+            key: order.idempotency_key.clone(),
+            order: order.id,
+            change,
+            id: id.clone(),
+            owner: order.owner.clone(),
+            attributes: order.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+            cleared: order.attributes_cleared.clone(),
+            granted: order.entitlements_added.clone(),
+            revoked: order.entitlements_removed.clone(),
+            prev: known.filter(|_| change != Change::Added).map(|s| s.latest),
+        };
+        let offset = journal.len + text.len() as u64;
+        // serde_json cannot fail on this type (string keys, no floats).
+        text.push_str(&serde_json::to_string(&line).unwrap_or_default());
+        text.push('\n');
+        journal.index.put(Slot { id: id_hash, key, latest: offset, exists: change != Change::Deleted })?;
+        written.push((slot, id));
     }
     if written.is_empty() {
-        return;
+        return Ok(());
     }
-    let result = Journal::path(resource_type).and_then(|path| {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {path} for writing: {e}"))?;
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_data()).map_err(|e| format!("cannot write {path}: {e}"))
-    });
+    let path = journal.path.clone();
+    journal
+        .file
+        .seek(SeekFrom::Start(journal.len))
+        .and_then(|_| journal.file.write_all(text.as_bytes()))
+        .and_then(|()| journal.file.sync_data())
+        .map_err(|e| format!("cannot write {path}: {e}"))?;
     for (slot, id) in written {
-        outcomes[slot] = Some(match &result {
-            Ok(()) => Outcome::Executed(Some(id)),
-            Err(message) => transient(message.clone()),
-        });
+        outcomes[slot] = Some(Outcome::Executed(Some(id)));
     }
+    let len = journal.len + text.len() as u64;
+    if let Err(message) = journal.index.commit(&mut journal.file, &path, len) {
+        // The lines are written; the index catches up from the journal next time.
+        log::write(Level::Warn, "the index was not updated", &[("error".to_string(), message)]);
+    }
+    Ok(())
 }
 
 impl fulfil::Guest for FileConnector {
@@ -254,38 +317,64 @@ impl fulfil::Guest for FileConnector {
 impl read::Guest for FileConnector {
     fn read(resource_type: String, cursor: Option<String>) -> Result<Page, Failure> {
         let page_size = config::get("page-size").and_then(|v| v.parse::<usize>().ok()).unwrap_or(500).max(1);
-        let journal = Journal::load(&resource_type, false).map_err(|message| Failure {
-            kind: Kind::Transient,
-            message,
-            retry_after_seconds: None,
-        })?;
+        let failure = |kind, message| Failure { kind, message, retry_after_seconds: None };
         let start = match &cursor {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
+            None => 0,
+            Some(text) => text.parse::<u64>().map_err(|_| {
+                failure(Kind::Permanent, format!("`{text}` is not a cursor of this connector (a journal offset)"))
+            })?,
         };
-        let mut resources: Vec<ManagedResource> = journal
-            .resources
-            .range((start, std::ops::Bound::Unbounded))
-            .take(page_size + 1)
-            .map(|(id, r)| ManagedResource {
-                id: id.clone(),
-                owner: Some(r.owner.clone()),
-                attributes: r
-                    .attributes
-                    .iter()
-                    .map(|(name, value)| Attribute { name: name.clone(), value: value.clone() })
-                    .collect(),
-                entitlements: r.entitlements.iter().cloned().collect(),
-            })
-            .collect();
-        let next_cursor = if resources.len() > page_size {
-            resources.truncate(page_size);
-            resources.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        Ok(Page { resources, next_cursor })
+        let page = read_page(&resource_type, start, page_size).map_err(|message| failure(Kind::Transient, message))?;
+        Ok(page)
     }
+}
+
+/// Follows the journal from `start`; a line is a resource of the page when it is its
+/// resource's last line and the resource exists. The cursor is the offset after the last line
+/// taken, so lines appended between pages are seen once, at the end.
+fn read_page(resource_type: &str, start: u64, page_size: usize) -> Result<Page, String> {
+    let Some(mut journal) = Journal::for_reading(resource_type)? else {
+        return Ok(Page { resources: Vec::new(), next_cursor: None });
+    };
+    if start > journal.len {
+        return Err(format!("cursor {start} is past the end of {}", journal.path));
+    }
+    let mut last: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut next = start;
+    let (path, len) = (journal.path.clone(), journal.len);
+    let mut failure = None;
+    for_each_line(&mut journal.file, &path, start, len, |offset, line| {
+        next = offset + line.len() as u64 + 1;
+        let head: LineHead = match serde_json::from_slice(line) {
+            Ok(head) => head,
+            Err(e) => {
+                failure = Some(format!("{path} at byte {offset}: not a journal line: {e}"));
+                return Ok(false);
+            }
+        };
+        let slot = journal.index.find(id_hash(&head.id))?;
+        if slot.is_some_and(|s| s.exists && s.latest == offset) {
+            last.push((offset, line.to_vec()));
+        }
+        Ok(last.len() < page_size)
+    })?;
+    if let Some(message) = failure {
+        return Err(message);
+    }
+    let mut resources = Vec::with_capacity(last.len());
+    for (offset, bytes) in last {
+        let line: Line = serde_json::from_slice(&bytes).map_err(|e| format!("{path} at byte {offset}: {e}"))?;
+        let id = line.id.clone();
+        let resource = journal.resource(offset, line)?;
+        resources.push(ManagedResource {
+            id,
+            owner: Some(resource.owner),
+            attributes: resource.attributes.into_iter().map(|(name, value)| Attribute { name, value }).collect(),
+            entitlements: resource.entitlements.into_iter().collect(),
+        });
+    }
+    let next_cursor = (next < len).then(|| next.to_string());
+    Ok(Page { resources, next_cursor })
 }
 
 impl exports::provision::plugin::describe::Guest for FileConnector {
