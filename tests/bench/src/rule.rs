@@ -3,7 +3,10 @@
 //! Rego evaluated by regorus, and as an Extism plugin. Decisions must be identical across the
 //! four. Targets: component ≤ 10x native, and faster than regorus and Extism.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use provision::config::{ConfigValue, PluginConfig, PluginSource};
 use provision::model::{Change, ChangeKind, Order, ProvisioningState};
@@ -91,7 +94,6 @@ fn per_order(orders: &[Order], mut f: impl FnMut(&[Order]) -> Vec<Decision>, exp
 
 /// The Rego policy's input: the batch, every field the component gets that the rule could use.
 fn rego_input(orders: &[Order]) -> regorus::Value {
-    use std::collections::BTreeMap;
     let text = |s: &str| regorus::Value::from(s);
     let batch: Vec<regorus::Value> = orders
         .iter()
@@ -133,6 +135,63 @@ fn rego_decisions(value: &regorus::Value) -> Vec<Decision> {
         .collect()
 }
 
+/// One order of the Extism plugin's input: the fields the Rego input has, serialised as JSON.
+#[derive(Serialize)]
+struct ExtismOrder<'a> {
+    id: i64,
+    owner: &'a str,
+    entity_type: &'a str,
+    resource_type: &'a str,
+    classification: &'a str,
+    change: String,
+    attributes: &'a BTreeMap<String, String>,
+    entitlements_added: &'a BTreeSet<String>,
+}
+
+#[derive(Serialize)]
+struct ExtismBatch<'a> {
+    orders: Vec<ExtismOrder<'a>>,
+}
+
+/// A decision as the Extism plugin returns it (extism-rule/src/lib.rs).
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum ExtismDecision {
+    NoReview,
+    ReviewNeeded { reason: String },
+    Blocked { reason: String },
+}
+
+/// One call of the Extism plugin on the batch: JSON in, JSON out, both counted.
+fn extism_decisions(plugin: &mut extism::Plugin, orders: &[Order]) -> Vec<Decision> {
+    let batch = ExtismBatch {
+        orders: orders
+            .iter()
+            .map(|o| ExtismOrder {
+                id: o.id,
+                owner: &o.owner,
+                entity_type: &o.entity_type,
+                resource_type: &o.resource_type,
+                classification: &o.classification,
+                change: o.change.kind.to_string(),
+                attributes: &o.change.attributes,
+                entitlements_added: &o.change.granted,
+            })
+            .collect(),
+    };
+    let input = serde_json::to_vec(&batch).expect("the batch as JSON");
+    let output = plugin.call::<&[u8], &[u8]>("review", &input).expect("call the Extism plugin");
+    let decisions: Vec<ExtismDecision> = serde_json::from_slice(output).expect("decisions as JSON");
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            ExtismDecision::NoReview => Decision::NoReview,
+            ExtismDecision::ReviewNeeded { reason } => Decision::ReviewNeeded(reason),
+            ExtismDecision::Blocked { reason } => Decision::Blocked(reason),
+        })
+        .collect()
+}
+
 pub fn run() {
     let orders = orders();
     let expected = native(&orders);
@@ -165,6 +224,16 @@ pub fn run() {
         &expected,
     );
     println!("{}", rego.row("Rego (regorus)", "ns"));
+
+    // Extism: a core module (not a component) on Extism's own wasmtime 43, not the product's 48.
+    // One plugin, instantiated once and reused across calls (Extism's usual way); its config
+    // comes through the manifest, as an Extism plugin's does.
+    let manifest = extism::Manifest::new([extism::Wasm::data(include_bytes!(env!("EXTISM_RULE_WASM")).as_slice())])
+        .with_config([("review", REVIEW.join(",")), ("block", BLOCK.join(","))].into_iter());
+    let mut extism_plugin = extism::Plugin::new(&manifest, [], false).expect("load the Extism plugin");
+    let extism = per_order(&orders, |o| extism_decisions(&mut extism_plugin, o), &expected);
+    println!("{}", extism.row("Extism plugin", "ns"));
     println!("\ncomponent / native: {:.1}x (medians; target ≤ 10x)", component.median() / native_ns.median());
     println!("regorus / component: {:.1}x (medians; target > 1)", rego.median() / component.median());
+    println!("Extism / component: {:.1}x (medians; target > 1)", extism.median() / component.median());
 }
