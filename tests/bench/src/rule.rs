@@ -14,8 +14,13 @@ use provision::plugins::{Decision, Runtime};
 
 use crate::report::{Samples, header};
 
-/// Orders per call (the host's review batch).
+/// Orders per call (the host's review batch); `BENCH_RULE_BATCH` changes it, e.g. to 1 to see a
+/// call's fixed cost.
 pub const BATCH: usize = 500;
+
+fn batch() -> usize {
+    std::env::var("BENCH_RULE_BATCH").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(BATCH)
+}
 const RUNS: usize = 31;
 
 /// The rule's config, as every implementation gets it.
@@ -24,7 +29,7 @@ pub const BLOCK: &[&str] = &["forbidden"];
 
 pub fn orders() -> Vec<Order> {
     let classes = ["basic", "sensitive", "basic", "forbidden", "basic"];
-    (0..BATCH as i64)
+    (0..batch() as i64)
         .map(|id| {
             let mut change = Change::deletion();
             change.kind = [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted][id as usize % 3];
@@ -195,7 +200,7 @@ fn extism_decisions(plugin: &mut extism::Plugin, orders: &[Order]) -> Vec<Decisi
 pub fn run() {
     let orders = orders();
     let expected = native(&orders);
-    header(&format!("Review rule per order (batches of {BATCH}; nanoseconds per order)"));
+    header(&format!("Review rule per order (batches of {}; nanoseconds per order)", batch()));
     let native_ns = per_order(&orders, native, &expected);
     println!("{}", native_ns.row("native Rust", "ns"));
 
