@@ -130,6 +130,13 @@ fn a_killed_run_loses_and_doubles_nothing() {
         db.query_row("SELECT COUNT(*) FROM order_attempts WHERE outcome = 'interrupted'", [], |r| r.get(0)).unwrap();
     assert_eq!(interrupted, 100, "the fourth batch's attempts should have been cut short");
     assert_eq!(report["counters"]["resumed"], 100);
+    // Outcomes are written while the connector works on the next batch: the orders it wrote
+    // whose outcome the kill lost are found carried out, not sent again nor dropped.
+    assert_eq!(
+        report["counters"]["recovered"].as_u64(),
+        Some((lines_at_kill - done_at_kill) as u64),
+        "orders written before the kill without a recorded outcome: {report}"
+    );
 
     // The managed system: one complete line per order, no more, no less.
     let journal = std::fs::read_to_string(dir.join("managed/Account.jsonl")).unwrap();
@@ -144,9 +151,10 @@ fn a_killed_run_loses_and_doubles_nothing() {
     eprintln!(
         "kill -9: {ORDERS} orders; killed after {killed_after:?} with {done_at_kill} done ({at_kill:?}) and {lines_at_kill} \
          journal lines; \
-         rerun {rerun:?} ({interrupted} attempts found interrupted, {} resumed); {} writes found for {} orders, \
-         {duplicates} duplicated, {lost} lost",
+         rerun {rerun:?} ({interrupted} attempts found interrupted, {} resumed, {} found carried out); \
+         {} writes found for {} orders, {duplicates} duplicated, {lost} lost",
         report["counters"]["resumed"],
+        report["counters"]["recovered"],
         journal.lines().count(),
         writes.len()
     );

@@ -371,3 +371,52 @@ fn a_change_of_desired_state_supersedes_the_open_order() {
     assert_eq!(orders[1].state, ProvisioningState::AwaitingApproval);
     assert_eq!(orders[1].change.attributes["group"], "Finance-Controllers");
 }
+
+#[test]
+fn an_order_carried_out_before_a_crash_recorded_it_is_found_done_and_not_sent_again() {
+    let deployment = Deployment::quickstart();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    provision::jobs::compute(&mut host, &indicatif::ProgressBar::hidden()).expect("compute");
+    let pending: Vec<_> =
+        of_type(&host, "SaaS_Account").into_iter().filter(|o| o.state == ProvisioningState::Pending).collect();
+    assert!(pending.len() >= 2, "{pending:?}");
+    let (written, unsent) = (&pending[0], &pending[1]);
+    // The host records both attempts, the connector carries out `written`, and the host dies
+    // before recording that outcome; `unsent` never reached the connector.
+    host.store.start_attempts(&[written.id, unsent.id], "saas", None).unwrap();
+    let outcomes = host.plugins.get("files").unwrap().fulfil(std::slice::from_ref(written)).unwrap();
+    assert_eq!(outcomes.len(), 1);
+    drop(host);
+
+    let mut host = deployment.host();
+    let report = complete(&mut host);
+    assert_eq!((report.counters.recovered, report.counters.resumed), (1, 1), "{report:?}");
+    for order in [written, unsent] {
+        let order = host.store.order(order.id).unwrap();
+        assert_eq!(order.state, ProvisioningState::Verified, "{order:?}");
+        let oks: Vec<_> = host
+            .store
+            .history(order.id)
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.event == Event::ConnectorOk.name())
+            .collect();
+        assert_eq!(oks.len(), 1, "order {}: {oks:?}", order.id);
+    }
+    let recovered = host.store.history(written.id).unwrap();
+    assert!(recovered.iter().any(|h| h.reason.contains("carried out before an interruption")), "{recovered:?}");
+    let attempts = host.store.attempts(written.id).unwrap();
+    assert_eq!(attempts.iter().map(|a| a.outcome.as_deref()).collect::<Vec<_>>(), [Some("connector-ok")]);
+    let attempts = host.store.attempts(unsent.id).unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.outcome.as_deref()).collect::<Vec<_>>(),
+        [Some("interrupted"), Some("connector-ok")]
+    );
+    // One line per order in the managed system: the recovered order was not written again.
+    let journal = std::fs::read_to_string(deployment.path("managed/SaaS_Account.jsonl")).unwrap();
+    for order in [written, unsent] {
+        let lines = journal.lines().filter(|l| l.contains(&format!("\"order\":{}", order.id))).count();
+        assert_eq!(lines, 1, "order {} in:\n{journal}", order.id);
+    }
+}

@@ -125,7 +125,7 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
     println!(
         "Job run {}: read {} resources; created {} orders ({} released, {} awaiting approval, {} blocked, {} rule errors, \
          {} already matching); {} superseded, {} inactive; fulfilled: {} executed, {} transmitted, {} errored, \
-         {} expired, {} retried, {} resumed after a crash; {} verified; {} held by thresholds; notifications: {} written, \
+         {} expired, {} retried, {} resumed after a crash, {} found done after a crash; {} verified; {} held by thresholds; notifications: {} written, \
          {} delivered.",
         report.run,
         c.resources_read,
@@ -143,6 +143,7 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
         c.expired,
         c.retried,
         c.resumed,
+        c.recovered,
         c.verified,
         c.held,
         report.notifications.notifications,

@@ -61,6 +61,8 @@ pub struct TypeTally {
     pub window_over: u64,
     /// Open orders superseded by a change of desired state.
     pub superseded: u64,
+    /// Sent orders whose outcome a crash lost, seen carried out (Executed).
+    pub recovered: u64,
     /// Open orders whose window ended before fulfilment (made Inactive).
     pub inactive: u64,
     /// Orders in Error evaluated again, by the state they go to.
@@ -85,6 +87,7 @@ impl TypeTally {
         counters.already_matching += self.already_matching;
         counters.window_over += self.window_over;
         counters.superseded += self.superseded;
+        counters.recovered += self.recovered;
         counters.inactive += self.inactive;
         counters.released += self.reevaluated.pending;
         counters.awaiting_approval += self.reevaluated.awaiting_approval;
@@ -314,6 +317,32 @@ struct Chunk<'a> {
     provisional: &'a mut i64,
 }
 
+/// How an open order the desired state no longer needs is closed. Usually superseded; but an
+/// order that was sent (a Pending attempt whose outcome a crash lost: outcomes are written
+/// while the connector works on the next batch) and whose change the managed system now shows
+/// was carried out: it is recorded as such, so it is Verified rather than dropped, and not
+/// sent again.
+fn close_open_order(host: &Host, slot: &Slot, old: i64, plan: &Plan) -> Result<Transition, JobError> {
+    let superseded = Transition::new(old, Event::Superseded, "the desired state changed");
+    let sent = slot.order.as_ref().is_some_and(|o| o.state == ProvisioningState::Pending && o.attempts > 0);
+    if !sent || !matches!(plan, Plan::Keep) {
+        return Ok(superseded);
+    }
+    let order = host.store.order(old)?;
+    let actual = slot.actual.as_ref();
+    if !order.change.is_seen_in(actual.map(|(_, content)| content)) {
+        return Ok(superseded);
+    }
+    Ok(Transition {
+        resource_id: actual.map(|(id, _)| id.clone()),
+        ..Transition::new(
+            old,
+            Event::ConnectorOk,
+            "carried out before an interruption: its change is seen in the managed system",
+        )
+    })
+}
+
 fn compute_chunk(
     host: &mut Host,
     resource_type: &str,
@@ -328,7 +357,7 @@ fn compute_chunk(
     for slot in slots {
         let (old, plan) = plan(slot, now);
         if let Some(old) = old {
-            supersede.push(Transition::new(old, Event::Superseded, "the desired state changed"));
+            supersede.push(close_open_order(host, slot, old, &plan)?);
         }
         if !matches!(plan, Plan::Keep) {
             planned.push((slot, plan));
@@ -419,9 +448,22 @@ fn compute_chunk(
     match chunk.run {
         Some(run) => {
             let results = host.store.record_compute(&supersede, &create, "job:compute", Some(run))?;
-            tally.superseded += results.iter().filter(|r| r.is_ok()).count() as u64;
+            for (t, result) in supersede.iter().zip(results) {
+                match (t.event, result) {
+                    (Event::ConnectorOk, Ok(_)) => tally.recovered += 1,
+                    (_, Ok(_)) => tally.superseded += 1,
+                    (_, Err(_)) => {}
+                }
+            }
         }
-        None => tally.superseded += supersede.len() as u64,
+        None => {
+            for t in &supersede {
+                match t.event {
+                    Event::ConnectorOk => tally.recovered += 1,
+                    _ => tally.superseded += 1,
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 use indicatif::ProgressBar;
 
-use super::isolate::{Item, isolate};
+use super::isolate::{self, Item};
 use super::{JobError, JobReport, single};
 use crate::config::{Connection, ConnectionKind};
 use crate::host::Host;
@@ -48,11 +48,19 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             report.problems.push(format!("connection {}: {failure}; its Pending orders wait", connection.name));
             continue;
         }
+        let actor = match &connection.kind {
+            ConnectionKind::ManualTicket => "job:fulfil".to_string(),
+            ConnectionKind::Connector { plugin } => format!("plugin:{plugin}"),
+        };
+        // A connector's outcomes are written while it works on the next batch: the plugin and
+        // SQLite each keep a core busy. Attempts are recorded before every call, so a crash
+        // with outcomes unwritten sends those orders again with their idempotency keys.
+        let mut unwritten: Vec<Transition> = Vec::new();
         let mut after = 0;
         loop {
             // Between batches, never inside one: a batch's outcomes are recorded before stopping.
             if host.stopping() {
-                return Ok(());
+                break;
             }
             let batch = host.store.orders(&OrderFilter {
                 states: vec![ProvisioningState::Pending],
@@ -64,49 +72,87 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             })?;
             let Some(last) = batch.last() else { break };
             after = last.id;
-            let (transitions, actor) = match &connection.kind {
-                ConnectionKind::ManualTicket => (
-                    batch
+            match &connection.kind {
+                ConnectionKind::ManualTicket => {
+                    let transitions: Vec<Transition> = batch
                         .iter()
                         .map(|o| Transition::new(o.id, Event::HandOver, "handed to manual provisioning"))
-                        .collect(),
-                    "job:fulfil".to_string(),
-                ),
-                ConnectionKind::Connector { plugin } => {
-                    (send(host, &connection, plugin, &batch, report)?, format!("plugin:{plugin}"))
+                        .collect();
+                    write(host, &transitions, &actor, report, progress)?;
                 }
-            };
-            let results = host.store.apply(&transitions, &actor)?;
-            for (t, result) in transitions.iter().zip(results) {
-                match result {
-                    Ok(ProvisioningState::Executed) => report.counters.executed += 1,
-                    Ok(ProvisioningState::Transmitted) => report.counters.transmitted += 1,
-                    Ok(ProvisioningState::Errored) => report.counters.errored += 1,
-                    Ok(_) => {}
-                    Err(error) => report.problems.push(format!("order {}: {error}", t.order)),
+                ConnectionKind::Connector { plugin } => {
+                    let previous = std::mem::take(&mut unwritten);
+                    unwritten = send(host, &connection, plugin, &batch, report, |host, report| {
+                        write(host, &previous, &actor, report, progress)
+                    })?;
                 }
             }
             tracing::info!(connection = %connection.name, orders = batch.len(), "fulfilled a batch");
-            progress.inc(batch.len() as u64);
+        }
+        write(host, &unwritten, &actor, report, progress)?;
+        if host.stopping() {
+            return Ok(());
         }
     }
     Ok(())
 }
 
+/// Applies a batch's outcomes and counts them.
+fn write(
+    host: &mut Host,
+    transitions: &[Transition],
+    actor: &str,
+    report: &mut JobReport,
+    progress: &ProgressBar,
+) -> Result<(), JobError> {
+    if transitions.is_empty() {
+        return Ok(());
+    }
+    let results = host.store.apply(transitions, actor)?;
+    for (t, result) in transitions.iter().zip(results) {
+        match result {
+            Ok(ProvisioningState::Executed) => report.counters.executed += 1,
+            Ok(ProvisioningState::Transmitted) => report.counters.transmitted += 1,
+            Ok(ProvisioningState::Errored) => report.counters.errored += 1,
+            Ok(_) => {}
+            Err(error) => report.problems.push(format!("order {}: {error}", t.order)),
+        }
+    }
+    progress.inc(transitions.len() as u64);
+    Ok(())
+}
+
 /// Sends a batch through a connector: attempts first, then the call (isolating poisoned
-/// orders), then the outcome of each order as a transition. Orders the plugin did not answer
-/// for stay Pending.
+/// orders) on a second thread while `meanwhile` writes on this one, then the outcome of each
+/// order as a transition. Orders the plugin did not answer for stay Pending.
 fn send(
     host: &mut Host,
     connection: &Connection,
     plugin: &str,
     batch: &[Order],
     report: &mut JobReport,
+    meanwhile: impl FnOnce(&mut Host, &mut JobReport) -> Result<(), JobError>,
 ) -> Result<Vec<Transition>, JobError> {
     let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
     host.store.start_attempts(&ids, &connection.name, Some(report.run).filter(|r| *r > 0))?;
     tracing::info!(connection = %connection.name, orders = ids.len(), "sending a batch");
-    let items = isolate(host, plugin, batch, |p, orders| p.fulfil(orders));
+    let items = match isolate::available(host, plugin) {
+        Err(why) => {
+            meanwhile(host, report)?;
+            isolate::skipped(batch, &why)
+        }
+        Ok(connector) => {
+            let (called, written) = std::thread::scope(|scope| {
+                let call = scope.spawn(|| isolate::isolate_calls(&connector, batch, |p, orders| p.fulfil(orders)));
+                let written = meanwhile(host, report);
+                (call.join(), written)
+            });
+            let called = called.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            isolate::record(host, plugin, &called);
+            written?;
+            called.items
+        }
+    };
     let now = host.now();
     let mut transitions = Vec::with_capacity(batch.len());
     let mut unsent = Vec::new();

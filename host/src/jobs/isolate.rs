@@ -26,11 +26,51 @@ pub(super) fn isolate<T, R>(
     items: &[T],
     call: impl Fn(&Plugin, &[T]) -> Result<Vec<R>, CallError>,
 ) -> Vec<Item<R>> {
+    let plugin = match available(host, name) {
+        Ok(plugin) => plugin,
+        Err(why) => return skipped(items, &why),
+    };
+    let batch = isolate_calls(&plugin, items, call);
+    record(host, name, &batch);
+    batch.items
+}
+
+/// The plugin to call, or why it cannot be (disabled, missing).
+pub(super) fn available(host: &Host, name: &str) -> Result<std::sync::Arc<Plugin>, String> {
     if let Some(failure) = host.unavailable(name) {
-        let why = failure.to_string();
-        return items.iter().map(|_| Item::Skipped(why.clone())).collect();
+        return Err(failure.to_string());
     }
-    let Some(plugin) = host.plugins.get(name) else { return Vec::new() };
+    host.plugins.get(name).ok_or_else(|| crate::host::PluginFailure::Missing(name.to_string()).to_string())
+}
+
+/// Every item skipped, for one reason.
+pub(super) fn skipped<T, R>(items: &[T], why: &str) -> Vec<Item<R>> {
+    items.iter().map(|_| Item::Skipped(why.to_string())).collect()
+}
+
+/// A batch's answers, and how the plugin's health should record it.
+pub(super) struct Isolated<R> {
+    /// One per item, in order.
+    pub items: Vec<Item<R>>,
+    /// None when the plugin answered for any item; else its last error.
+    pub failure: Option<String>,
+}
+
+/// Records a batch in the plugin's health (a failure if it answered for no item).
+pub(super) fn record<R>(host: &mut Host, name: &str, batch: &Isolated<R>) {
+    if let Err(e) = host.record(name, batch.failure.as_deref()) {
+        tracing::error!(plugin = name, "cannot record the plugin's health: {e}");
+    }
+}
+
+/// The calls of [`isolate`] without the host, so that they can run on another thread while
+/// the host writes (see fulfil).
+pub(super) fn isolate_calls<T, R>(
+    plugin: &Plugin,
+    items: &[T],
+    call: impl Fn(&Plugin, &[T]) -> Result<Vec<R>, CallError>,
+) -> Isolated<R> {
+    let name = plugin.name.as_str();
     let mut results: Vec<Option<Item<R>>> = items.iter().map(|_| None).collect();
     let mut failing: Vec<(std::ops::Range<usize>, CallError)> = Vec::new();
     let mut level: Vec<std::ops::Range<usize>> = std::iter::once(0..items.len()).collect();
@@ -41,7 +81,7 @@ pub(super) fn isolate<T, R>(
         let mut next = Vec::new();
         for range in level {
             calls += 1;
-            match call(&plugin, &items[range.clone()]) {
+            match call(plugin, &items[range.clone()]) {
                 Ok(answers) => {
                     any_success = true;
                     for (slot, answer) in range.zip(answers) {
@@ -75,10 +115,9 @@ pub(super) fn isolate<T, R>(
             });
         }
     }
-    if let Err(e) = host.record(name, if any_success { None } else { last.as_deref() }) {
-        tracing::error!(plugin = name, "cannot record the plugin's health: {e}");
-    }
-    results.into_iter().map(|r| r.unwrap_or_else(|| Item::Skipped("not answered".into()))).collect()
+    let failure = if any_success { None } else { last };
+    let items = results.into_iter().map(|r| r.unwrap_or_else(|| Item::Skipped("not answered".into()))).collect();
+    Isolated { items, failure }
 }
 
 fn unreachable_error(name: &str) -> CallError {

@@ -61,6 +61,9 @@ pub struct Counters {
     pub retried: u64,
     /// Orders whose previous attempt was cut short (a crash), sent again.
     pub resumed: u64,
+    /// Orders sent before a crash lost their outcome, found carried out in the managed system
+    /// (Executed without being sent again).
+    pub recovered: u64,
     /// Orders held by a threshold (not fulfilled until an operator resumes the run).
     pub held: u64,
 }

@@ -4,9 +4,10 @@
 
 use indicatif::ProgressBar;
 
-use super::{JobError, JobReport, single};
+use super::{JobError, JobReport, isolate, single};
 use crate::host::Host;
 use crate::machine::Event;
+use crate::plugins::Resource;
 use crate::store::Transition;
 
 /// Pages one read may take before the host gives up on a connector that never ends.
@@ -53,28 +54,59 @@ fn read_all(
     progress: &ProgressBar,
 ) -> Result<Result<(), String>, JobError> {
     let stamp = host.store.next_sync_stamp(resource_type)?;
+    let connector = match isolate::available(host, plugin) {
+        Ok(connector) => connector,
+        Err(why) => return Ok(Err(why)),
+    };
     let mut cursor: Option<String> = None;
+    let mut unwritten: Vec<Resource> = Vec::new();
     for _ in 0..MAX_PAGES {
-        let page = match host.call(plugin, |connector| connector.read(resource_type, cursor.as_deref())) {
+        // The connector reads a page on a second thread while this one writes the page before.
+        let (read, written) = std::thread::scope(|scope| {
+            let read = scope.spawn(|| connector.read(resource_type, cursor.as_deref()));
+            let written = store_page(host, resource_type, &unwritten, stamp, report, progress);
+            (read.join(), written)
+        });
+        let read = read.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let error = read.as_ref().err().map(ToString::to_string);
+        host.record(plugin, error.as_deref())?;
+        written?;
+        let page = match read {
             Ok(Ok(page)) => page,
             Ok(Err(error)) => return Ok(Err(format!("the connector could not read: {error}"))),
             Err(error) => return Ok(Err(error.to_string())),
         };
-        host.store.upsert_resources(resource_type, &page.resources, stamp)?;
-        report.counters.resources_read += page.resources.len() as u64;
-        progress.inc(page.resources.len() as u64);
+        unwritten = page.resources;
         match page.next_cursor {
             Some(next) if Some(&next) == cursor.as_ref() => {
                 return Ok(Err(format!("the connector returned the same cursor `{next}` twice")));
             }
             Some(next) => cursor = Some(next),
             None => {
+                store_page(host, resource_type, &unwritten, stamp, report, progress)?;
                 host.store.remove_unseen_resources(resource_type, stamp)?;
                 return Ok(Ok(()));
             }
         }
     }
     Ok(Err(format!("more than {MAX_PAGES} pages")))
+}
+
+fn store_page(
+    host: &mut Host,
+    resource_type: &str,
+    resources: &[Resource],
+    stamp: i64,
+    report: &mut JobReport,
+    progress: &ProgressBar,
+) -> Result<(), JobError> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    host.store.upsert_resources(resource_type, resources, stamp)?;
+    report.counters.resources_read += resources.len() as u64;
+    progress.inc(resources.len() as u64);
+    Ok(())
 }
 
 /// Executed orders whose change is seen in the synchronised resources become Verified.

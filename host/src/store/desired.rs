@@ -49,6 +49,8 @@ pub struct SlotOrder {
     pub fingerprint: String,
     /// Why it was closed, if it was.
     pub closed: Option<String>,
+    /// Fulfilment attempts it had.
+    pub attempts: u32,
 }
 
 /// One identity and one resource type: what should be, what is, and the latest order.
@@ -170,8 +172,9 @@ impl Store {
     /// in row-id order. Compute walks a resource type chunk by chunk so memory stays flat.
     pub fn slots(&self, resource_type: &str, after: i64, limit: usize) -> Result<Vec<Slot>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT i.id, i.key FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
-             WHERE t.name = ?1 AND i.id > ?2 ORDER BY i.id LIMIT ?3",
+            "SELECT i.id, i.key FROM identities i INDEXED BY identities_by_type_id
+             WHERE i.entity_type = (SELECT entity_type FROM resource_types WHERE name = ?1)
+               AND i.id > ?2 ORDER BY i.id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let ids: Vec<(i64, String)> = stmt
@@ -220,7 +223,7 @@ impl Store {
 
         let mut orders: HashMap<i64, SlotOrder> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT o.identity_id, o.id, o.state, o.fingerprint, o.closed FROM orders o
+            "SELECT o.identity_id, o.id, o.state, o.fingerprint, o.closed, o.attempts FROM orders o
              JOIN (SELECT MAX(id) AS id FROM orders WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3
                    GROUP BY identity_id) latest ON latest.id = o.id",
         )?;
@@ -235,6 +238,7 @@ impl Store {
                         .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
                     fingerprint: row.get(3)?,
                     closed: row.get(4)?,
+                    attempts: row.get(5)?,
                 },
             );
         }

@@ -270,6 +270,13 @@ CREATE TABLE sessions (
 CREATE INDEX orders_by_state_id ON orders (state, id);
 "#,
     ),
+    M::up(
+        r#"
+-- Compute walks one entity type's identities in id order, a chunk at a time. The (entity_type,
+-- key) unique index made each chunk a scan and sort of the whole type: O(n²) over a run.
+CREATE INDEX identities_by_type_id ON identities (entity_type, id);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
