@@ -183,23 +183,28 @@ impl Store {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(Vec::new()) };
         let (lo, hi) = (first.0, last.0);
 
+        // The owners' keys come from `ids`: a join to identities here made SQLite drop the
+        // range's upper bound and read every assignment above the chunk (O(n²) over a run).
+        let keys: HashMap<i64, &str> = ids.iter().map(|(id, key)| (*id, key.as_str())).collect();
         let mut desired: HashMap<i64, Assignment> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT a.identity_id, i.key, a.content, a.valid_from, a.valid_until FROM assignments a
-             JOIN identities i ON i.id = a.identity_id
-             WHERE a.resource_type = ?1 AND a.identity_id BETWEEN ?2 AND ?3",
+            "SELECT identity_id, content, valid_from, valid_until FROM assignments
+             WHERE resource_type = ?1 AND identity_id BETWEEN ?2 AND ?3",
         )?;
         let mut rows = stmt.query(params![resource_type, lo, hi])?;
         while let Some(row) = rows.next()? {
-            let content: String = row.get(2)?;
+            let identity_id: i64 = row.get(0)?;
+            // An identity of another entity type cannot hold this resource type's assignment.
+            let Some(key) = keys.get(&identity_id) else { continue };
+            let content: String = row.get(1)?;
             desired.insert(
-                row.get(0)?,
+                identity_id,
                 Assignment {
-                    identity: row.get(1)?,
+                    identity: (*key).to_string(),
                     resource_type: resource_type.to_string(),
                     content: from_json(&content, "assignment content")?,
-                    valid_from: row.get(3)?,
-                    valid_until: row.get(4)?,
+                    valid_from: row.get(2)?,
+                    valid_until: row.get(3)?,
                 },
             );
         }
