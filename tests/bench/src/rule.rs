@@ -81,20 +81,43 @@ pub fn native(orders: &[Order]) -> Vec<Decision> {
         .collect()
 }
 
-/// Nanoseconds per order of `f` on the batch, over the runs.
-fn per_order(orders: &[Order], mut f: impl FnMut(&[Order]) -> Vec<Decision>, expected: &[Decision]) -> Samples {
-    assert_eq!(f(orders), expected, "decisions differ from the native rule's");
-    Samples::new(
-        (0..RUNS)
-            .map(|_| {
-                let started = Instant::now();
-                let decisions = f(orders);
-                let elapsed = started.elapsed();
-                assert_eq!(decisions.len(), orders.len());
-                elapsed.as_secs_f64() * 1e9 / orders.len() as f64
-            })
-            .collect(),
-    )
+/// A rule implementation: a batch in, one decision per order out.
+type Decide<'a> = Box<dyn FnMut(&[Order]) -> Vec<Decision> + 'a>;
+
+/// One implementation of the rule under measurement.
+struct Contender<'a> {
+    label: &'static str,
+    decide: Decide<'a>,
+    samples: Vec<f64>,
+}
+
+/// Nanoseconds per order of each contender on the batch. The contenders take turns, one batch
+/// each per round (rotating who goes first), so a shared machine slowing down mid-run slows all
+/// of them alike and the per-round ratios stay fair.
+fn measure(orders: &[Order], contenders: &mut [Contender<'_>], expected: &[Decision]) {
+    for c in contenders.iter_mut() {
+        assert_eq!((c.decide)(orders), expected, "{}: decisions differ from the native rule's", c.label);
+    }
+    let n = contenders.len();
+    for round in 0..RUNS {
+        for turn in 0..n {
+            let c = &mut contenders[(round + turn) % n];
+            let started = Instant::now();
+            let decisions = (c.decide)(orders);
+            let elapsed = started.elapsed();
+            assert_eq!(decisions.len(), orders.len());
+            c.samples.push(elapsed.as_secs_f64() * 1e9 / orders.len() as f64);
+        }
+    }
+}
+
+fn contender<'a>(label: &'static str, decide: Decide<'a>) -> Contender<'a> {
+    Contender { label, decide, samples: Vec::with_capacity(RUNS) }
+}
+
+/// `a / b` per round, as samples.
+fn ratios(a: &Contender<'_>, b: &Contender<'_>) -> Samples {
+    Samples::new(a.samples.iter().zip(&b.samples).map(|(a, b)| a / b).collect())
 }
 
 /// The Rego policy's input: the batch, every field the component gets that the rule could use.
@@ -200,9 +223,10 @@ fn extism_decisions(plugin: &mut extism::Plugin, orders: &[Order]) -> Vec<Decisi
 pub fn run() {
     let orders = orders();
     let expected = native(&orders);
-    header(&format!("Review rule per order (batches of {}; nanoseconds per order)", batch()));
-    let native_ns = per_order(&orders, native, &expected);
-    println!("{}", native_ns.row("native Rust", "ns"));
+    header(&format!(
+        "Review rule per order (batches of {}; nanoseconds per order; {RUNS} interleaved rounds)",
+        batch()
+    ));
 
     let mut config = PluginConfig::new("rule", PluginSource::Bundled("classification-review".into()));
     config.config = [("review", REVIEW.join(",")), ("block", BLOCK.join(","))]
@@ -211,34 +235,46 @@ pub fn run() {
         .collect();
     let runtime = Runtime::new(None).expect("runtime");
     let plugin = runtime.load(&config).expect("load the component");
-    let component = per_order(&orders, |o| plugin.evaluate(o).expect("evaluate"), &expected);
-    println!("{}", component.row("component (classification-review)", "ns"));
-
+    let mut contenders = vec![
+        contender("native Rust", Box::new(native)),
+        contender("component (classification-review)", Box::new(|o: &[Order]| plugin.evaluate(o).expect("evaluate"))),
+    ];
     if std::env::var_os("BENCH_COMPONENT_ONLY").is_some() {
-        return; // for profiling the component alone
+        // For profiling the component alone.
+        measure(&orders, &mut contenders, &expected);
+        for c in &contenders {
+            println!("{}", Samples::new(c.samples.clone()).row(c.label, "ns"));
+        }
+        return;
     }
     // Rego: the policy parsed once; each batch is one input evaluated once.
     let mut engine = regorus::Engine::new();
     engine.add_policy("review.rego".into(), include_str!("../policies/review.rego").into()).expect("the policy parses");
-    let rego = per_order(
-        &orders,
-        |o| {
+    contenders.push(contender(
+        "Rego (regorus)",
+        Box::new(move |o: &[Order]| {
             engine.set_input(rego_input(o));
             rego_decisions(&engine.eval_rule("data.review.decisions".into()).expect("evaluate"))
-        },
-        &expected,
-    );
-    println!("{}", rego.row("Rego (regorus)", "ns"));
-
+        }),
+    ));
     // Extism: a core module (not a component) on Extism's own wasmtime 43, not the product's 48.
     // One plugin, instantiated once and reused across calls (Extism's usual way); its config
     // comes through the manifest, as an Extism plugin's does.
     let manifest = extism::Manifest::new([extism::Wasm::data(include_bytes!(env!("EXTISM_RULE_WASM")).as_slice())])
         .with_config([("review", REVIEW.join(",")), ("block", BLOCK.join(","))].into_iter());
     let mut extism_plugin = extism::Plugin::new(&manifest, [], false).expect("load the Extism plugin");
-    let extism = per_order(&orders, |o| extism_decisions(&mut extism_plugin, o), &expected);
-    println!("{}", extism.row("Extism plugin", "ns"));
-    println!("\ncomponent / native: {:.1}x (medians; target ≤ 10x)", component.median() / native_ns.median());
-    println!("regorus / component: {:.1}x (medians; target > 1)", rego.median() / component.median());
-    println!("Extism / component: {:.1}x (medians; target > 1)", extism.median() / component.median());
+    contenders.push(contender("Extism plugin", Box::new(move |o: &[Order]| extism_decisions(&mut extism_plugin, o))));
+
+    measure(&orders, &mut contenders, &expected);
+    for c in &contenders {
+        println!("{}", Samples::new(c.samples.clone()).row(c.label, "ns"));
+    }
+    let [native_ns, component, rego, extism] = &contenders[..] else { unreachable!("four contenders") };
+    println!("\nratios per round (median, min, max):");
+    let ratio = |label: &str, r: Samples, target: &str| {
+        println!("{label}: {:.1}x ({:.1}–{:.1}; target {target})", r.median(), r.min(), r.max());
+    };
+    ratio("component / native", ratios(component, native_ns), "≤ 10x");
+    ratio("regorus / component", ratios(rego, component), "> 1");
+    ratio("Extism / component", ratios(extism, component), "> 1");
 }
