@@ -16,9 +16,11 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, ErrorKind};
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::pio;
 
 const MAGIC: &[u8; 8] = b"PFCIDX01";
 const HEADER: u64 = 64;
@@ -114,7 +116,7 @@ impl Index {
     }
 
     /// Opens the index of `journal` (`len` bytes of whole lines), brought up to date with it.
-    pub fn open(path: &str, journal: &mut File, journal_path: &str, len: u64) -> Result<Index, String> {
+    pub fn open(path: &str, journal: &File, journal_path: &str, len: u64) -> Result<Index, String> {
         let mut index = match Index::load(path)? {
             Some(index) if index.header.covered <= len && index.matches(journal, journal_path)? => index,
             _ => return Index::rebuild(path, journal, journal_path, len, MIN_BITS),
@@ -129,13 +131,13 @@ impl Index {
 
     /// The index as stored, if there is one with a readable header.
     fn load(path: &str) -> Result<Option<Index>, String> {
-        let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot open {path}: {e}")),
         };
         let mut bytes = [0u8; HEADER as usize];
-        if file.read_exact(&mut bytes).is_err() || &bytes[..8] != MAGIC {
+        if pio::read_exact_at(&file, &mut bytes, 0).is_err() || &bytes[..8] != MAGIC {
             return Ok(None);
         }
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
@@ -149,14 +151,14 @@ impl Index {
     }
 
     /// Whether the journal still starts and continues the way it did when last indexed.
-    fn matches(&self, journal: &mut File, journal_path: &str) -> Result<bool, String> {
+    fn matches(&self, journal: &File, journal_path: &str) -> Result<bool, String> {
         let (head, tail) = fingerprints(journal, journal_path, self.header.covered)?;
         Ok(head == self.header.head && tail == self.header.tail)
     }
 
     /// A fresh index of the first `len` bytes of the journal, written beside the old one and
     /// renamed over it, so a crash mid-way leaves the old one (and a rebuild next time).
-    fn rebuild(path: &str, journal: &mut File, journal_path: &str, len: u64, bits: u32) -> Result<Index, String> {
+    fn rebuild(path: &str, journal: &File, journal_path: &str, len: u64, bits: u32) -> Result<Index, String> {
         let mut index = Index::create(&format!("{path}.new"), bits)?;
         index.replay(journal, journal_path, 0, len)?;
         index.install(journal, journal_path, len)
@@ -183,7 +185,7 @@ impl Index {
     }
 
     /// Commits a table made by `create` and moves it into place.
-    fn install(mut self, journal: &mut File, journal_path: &str, len: u64) -> Result<Index, String> {
+    fn install(mut self, journal: &File, journal_path: &str, len: u64) -> Result<Index, String> {
         self.commit(journal, journal_path, len)?;
         let target = self.path.trim_end_matches(".new").to_string();
         std::fs::rename(&self.path, &target).map_err(|e| format!("cannot move {} to {target}: {e}", self.path))?;
@@ -192,7 +194,7 @@ impl Index {
     }
 
     /// Applies the whole lines of the journal in `from..to`.
-    fn replay(&mut self, journal: &mut File, journal_path: &str, from: u64, to: u64) -> Result<(), String> {
+    fn replay(&mut self, journal: &File, journal_path: &str, from: u64, to: u64) -> Result<(), String> {
         let mut failure = None;
         for_each_line(journal, journal_path, from, to, |offset, line| {
             let head: LineHead = match serde_json::from_slice(line) {
@@ -295,8 +297,7 @@ impl Index {
             into.copy_from_slice(bytes);
             return Ok(());
         }
-        self.file.seek(SeekFrom::Start(HEADER + number * PAGE as u64)).map_err(io(&self.path, "seek in"))?;
-        self.file.read_exact(into).map_err(io(&self.path, "read"))
+        pio::read_exact_at(&self.file, into, HEADER + number * PAGE as u64).map_err(io(&self.path, "read"))
     }
 
     /// Keeps the page cache within bounds.
@@ -313,8 +314,7 @@ impl Index {
         let mut dirty: Vec<(&u64, &mut (Vec<u8>, bool))> = self.pages.iter_mut().filter(|(_, p)| p.1).collect();
         dirty.sort_by_key(|(n, _)| **n);
         for (number, page) in dirty {
-            self.file.seek(SeekFrom::Start(HEADER + number * PAGE as u64)).map_err(io(&self.path, "seek in"))?;
-            self.file.write_all(&page.0).map_err(io(&self.path, "write"))?;
+            pio::write_all_at(&self.file, &page.0, HEADER + number * PAGE as u64).map_err(io(&self.path, "write"))?;
             page.1 = false;
         }
         Ok(())
@@ -327,14 +327,13 @@ impl Index {
         for (at, word) in [(8, h.bits as u64), (16, h.used), (24, h.covered), (32, h.head), (40, h.tail)] {
             bytes[at..at + 8].copy_from_slice(&word.to_le_bytes());
         }
-        self.file.seek(SeekFrom::Start(0)).map_err(io(&self.path, "seek in"))?;
-        self.file.write_all(&bytes).map_err(io(&self.path, "write"))
+        pio::write_all_at(&self.file, &bytes, 0).map_err(io(&self.path, "write"))
     }
 
     /// Records that the index now covers the first `len` bytes of the journal. Pages go first,
     /// the header last: a crash in between leaves the old covered point, and the lines after
     /// it are replayed again next time (replaying a line twice gives the same slot).
-    pub fn commit(&mut self, journal: &mut File, journal_path: &str, len: u64) -> Result<(), String> {
+    pub fn commit(&mut self, journal: &File, journal_path: &str, len: u64) -> Result<(), String> {
         self.flush()?;
         let (head, tail) = fingerprints(journal, journal_path, len)?;
         self.header.covered = len;
@@ -345,11 +344,10 @@ impl Index {
 }
 
 /// Hashes of the journal's first bytes and of the bytes before `len`.
-fn fingerprints(journal: &mut File, path: &str, len: u64) -> Result<(u64, u64), String> {
-    let mut read = |from: u64| -> Result<u64, String> {
+fn fingerprints(journal: &File, path: &str, len: u64) -> Result<(u64, u64), String> {
+    let read = |from: u64| -> Result<u64, String> {
         let mut bytes = vec![0u8; (len - from).min(PRINT) as usize];
-        journal.seek(SeekFrom::Start(from)).map_err(io(path, "seek in"))?;
-        journal.read_exact(&mut bytes).map_err(io(path, "read"))?;
+        pio::read_exact_at(journal, &mut bytes, from).map_err(io(path, "read"))?;
         Ok(xxh3_64(&bytes))
     };
     Ok((read(0)?, read(len.saturating_sub(PRINT))?))
@@ -358,14 +356,13 @@ fn fingerprints(journal: &mut File, path: &str, len: u64) -> Result<(u64, u64), 
 /// Calls `f` with the offset and bytes of each whole line of the journal in `from..to`, while
 /// it returns true. A line without its newline (a torn write) is not whole.
 pub fn for_each_line(
-    journal: &mut File,
+    journal: &File,
     path: &str,
     from: u64,
     to: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<bool, String>,
 ) -> Result<(), String> {
-    journal.seek(SeekFrom::Start(from)).map_err(io(path, "seek in"))?;
-    let mut reader = BufReader::with_capacity(1 << 18, Read::take(&mut *journal, to - from));
+    let mut reader = BufReader::with_capacity(1 << 18, pio::Section::new(journal, from, to));
     let mut line = Vec::new();
     let mut offset = from;
     loop {
@@ -383,9 +380,8 @@ pub fn for_each_line(
 }
 
 /// The whole line that starts at `offset`.
-pub fn line_at(journal: &mut File, path: &str, offset: u64) -> Result<Vec<u8>, String> {
-    journal.seek(SeekFrom::Start(offset)).map_err(io(path, "seek in"))?;
-    let mut reader = BufReader::with_capacity(4096, &mut *journal);
+pub fn line_at(journal: &File, path: &str, offset: u64) -> Result<Vec<u8>, String> {
+    let mut reader = BufReader::with_capacity(4096, pio::Section::new(journal, offset, u64::MAX));
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).map_err(io(path, "read"))?;
     if line.pop() != Some(b'\n') {

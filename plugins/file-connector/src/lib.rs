@@ -25,10 +25,11 @@
 wit_bindgen::generate!({ path: "../../wit", world: "synchronising-connector" });
 
 mod index;
+mod pio;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::ErrorKind;
 
 use exports::provision::plugin::fulfil::{self, ErrorKind as Kind, Failure, Outcome};
 use exports::provision::plugin::read::{self, ManagedResource, Page};
@@ -117,7 +118,7 @@ impl Journal {
     /// Opens the journal for writing (created if missing), cutting off a torn last line.
     fn for_writing(resource_type: &str) -> Result<Journal, String> {
         let (path, index) = paths(resource_type)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -125,7 +126,7 @@ impl Journal {
             .open(&path)
             .map_err(|e| format!("cannot open {path}: {e}"))?;
         let len = file.metadata().map_err(|e| format!("cannot inspect {path}: {e}"))?.len();
-        let whole = whole_lines(&mut file, &path, len)?;
+        let whole = whole_lines(&file, &path, len)?;
         if whole < len {
             log::write(
                 Level::Warn,
@@ -134,7 +135,7 @@ impl Journal {
             );
             file.set_len(whole).map_err(|e| format!("cannot cut the torn line off {path}: {e}"))?;
         }
-        let index = Index::open(&index, &mut file, &path, whole)?;
+        let index = Index::open(&index, &file, &path, whole)?;
         Ok(Journal { file, path, len: whole, index })
     }
 
@@ -142,19 +143,19 @@ impl Journal {
     fn for_reading(resource_type: &str) -> Result<Option<Journal>, String> {
         let (path, index) = paths(resource_type)?;
         // The index is a cache the reader may bring up to date, hence read-write.
-        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot open {path}: {e}")),
         };
         let len = file.metadata().map_err(|e| format!("cannot inspect {path}: {e}"))?.len();
-        let len = whole_lines(&mut file, &path, len)?;
-        let index = Index::open(&index, &mut file, &path, len)?;
+        let len = whole_lines(&file, &path, len)?;
+        let index = Index::open(&index, &file, &path, len)?;
         Ok(Some(Journal { file, path, len, index }))
     }
 
     fn line(&mut self, offset: u64) -> Result<Line, String> {
-        let bytes = line_at(&mut self.file, &self.path, offset)?;
+        let bytes = line_at(&self.file, &self.path, offset)?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{} at byte {offset}: not a journal line: {e}", self.path))
     }
 
@@ -182,15 +183,13 @@ impl Journal {
 }
 
 /// The length of the journal's whole lines (up to its last newline).
-fn whole_lines(file: &mut File, path: &str, len: u64) -> Result<u64, String> {
+fn whole_lines(file: &File, path: &str, len: u64) -> Result<u64, String> {
     let mut end = len;
     let mut chunk = [0u8; 4096];
     while end > 0 {
         let from = end.saturating_sub(chunk.len() as u64);
         let part = &mut chunk[..(end - from) as usize];
-        file.seek(SeekFrom::Start(from))
-            .and_then(|_| file.read_exact(part))
-            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        pio::read_exact_at(file, part, from).map_err(|e| format!("cannot read {path}: {e}"))?;
         if let Some(at) = part.iter().rposition(|b| *b == b'\n') {
             return Ok(from + at as u64 + 1);
         }
@@ -281,17 +280,14 @@ fn write_type(
         return Ok(());
     }
     let path = journal.path.clone();
-    journal
-        .file
-        .seek(SeekFrom::Start(journal.len))
-        .and_then(|_| journal.file.write_all(text.as_bytes()))
+    pio::write_all_at(&journal.file, text.as_bytes(), journal.len)
         .and_then(|()| journal.file.sync_data())
         .map_err(|e| format!("cannot write {path}: {e}"))?;
     for (slot, id) in written {
         outcomes[slot] = Some(Outcome::Executed(Some(id)));
     }
     let len = journal.len + text.len() as u64;
-    if let Err(message) = journal.index.commit(&mut journal.file, &path, len) {
+    if let Err(message) = journal.index.commit(&journal.file, &path, len) {
         // The lines are written; the index catches up from the journal next time.
         log::write(Level::Warn, "the index was not updated", &[("error".to_string(), message)]);
     }
@@ -343,7 +339,7 @@ fn read_page(resource_type: &str, start: u64, page_size: usize) -> Result<Page, 
     let mut next = start;
     let (path, len) = (journal.path.clone(), journal.len);
     let mut failure = None;
-    for_each_line(&mut journal.file, &path, start, len, |offset, line| {
+    for_each_line(&journal.file, &path, start, len, |offset, line| {
         next = offset + line.len() as u64 + 1;
         let head: LineHead = match serde_json::from_slice(line) {
             Ok(head) => head,

@@ -21,7 +21,12 @@ pub const BATCH: usize = 500;
 fn batch() -> usize {
     std::env::var("BENCH_RULE_BATCH").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(BATCH)
 }
+/// Rounds per contender; `BENCH_RULE_RUNS` changes it (e.g. more, to profile one).
 const RUNS: usize = 31;
+
+fn runs() -> usize {
+    std::env::var("BENCH_RULE_RUNS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(RUNS)
+}
 
 /// The rule's config, as every implementation gets it.
 pub const REVIEW: &[&str] = &["sensitive"];
@@ -99,7 +104,7 @@ fn measure(orders: &[Order], contenders: &mut [Contender<'_>], expected: &[Decis
         assert_eq!((c.decide)(orders), expected, "{}: decisions differ from the native rule's", c.label);
     }
     let n = contenders.len();
-    for round in 0..RUNS {
+    for round in 0..runs() {
         for turn in 0..n {
             let c = &mut contenders[(round + turn) % n];
             let started = Instant::now();
@@ -112,7 +117,7 @@ fn measure(orders: &[Order], contenders: &mut [Contender<'_>], expected: &[Decis
 }
 
 fn contender<'a>(label: &'static str, decide: Decide<'a>) -> Contender<'a> {
-    Contender { label, decide, samples: Vec::with_capacity(RUNS) }
+    Contender { label, decide, samples: Vec::with_capacity(runs()) }
 }
 
 /// `a / b` per round, as samples.
@@ -224,8 +229,9 @@ pub fn run() {
     let orders = orders();
     let expected = native(&orders);
     header(&format!(
-        "Review rule per order (batches of {}; nanoseconds per order; {RUNS} interleaved rounds)",
-        batch()
+        "Review rule per order (batches of {}; nanoseconds per order; {} interleaved rounds)",
+        batch(),
+        runs()
     ));
 
     let mut config = PluginConfig::new("rule", PluginSource::Bundled("classification-review".into()));
