@@ -7,6 +7,7 @@ use indicatif::ProgressBar;
 use super::{JobError, JobReport, isolate, single};
 use crate::host::Host;
 use crate::machine::Event;
+use crate::model::{Order, ResourceContent};
 use crate::plugins::Resource;
 use crate::store::Transition;
 
@@ -109,19 +110,58 @@ fn store_page(
     Ok(())
 }
 
-/// Executed orders whose change is seen in the synchronised resources become Verified.
+/// Executed orders whose change is seen in the synchronised resources become Verified. A
+/// read-only connection reads (and decodes) the next batch on a second thread while this one
+/// writes the batch before; an in-memory database reads and writes in turn.
 fn verify(host: &mut Host, resource_type: &str, report: &mut JobReport) -> Result<(), JobError> {
-    let mut after = 0;
-    loop {
-        let executed = host.store.executed_with_actual(resource_type, after, VERIFY_BATCH)?;
-        let Some((last, _)) = executed.last() else { return Ok(()) };
-        after = last.id;
-        let seen: Vec<Transition> = executed
-            .iter()
-            .filter(|(order, actual)| order.change.is_seen_in(actual.as_ref()))
-            .map(|(order, _)| Transition::new(order.id, Event::Seen, "seen in the managed system"))
-            .collect();
-        let results = host.store.apply(&seen, "job:synchronise")?;
-        report.counters.verified += results.iter().filter(|r| r.is_ok()).count() as u64;
-    }
+    let Some(reader) = host.store.reader()? else {
+        let mut after = 0;
+        loop {
+            let executed = host.store.executed_with_actual(resource_type, after, VERIFY_BATCH)?;
+            let Some((last, _)) = executed.last() else { return Ok(()) };
+            after = last.id;
+            verify_batch(host, &executed, report)?;
+        }
+    };
+    std::thread::scope(|scope| {
+        // One batch ahead: the reader never runs further than the batch being written.
+        let (batches, received) = std::sync::mpsc::sync_channel(0);
+        scope.spawn(move || {
+            let mut after = 0;
+            loop {
+                let executed = reader.executed_with_actual(resource_type, after, VERIFY_BATCH);
+                let more = match &executed {
+                    Ok(executed) => executed.last().map(|(last, _)| after = last.id).is_some(),
+                    Err(_) => false,
+                };
+                // The writer stopped (an error): nothing more to read.
+                if batches.send(executed).is_err() || !more {
+                    return;
+                }
+            }
+        });
+        for executed in received {
+            let executed = executed?;
+            if executed.is_empty() {
+                break;
+            }
+            verify_batch(host, &executed, report)?;
+        }
+        Ok(())
+    })
+}
+
+fn verify_batch(
+    host: &mut Host,
+    executed: &[(Order, Option<ResourceContent>)],
+    report: &mut JobReport,
+) -> Result<(), JobError> {
+    let seen: Vec<Transition> = executed
+        .iter()
+        .filter(|(order, actual)| order.change.is_seen_in(actual.as_ref()))
+        .map(|(order, _)| Transition::new(order.id, Event::Seen, "seen in the managed system"))
+        .collect();
+    let results = host.store.apply(&seen, "job:synchronise")?;
+    report.counters.verified += results.iter().filter(|r| r.is_ok()).count() as u64;
+    Ok(())
 }

@@ -125,6 +125,16 @@ impl Store {
         Ok(Store { conn, installation })
     }
 
+    /// A second, read-only connection to the same database file, for reading beside this
+    /// one's writes (WAL: the reader sees what was committed when each of its reads began).
+    /// None for an in-memory database, which has no file to share.
+    pub fn reader(&self) -> Result<Option<Store>> {
+        match self.conn.path().filter(|path| !path.is_empty()) {
+            Some(path) => Ok(Some(Store::open_read_only(Path::new(path))?)),
+            None => Ok(None),
+        }
+    }
+
     /// The random id of this database, prefix of every idempotency key it hands out.
     pub fn installation(&self) -> &str {
         &self.installation

@@ -133,3 +133,19 @@ fn order_ids_are_reserved_without_overlap() {
     let b = store.allocate_order_ids(1).unwrap();
     assert_eq!(b, a + 10);
 }
+
+#[test]
+fn a_reader_sees_committed_orders_and_cannot_write() {
+    assert!(Store::open_in_memory().unwrap().reader().unwrap().is_none(), "an in-memory database has no file to share");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("provision.db")).unwrap();
+    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", []).unwrap();
+    let reader = store.reader().unwrap().expect("a file database has a reader");
+    assert_eq!(reader.installation(), store.installation());
+    let count = |s: &Store| s.conn.query_row("SELECT COUNT(*) FROM entity_types", [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count(&reader), 1);
+    store.conn.execute("INSERT INTO entity_types VALUES ('Contractor', 'Contractor')", []).unwrap();
+    assert_eq!(count(&reader), 2, "each read sees what was committed before it");
+    let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", []);
+    assert!(write.unwrap_err().to_string().contains("readonly"));
+}
