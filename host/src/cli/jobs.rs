@@ -140,7 +140,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                     held.join(", "),
                 ]);
             }
-            println!("{t}");
+            println!("{}", t.trim_fmt());
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Resume { config, user, run } => {
@@ -195,7 +195,7 @@ fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {
     if simulation.resource_types.values().all(|tally| tally.changes.is_empty()) {
         println!("No order to write: the managed systems match the desired state (as last synchronised).");
     } else {
-        println!("{t}");
+        println!("{}", t.trim_fmt());
     }
     for (resource_type, tally) in &simulation.resource_types {
         let mut notes = Vec::new();

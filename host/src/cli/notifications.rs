@@ -74,7 +74,7 @@ pub fn run(command: NotificationsCommand) -> anyhow::Result<ExitCode> {
                     if deliveries.is_empty() { "(outbox only)".into() } else { deliveries.join("\n") },
                 ]);
             }
-            println!("{t}");
+            println!("{}", t.trim_fmt());
             Ok(ExitCode::SUCCESS)
         }
         NotificationsCommand::Deliver { config, json } => {

@@ -74,7 +74,7 @@ pub fn orders(orders: &[Order], as_json: bool) -> anyhow::Result<()> {
             o.message.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    println!("{}", t.trim_fmt());
     Ok(())
 }
 
@@ -91,7 +91,7 @@ pub fn history_lines(history: &[HistoryEntry]) -> String {
             h.reason.clone(),
         ]);
     }
-    t.to_string()
+    t.trim_fmt()
 }
 
 /// One order with its history.

@@ -157,7 +157,7 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
                         u.permissions.join("\n"),
                     ]);
                 }
-                println!("{t}");
+                println!("{}", t.trim_fmt());
             }
         }
         UsersCommand::Grant { config, login, profiles } => {
@@ -195,7 +195,7 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
                 for p in profiles {
                     t.add_row(vec![p.name, p.description, p.permissions.join("\n")]);
                 }
-                println!("{t}");
+                println!("{}", t.trim_fmt());
             }
         }
         ProfilesCommand::Allow { config, name, paths } => {

@@ -108,7 +108,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     status,
                 ]);
             }
-            println!("{t}");
+            println!("{}", t.trim_fmt());
         }
         PluginsCommand::Reload { config, name, url, token } => {
             let config = provision::config::Config::load(&config.config)?;

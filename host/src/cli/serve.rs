@@ -100,7 +100,7 @@ pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
                         token.expires_at.map(format_time).unwrap_or_else(|| "never".into()),
                     ]);
                 }
-                println!("{t}");
+                println!("{}", t.trim_fmt());
             }
         }
         TokensCommand::Revoke { config, id } => {

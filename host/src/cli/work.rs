@@ -124,7 +124,7 @@ fn print_items(items: &[WorkItem], why_header: &str, json: bool) -> anyhow::Resu
             item.suggestion.clone(),
         ]);
     }
-    println!("{t}");
+    println!("{}", t.trim_fmt());
     Ok(())
 }
 
