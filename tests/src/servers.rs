@@ -1,11 +1,14 @@
 //! Real servers the tests start on loopback: an SMTP server (aiosmtpd, from the virtual
 //! environment `tests/setup.sh` makes) writing what it receives to a maildir, and a webhook
-//! receiver recording every request.
+//! receiver recording every request, and a relay that makes a server go away mid-run.
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A free TCP port on loopback (bound, then released for the server to take).
@@ -285,5 +288,123 @@ impl WebhookReceiver {
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.server.received()
+    }
+}
+
+/// A TCP relay in front of a server, for "the server goes away in the middle of a run": it
+/// passes requests through until one contains `trigger`, drops that one unanswered and stops
+/// listening, so every later connection is refused as if the server had stopped, until
+/// [`Outage::restore`]. The server behind keeps its data, so what happened before is still there.
+pub struct Outage {
+    /// Its port on 127.0.0.1: point the client here.
+    pub port: u16,
+    upstream: u16,
+    tripped: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Outage {
+    /// Starts relaying to `upstream` on a free port.
+    pub fn start(upstream: u16, trigger: &str) -> Outage {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("local address").port();
+        let (tripped, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let trigger = Some(trigger.as_bytes().to_vec());
+        let thread = Some(relay(listener, upstream, trigger, tripped.clone(), stop.clone()));
+        Outage { port, upstream, tripped, stop, thread }
+    }
+
+    /// Whether the trigger came: the server has "stopped".
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::SeqCst)
+    }
+
+    /// The server is back: listens again on the same port and passes everything through.
+    pub fn restore(&mut self) {
+        assert!(self.tripped(), "restore needs the outage to have happened");
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // std sets SO_REUSEADDR on Unix, so the port just closed can be bound again.
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("listen again on the relay's port");
+        self.thread = Some(relay(listener, self.upstream, None, self.tripped.clone(), self.stop.clone()));
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes a waiting accept
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn relay(
+    listener: TcpListener,
+    upstream: u16,
+    trigger: Option<Vec<u8>>,
+    tripped: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut client) = client else { continue };
+            let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(request) = read_request(&mut client) else { continue };
+            if trigger.as_ref().is_some_and(|t| request.windows(t.len()).any(|w| w == t.as_slice())) {
+                tripped.store(true, Ordering::SeqCst);
+                return; // drops this connection unanswered, then the listener
+            }
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+            if server.write_all(&request).is_err() {
+                continue;
+            }
+            let (Ok(mut answer_to), Ok(mut answer_from)) = (client.try_clone(), server.try_clone()) else { continue };
+            let _ = client.set_read_timeout(None);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut answer_from, &mut answer_to);
+                let _ = answer_to.shutdown(Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client, &mut server);
+                let _ = server.shutdown(Shutdown::Write);
+            });
+        }
+    })
+}
+
+/// One whole HTTP/1 request: the head, then as many body bytes as its Content-Length says.
+fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut wanted = None;
+    loop {
+        if let Some(total) = wanted
+            && request.len() >= total
+        {
+            return Ok(request);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        request.extend_from_slice(&chunk[..n]);
+        if wanted.is_none()
+            && let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            wanted = Some(end + 4 + length);
+        }
     }
 }

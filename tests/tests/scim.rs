@@ -1,12 +1,13 @@
 //! The SCIM connector against a real SCIM 2.0 server (scim2-server, started by the test):
 //! users, attributes and group memberships land on the server; synchronisation verifies them;
 //! drift is repaired; a modify sends only what changed; a wrong token is a permanent error that
-//! never shows the token; a server that goes away is retried until it is back.
+//! never shows the token; a server that goes away, before a run or in the middle of one, is
+//! retried until it is back.
 
 use provision::host::Host;
 use provision::model::ProvisioningState;
 use provision::store::OrderFilter;
-use provision_tests::servers::{ScimServer, free_port};
+use provision_tests::servers::{Outage, ScimServer, free_port};
 use provision_tests::{Deployment, complete, state_path};
 use serde_json::{Value, json};
 
@@ -203,6 +204,57 @@ fn a_server_that_goes_away_is_retried_until_it_is_back() {
         assert_eq!(latest.last().unwrap().state, ProvisioningState::Verified, "{owner}");
     }
     assert_eq!(state_path(&host, bob.id), [1, 3, 1, 8, 4]);
+}
+
+#[test]
+fn a_server_that_stops_mid_run_fails_only_what_was_left_and_is_retried() {
+    // The server "stops" (stops listening) when Bob's request arrives, after Alice's went
+    // through in the same run; one order per batch, so each order is its own connector call.
+    let scim = ScimServer::start(free_port(), TOKEN);
+    let mut outage = Outage::start(scim.port, "bob");
+    let retry = "[connections.saas.retry]\nmax_attempts = 5\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false";
+    let deployment = deployment(outage.port, TOKEN, "");
+    let config =
+        std::fs::read_to_string(deployment.config_path()).unwrap().replace("batch_size = 100", "batch_size = 1");
+    let start = config.find("[connections.saas.retry]").unwrap();
+    let end = start + config[start..].find("[resource_types").unwrap();
+    deployment.set_config(&format!("{}{retry}\n\n{}", &config[..start], &config[end..]));
+    let mut host = open(&deployment);
+    let now = provision::model::now_ms();
+    host.clock = Some(now);
+
+    let report = complete(&mut host);
+    assert!(outage.tripped(), "the run never reached Bob");
+    let (alice, bob) = match orders(&host).as_slice() {
+        [alice, bob] => (alice.clone(), bob.clone()),
+        other => panic!("expected two orders: {other:?}"),
+    };
+    assert_eq!((alice.owner.as_str(), bob.owner.as_str()), ("alice", "bob"));
+    // Alice was carried out before the stop; the closing synchronise could not see her.
+    assert_eq!(alice.state, ProvisioningState::Executed);
+    assert_eq!(bob.state, ProvisioningState::Errored);
+    let message = bob.message.as_deref().unwrap();
+    assert!(message.starts_with("transient error (attempt 1 of 5"), "{message}");
+    assert!(report.problems.iter().any(|p| p.contains("synchronise SaaS_Account")), "{:?}", report.problems);
+    assert!(user(&scim, "alice").is_some() && user(&scim, "bob").is_none());
+
+    // Not due yet: nothing is sent while the server is still away.
+    host.clock = Some(now + 1_800_000);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.retried, 0);
+    assert_eq!(host.store.order(bob.id).unwrap().state, ProvisioningState::Errored);
+
+    // Back, and the retry time has come: Bob is sent once, Alice verified, nothing doubled.
+    outage.restore();
+    host.clock = Some(now + 2 * 3_600_000);
+    let report = complete(&mut host);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.counters.retried, 1);
+    assert_eq!(state_path(&host, alice.id), [1, 8, 4]);
+    assert_eq!(state_path(&host, bob.id), [1, 3, 1, 8, 4]);
+    let users = scim.get("/Users");
+    assert_eq!(users["totalResults"], 2, "{users}");
+    assert_eq!(members(&scim, "Users").len(), 2);
 }
 
 #[test]
