@@ -26,6 +26,19 @@ fn deployment(port: u16, token: &str, extra: &str) -> Deployment {
     deployment
 }
 
+/// The deployment with `batch_size` orders per connector call and a retry policy a test can
+/// step through with the clock: five attempts, one hour apart, no jitter.
+fn retrying_hourly(deployment: Deployment, batch_size: usize) -> Deployment {
+    let retry = "[connections.saas.retry]\nmax_attempts = 5\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false";
+    let config = std::fs::read_to_string(deployment.config_path())
+        .unwrap()
+        .replace("batch_size = 100", &format!("batch_size = {batch_size}"));
+    let start = config.find("[connections.saas.retry]").unwrap();
+    let end = start + config[start..].find("[resource_types").unwrap();
+    deployment.set_config(&format!("{}{retry}\n\n{}", &config[..start], &config[end..]));
+    deployment
+}
+
 fn open(deployment: &Deployment) -> Host {
     let mut host = deployment.host();
     deployment.import(&mut host, "data.toml", false);
@@ -166,12 +179,7 @@ fn a_wrong_token_is_a_permanent_error_that_never_shows_the_token() {
 fn a_server_that_goes_away_is_retried_until_it_is_back() {
     let port = free_port();
     let scim = ScimServer::start(port, TOKEN);
-    let retry = "[connections.saas.retry]\nmax_attempts = 5\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false";
-    let deployment = deployment(port, TOKEN, "");
-    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
-    let start = config.find("[connections.saas.retry]").unwrap();
-    let end = start + config[start..].find("[resource_types").unwrap();
-    deployment.set_config(&format!("{}{retry}\n\n{}", &config[..start], &config[end..]));
+    let deployment = retrying_hourly(deployment(port, TOKEN, ""), 100);
     let mut host = open(&deployment);
     let now = provision::model::now_ms();
     host.clock = Some(now);
@@ -212,13 +220,7 @@ fn a_server_that_stops_mid_run_fails_only_what_was_left_and_is_retried() {
     // through in the same run; one order per batch, so each order is its own connector call.
     let scim = ScimServer::start(free_port(), TOKEN);
     let mut outage = Outage::start(scim.port, "bob");
-    let retry = "[connections.saas.retry]\nmax_attempts = 5\nbackoff = \"fixed\"\ndelay = \"1h\"\njitter = false";
-    let deployment = deployment(outage.port, TOKEN, "");
-    let config =
-        std::fs::read_to_string(deployment.config_path()).unwrap().replace("batch_size = 100", "batch_size = 1");
-    let start = config.find("[connections.saas.retry]").unwrap();
-    let end = start + config[start..].find("[resource_types").unwrap();
-    deployment.set_config(&format!("{}{retry}\n\n{}", &config[..start], &config[end..]));
+    let deployment = retrying_hourly(deployment(outage.port, TOKEN, ""), 1);
     let mut host = open(&deployment);
     let now = provision::model::now_ms();
     host.clock = Some(now);
