@@ -1,6 +1,7 @@
 //! Real servers the tests start on loopback: an SMTP server (aiosmtpd, from the virtual
 //! environment `tests/setup.sh` makes) writing what it receives to a maildir, and a webhook
-//! receiver recording every request, and a relay that makes a server go away mid-run.
+//! receiver recording every request, and a relay that records what goes over the wire and can
+//! make a server go away mid-run.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -291,28 +292,59 @@ impl WebhookReceiver {
     }
 }
 
-/// A TCP relay in front of a server, for "the server goes away in the middle of a run": it
-/// passes requests through until one contains `trigger`, drops that one unanswered and stops
-/// listening, so every later connection is refused as if the server had stopped, until
-/// [`Outage::restore`]. The server behind keeps its data, so what happened before is still there.
-pub struct Outage {
+/// A TCP relay in front of a server: it records every request that passes (what went over the
+/// wire, not what the client meant to send) and can make the server go away mid-run: given a
+/// `trigger`, it drops the first request containing it unanswered and stops listening, so later
+/// connections are refused as if the server had stopped, until [`Relay::restore`]. The server
+/// behind keeps its data, so what happened before the outage is still there.
+pub struct Relay {
     /// Its port on 127.0.0.1: point the client here.
     pub port: u16,
     upstream: u16,
+    requests: Arc<Mutex<Vec<RelayedRequest>>>,
     tripped: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Outage {
-    /// Starts relaying to `upstream` on a free port.
-    pub fn start(upstream: u16, trigger: &str) -> Outage {
+/// A request that went through a [`Relay`].
+#[derive(Debug, Clone)]
+pub struct RelayedRequest {
+    /// `METHOD /path?query`.
+    pub line: String,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl Relay {
+    /// Relays to `upstream` on a free port.
+    pub fn start(upstream: u16) -> Relay {
+        Relay::open(upstream, None)
+    }
+
+    /// Relays to `upstream` until a request containing `trigger` arrives.
+    pub fn with_outage(upstream: u16, trigger: &str) -> Relay {
+        Relay::open(upstream, Some(trigger.as_bytes().to_vec()))
+    }
+
+    fn open(upstream: u16, trigger: Option<Vec<u8>>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("local address").port();
-        let (tripped, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let trigger = Some(trigger.as_bytes().to_vec());
-        let thread = Some(relay(listener, upstream, trigger, tripped.clone(), stop.clone()));
-        Outage { port, upstream, tripped, stop, thread }
+        let mut relay = Relay {
+            port,
+            upstream,
+            requests: Arc::default(),
+            tripped: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+        };
+        relay.thread = Some(relay.serve(listener, trigger));
+        relay
+    }
+
+    /// Every request that reached the server so far.
+    pub fn requests(&self) -> Vec<RelayedRequest> {
+        self.requests.lock().expect("lock").clone()
     }
 
     /// Whether the trigger came: the server has "stopped".
@@ -328,11 +360,52 @@ impl Outage {
         }
         // std sets SO_REUSEADDR on Unix, so the port just closed can be bound again.
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("listen again on the relay's port");
-        self.thread = Some(relay(listener, self.upstream, None, self.tripped.clone(), self.stop.clone()));
+        self.thread = Some(self.serve(listener, None));
+    }
+
+    fn serve(&self, listener: TcpListener, trigger: Option<Vec<u8>>) -> JoinHandle<()> {
+        let (upstream, requests, tripped, stop) =
+            (self.upstream, self.requests.clone(), self.tripped.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut client) = client else { continue };
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok((request, head)) = read_request(&mut client) else { continue };
+                if trigger.as_ref().is_some_and(|t| request.windows(t.len()).any(|w| w == t.as_slice())) {
+                    tripped.store(true, Ordering::SeqCst);
+                    return; // drops this connection unanswered, then the listener
+                }
+                let text = String::from_utf8_lossy(&request);
+                let line = text.lines().next().unwrap_or_default().trim_end_matches(" HTTP/1.1").to_string();
+                let body = text[head..].to_string();
+                requests.lock().expect("lock").push(RelayedRequest { line, body });
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                if server.write_all(&request).is_err() {
+                    continue;
+                }
+                let (Ok(mut answer_to), Ok(mut answer_from)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let _ = client.set_read_timeout(None);
+                // One request per connection is what wasi-http's client sends; anything more on
+                // the same connection still goes through, unrecorded.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut answer_from, &mut answer_to);
+                    let _ = answer_to.shutdown(Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client, &mut server);
+                    let _ = server.shutdown(Shutdown::Write);
+                });
+            }
+        })
     }
 }
 
-impl Drop for Outage {
+impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes a waiting accept
@@ -342,53 +415,17 @@ impl Drop for Outage {
     }
 }
 
-fn relay(
-    listener: TcpListener,
-    upstream: u16,
-    trigger: Option<Vec<u8>>,
-    tripped: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(mut client) = client else { continue };
-            let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
-            let Ok(request) = read_request(&mut client) else { continue };
-            if trigger.as_ref().is_some_and(|t| request.windows(t.len()).any(|w| w == t.as_slice())) {
-                tripped.store(true, Ordering::SeqCst);
-                return; // drops this connection unanswered, then the listener
-            }
-            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-            if server.write_all(&request).is_err() {
-                continue;
-            }
-            let (Ok(mut answer_to), Ok(mut answer_from)) = (client.try_clone(), server.try_clone()) else { continue };
-            let _ = client.set_read_timeout(None);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut answer_from, &mut answer_to);
-                let _ = answer_to.shutdown(Shutdown::Both);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut client, &mut server);
-                let _ = server.shutdown(Shutdown::Write);
-            });
-        }
-    })
-}
-
-/// One whole HTTP/1 request: the head, then as many body bytes as its Content-Length says.
-fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+/// One whole HTTP/1 request (the head, then as many body bytes as its Content-Length says), and
+/// where its body starts.
+fn read_request(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, usize)> {
     let mut request = Vec::new();
     let mut chunk = [0u8; 8192];
     let mut wanted = None;
     loop {
-        if let Some(total) = wanted
+        if let Some((body, total)) = wanted
             && request.len() >= total
         {
-            return Ok(request);
+            return Ok((request, body));
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
@@ -404,7 +441,7 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
                 .find_map(|line| line.strip_prefix("content-length:"))
                 .and_then(|value| value.trim().parse::<usize>().ok())
                 .unwrap_or(0);
-            wanted = Some(end + 4 + length);
+            wanted = Some((end + 4, end + 4 + length));
         }
     }
 }

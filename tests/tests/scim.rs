@@ -7,9 +7,10 @@
 use provision::host::Host;
 use provision::model::ProvisioningState;
 use provision::store::OrderFilter;
-use provision_tests::servers::{Outage, ScimServer, free_port};
+use provision_tests::servers::{HttpServer, Relay, Reply, ScimServer, free_port};
 use provision_tests::{Deployment, complete, state_path};
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 
 const TOKEN: &str = "scim-t0ken-7f3a9c";
 
@@ -63,7 +64,11 @@ fn orders(host: &Host) -> Vec<provision::model::Order> {
 #[test]
 fn users_attributes_and_groups_reach_the_server_and_are_verified() {
     let scim = ScimServer::start(free_port(), TOKEN);
-    let deployment = deployment(scim.port, TOKEN, "");
+    let relay = Relay::start(scim.port);
+    let deployment = deployment(relay.port, TOKEN, "");
+    // One user per page, so synchronisation has to follow the pages.
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment.set_config(&config.replace("bulk = \"auto\"", "bulk = \"auto\"\npage-size = 1"));
     let mut host = open(&deployment);
     provision_tests::logs();
     let report = complete(&mut host);
@@ -87,7 +92,14 @@ fn users_attributes_and_groups_reach_the_server_and_are_verified() {
     assert_eq!(members(&scim, "Finance"), [alice_id]);
     assert_eq!(orders(&host)[0].resource_id.as_deref(), Some(alice_id), "the server's id is kept");
     assert!(!log.contains(TOKEN), "the token appeared in the logs");
-    assert!(log.contains("POST /Bulk") || log.contains("POST /Users"), "the plugin's debug log: {log}");
+    // On the wire: both users in one bulk request (the server advertises bulk), and the read
+    // paged through both users.
+    let sent: Vec<String> = relay.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(sent.iter().filter(|l| *l == "POST /Bulk").count(), 1, "{sent:#?}");
+    assert!(!sent.iter().any(|l| l == "POST /Users"), "{sent:#?}");
+    for page in ["GET /Users?startIndex=1&count=1", "GET /Users?startIndex=2&count=1"] {
+        assert!(sent.iter().any(|l| l == page), "no `{page}` in {sent:#?}");
+    }
 
     // Nothing to do the second time.
     let again = complete(&mut host);
@@ -97,7 +109,8 @@ fn users_attributes_and_groups_reach_the_server_and_are_verified() {
 #[test]
 fn drift_is_repaired_and_a_modify_sends_only_what_changed() {
     let scim = ScimServer::start(free_port(), TOKEN);
-    let deployment = deployment(scim.port, TOKEN, "");
+    let relay = Relay::start(scim.port);
+    let deployment = deployment(relay.port, TOKEN, "");
     let mut host = open(&deployment);
     complete(&mut host);
 
@@ -125,18 +138,31 @@ fn drift_is_repaired_and_a_modify_sends_only_what_changed() {
         .replace("title = \"Sales\"", "title = \"Sales lead\"");
     deployment.write("data2.toml", data);
     deployment.import(&mut host, "data2.toml", false);
-    provision_tests::logs();
+    let before = relay.requests().len();
     let report = complete(&mut host);
-    let log = provision_tests::logs();
     assert_eq!(report.counters.verified, 1, "{report:?}");
     let bob = user(&scim, "bob").unwrap();
     assert_eq!((bob["title"].as_str(), bob["nickName"].as_str()), (Some("Sales lead"), Some("Bobby")));
-    let sent: Vec<&str> = log.lines().filter(|l| l.contains(&format!("PATCH /Users/{bob_id}"))).collect();
-    assert_eq!(sent.len(), 1, "{log}");
-    assert!(sent[0].contains(r#""path":"title""#) && sent[0].contains("Sales lead"), "{}", sent[0]);
-    for other in ["userName", "displayName", "emails", "nickName"] {
-        assert!(!sent[0].contains(other), "the PATCH sent {other}: {}", sent[0]);
-    }
+    let patches: Vec<String> = relay.requests()[before..]
+        .iter()
+        .filter(|r| r.line == format!("PATCH /Users/{bob_id}"))
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(patches.len(), 1, "{:#?}", relay.requests());
+    let patch: Value = serde_json::from_str(&patches[0]).unwrap();
+    assert_eq!(patch["Operations"], json!([{"op": "replace", "path": "title", "value": "Sales lead"}]), "{patch}");
+
+    // Alice leaves the Finance group: only her membership is removed, the group stays.
+    let alice_id = user(&scim, "alice").unwrap()["id"].as_str().unwrap().to_string();
+    let data = std::fs::read_to_string(deployment.path("data2.toml"))
+        .unwrap()
+        .replace("entitlements = [\"Users\", \"Finance\"]", "entitlements = [\"Users\"]");
+    deployment.write("data3.toml", data);
+    deployment.import(&mut host, "data3.toml", false);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.verified, 1, "{report:?}");
+    assert!(!members(&scim, "Finance").contains(&alice_id), "{:?}", members(&scim, "Finance"));
+    assert!(members(&scim, "Users").contains(&alice_id));
 }
 
 #[test]
@@ -219,7 +245,7 @@ fn a_server_that_stops_mid_run_fails_only_what_was_left_and_is_retried() {
     // The server "stops" (stops listening) when Bob's request arrives, after Alice's went
     // through in the same run; one order per batch, so each order is its own connector call.
     let scim = ScimServer::start(free_port(), TOKEN);
-    let mut outage = Outage::start(scim.port, "bob");
+    let mut outage = Relay::with_outage(scim.port, "bob");
     let deployment = retrying_hourly(deployment(outage.port, TOKEN, ""), 1);
     let mut host = open(&deployment);
     let now = provision::model::now_ms();
@@ -257,6 +283,59 @@ fn a_server_that_stops_mid_run_fails_only_what_was_left_and_is_retried() {
     let users = scim.get("/Users");
     assert_eq!(users["totalResults"], 2, "{users}");
     assert_eq!(members(&scim, "Users").len(), 2);
+}
+
+#[test]
+fn the_status_decides_transient_or_permanent_and_retry_after_is_honoured() {
+    // A service provider answering every request with the status the test sets.
+    let answer = Arc::new(Mutex::new(Reply::status(200)));
+    let server = {
+        let answer = answer.clone();
+        HttpServer::start(move |_| {
+            let a = answer.lock().unwrap();
+            Reply { status: a.status, headers: a.headers.clone(), body: a.body.clone() }
+        })
+    };
+    let set = |status: u16, headers: &[(&str, &str)], body: Value| {
+        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        *answer.lock().unwrap() = Reply { status, headers, body: body.to_string().into_bytes() };
+    };
+    let deployment = retrying_hourly(deployment(server.port, TOKEN, ""), 1);
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment.set_config(&config.replace("bulk = \"auto\"", "bulk = \"never\""));
+    let mut host = open(&deployment);
+    let now = provision::model::now_ms();
+    let error = |detail: &str, status: &str| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "detail": detail, "status": status});
+
+    // 429 with Retry-After: transient, not before the server's two hours (the policy says one).
+    set(429, &[("Retry-After", "7200")], error("slow down", "429"));
+    host.clock = Some(now);
+    complete(&mut host);
+    for order in orders(&host) {
+        assert_eq!(order.state, ProvisioningState::Errored);
+        assert!(order.message.as_deref().unwrap().starts_with("transient error (attempt 1 of 5"), "{order:?}");
+        assert!(order.message.as_deref().unwrap().contains("429 slow down"), "{order:?}");
+        assert_eq!(order.next_attempt_at, Some(now + 7_200_000), "{order:?}");
+    }
+
+    // 503 without Retry-After: transient, on the policy's schedule.
+    set(503, &[], Value::Null);
+    host.clock = Some(now + 7_200_000);
+    assert_eq!(complete(&mut host).counters.retried, 2);
+    for order in orders(&host) {
+        assert!(order.message.as_deref().unwrap().starts_with("transient error (attempt 2 of 5"), "{order:?}");
+        assert_eq!(order.next_attempt_at, Some(now + 7_200_000 + 3_600_000), "{order:?}");
+    }
+
+    // 400: permanent, with the server's SCIM detail; it waits for an operator.
+    set(400, &[], error("userName is malformed", "400"));
+    host.clock = Some(now + 7_200_000 + 3_600_000);
+    assert_eq!(complete(&mut host).counters.retried, 2);
+    for order in orders(&host) {
+        let message = order.message.as_deref().unwrap();
+        assert!(message.starts_with("permanent error:") && message.contains("userName is malformed"), "{message}");
+        assert_eq!(order.next_attempt_at, None);
+    }
 }
 
 #[test]

@@ -72,6 +72,16 @@ fn limit_error(error: Box<dyn std::error::Error + Send + Sync>, over: Error) -> 
 }
 
 impl WasiHttpHooks for Outbound {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        // wasi-http already refuses the headers a guest may not set; a `Host` can only come from
+        // a guest trying to set one (responses carry none), so that attempt is logged like any
+        // other refused request.
+        if name == http::header::HOST {
+            tracing::warn!(target: "plugin", plugin = %self.plugin, "refused an outbound request: the plugin tried to set a Host header");
+        }
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
