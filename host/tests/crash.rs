@@ -147,16 +147,19 @@ fn a_killed_run_loses_and_doubles_nothing() {
         *writes.entry(line["order"].as_u64().unwrap()).or_default() += 1;
     }
     let duplicates = writes.values().filter(|n| **n > 1).count();
-    let lost = orders.len().saturating_sub(writes.len());
+    // Lost: an order of ours with no line; stray: a line for no order of ours.
+    let ids: std::collections::HashSet<u64> = orders.iter().map(|o| o["id"].as_u64().unwrap()).collect();
+    let lost = ids.iter().filter(|id| !writes.contains_key(id)).count();
+    let stray = writes.keys().filter(|id| !ids.contains(id)).count();
     eprintln!(
         "kill -9: {ORDERS} orders; killed after {killed_after:?} with {done_at_kill} done ({at_kill:?}) and {lines_at_kill} \
          journal lines; \
          rerun {rerun:?} ({interrupted} attempts found interrupted, {} resumed, {} found carried out); \
-         {} writes found for {} orders, {duplicates} duplicated, {lost} lost",
+         {} writes found for {} orders, {duplicates} duplicated, {lost} lost, {stray} stray",
         report["counters"]["resumed"],
         report["counters"]["recovered"],
         journal.lines().count(),
         writes.len()
     );
-    assert_eq!((writes.len(), duplicates, journal.lines().count()), (ORDERS, 0, ORDERS));
+    assert_eq!((writes.len(), duplicates, lost, stray, journal.lines().count()), (ORDERS, 0, 0, 0, ORDERS));
 }

@@ -56,7 +56,10 @@ impl RetryPolicy {
             return None;
         }
         let step = attempts.saturating_sub(1) as usize;
-        match self.backoff {
+        // Jitter adds up to one more delay on top; `max_delay` stays the most an order waits
+        // (a fixed delay set above it is taken as meant).
+        let most = self.max_delay.max(self.delay);
+        let delay = match self.backoff {
             Backoff::Fixed => {
                 let builder = ConstantBuilder::default().with_delay(self.delay).without_max_times();
                 let builder = if self.jitter { builder.with_jitter() } else { builder };
@@ -70,7 +73,8 @@ impl RetryPolicy {
                 let builder = if self.jitter { builder.with_jitter() } else { builder };
                 builder.build().nth(step)
             }
-        }
+        };
+        delay.map(|d| d.min(most))
     }
 }
 
@@ -221,5 +225,11 @@ mod tests {
         let jittered = RetryPolicy { jitter: true, ..exp };
         let d = jittered.delay_after(2).unwrap();
         assert!(d >= Duration::from_secs(60) && d < Duration::from_secs(120), "{d:?}");
+        // At the cap, jitter never takes an order past max_delay.
+        for attempts in 3..10 {
+            assert_eq!(jittered.delay_after(attempts), Some(Duration::from_secs(100)), "attempt {attempts}");
+        }
+        let long_fixed = RetryPolicy { backoff: Backoff::Fixed, delay: Duration::from_secs(7200), ..fixed };
+        assert_eq!(long_fixed.delay_after(1), Some(Duration::from_secs(7200)));
     }
 }
