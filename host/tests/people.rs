@@ -159,6 +159,75 @@ fn review_single_and_bulk_with_every_refusal() {
     let journal = std::fs::read_to_string(demo.dir.path().join("demo/managed/Finance_Group_Membership.jsonl")).unwrap();
     assert_eq!(journal.lines().count(), 2, "{journal}");
     assert!(!journal.contains("carol"));
+    // Each decision is in history with its reviewer.
+    for (order, actor) in [(&a, "user:rita"), (&b, "user:sam"), (&c, "user:rita")] {
+        let history = demo.json(&["orders", "show", order])["history"].clone();
+        let decided = history.as_array().unwrap().iter().find(|h| h["from"]["number"] == 5).unwrap().clone();
+        assert_eq!(decided["actor"], actor, "order {order}: {history}");
+    }
+
+    // Once Carol's desired state changes, the declined order's successor is up for review.
+    demo.import(
+        "carol.toml",
+        "[[assignments]]\nidentity = \"carol\"\nresource_type = \"Finance_Group_Membership\"\n\
+         attributes = { group = \"Finance-Readers\" }\nentitlements = [\"Finance-Readers\"]\n",
+    );
+    let report = demo.json(&["job", "run"]);
+    assert_eq!(report["counters"]["orders_created"], 1, "{report}");
+    let successor = demo.order_of("carol", "Finance_Group_Membership");
+    assert_ne!(successor.to_string(), c);
+    assert_eq!(demo.state(successor).0, 5);
+}
+
+#[test]
+fn users_and_profiles_are_managed_from_the_cli_unless_the_config_sets_them() {
+    let demo = Demo::new();
+    let path = "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User";
+    demo.ok(&["profiles", "add", "Auditors", "--description", "second pair of eyes"]);
+    demo.ok(&["profiles", "allow", "Auditors", path]);
+    demo.ok(&["users", "add", "vic", "--name", "Vic", "--email", "vic@example.com", "--profile", "Auditors"]);
+    demo.ok(&["review", "list", "--user", "vic", "--entity-type", "Directory_User"]);
+    let users = demo.json(&["users", "list"]);
+    let vic = users.as_array().unwrap().iter().find(|u| u["login"] == "vic").unwrap().clone();
+    assert_eq!(
+        (vic["profiles"].clone(), vic["permissions"].clone()),
+        (serde_json::json!(["Auditors"]), serde_json::json!([path]))
+    );
+    let profiles = demo.json(&["profiles", "list"]);
+    assert!(
+        profiles
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Auditors" && p["permissions"] == serde_json::json!([path])),
+        "{profiles}"
+    );
+
+    // Taking the profile away, or the path from the profile, takes the permission away.
+    demo.ok(&["users", "revoke", "vic", "Auditors"]);
+    demo.refused(
+        &["review", "list", "--user", "vic", "--entity-type", "Directory_User"],
+        "ReviewProvisioning/Directory_User",
+    );
+    demo.ok(&["users", "grant", "vic", "Auditors"]);
+    demo.ok(&["review", "list", "--user", "vic", "--entity-type", "Directory_User"]);
+    demo.ok(&["profiles", "disallow", "Auditors", path]);
+    demo.refused(
+        &["review", "list", "--user", "vic", "--entity-type", "Directory_User"],
+        "ReviewProvisioning/Directory_User",
+    );
+    demo.ok(&["profiles", "remove", "Auditors"]);
+    demo.ok(&["users", "remove", "vic"]);
+    demo.refused(&["review", "list", "--user", "vic", "--entity-type", "Directory_User"], "there is no user `vic`");
+
+    // What the config sets is changed in the config: the CLI refuses, and nothing changes.
+    let before = demo.json(&["users", "list"]);
+    demo.refused(&["users", "revoke", "rita", "Reviewers"], "[users.rita]");
+    demo.refused(&["users", "remove", "rita"], "[users.rita]");
+    demo.refused(&["profiles", "disallow", "Reviewers", path], "[profiles.Reviewers]");
+    demo.refused(&["profiles", "remove", "Reviewers"], "[profiles.Reviewers]");
+    assert_eq!(demo.json(&["users", "list"]), before);
+    demo.ok(&["review", "list", "--user", "rita"]);
 }
 
 #[test]

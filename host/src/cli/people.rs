@@ -7,7 +7,26 @@ use clap::Subcommand;
 use comfy_table::Table;
 
 use super::{ConfigArg, JsonArg, open, print_json, table};
+use provision::host::Host;
 use provision::store::UserSpec;
+
+/// Users and profiles the config lists are set from it every time the host opens: a change made
+/// here would quietly come undone at the next command, so it is refused, naming where to make it.
+fn not_from_config(host: &Host, table: &str, name: &str) -> anyhow::Result<()> {
+    let listed = match table {
+        "users" => host.config.users.contains_key(name),
+        _ => host.config.profiles.contains_key(name),
+    };
+    if listed {
+        return Err(provision::operators::ActionError::Refused(vec![format!(
+            "`{name}` is set by the config ({}, [{table}.{name}]), which is applied every time the host opens: \
+             change it there",
+            host.config.source.file().display()
+        )])
+        .into());
+    }
+    Ok(())
+}
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -134,6 +153,7 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             }
             let identity = identity(id)?;
             let mut host = open(&config)?;
+            not_from_config(&host, "users", &login)?;
             host.store.upsert_user(&UserSpec { login: login.clone(), display_name: name, email, identity })?;
             if !profile.is_empty() {
                 host.store.grant_profiles(&login, &profile)?;
@@ -162,16 +182,21 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
         }
         UsersCommand::Grant { config, login, profiles } => {
             let mut host = open(&config)?;
+            not_from_config(&host, "users", &login)?;
             host.store.user(&login)?;
             host.store.grant_profiles(&login, &profiles)?;
             println!("User `{login}` holds {}.", profiles.join(", "));
         }
         UsersCommand::Revoke { config, login, profiles } => {
-            let removed = open(&config)?.store.revoke_profiles(&login, &profiles)?;
+            let mut host = open(&config)?;
+            not_from_config(&host, "users", &login)?;
+            let removed = host.store.revoke_profiles(&login, &profiles)?;
             println!("Took {removed} profile(s) from `{login}`.");
         }
         UsersCommand::Remove { config, login } => {
-            if !open(&config)?.store.remove_user(&login)? {
+            let mut host = open(&config)?;
+            not_from_config(&host, "users", &login)?;
+            if !host.store.remove_user(&login)? {
                 anyhow::bail!("there is no user `{login}`");
             }
             println!("User `{login}` removed.");
@@ -183,7 +208,9 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
 pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
     match command {
         ProfilesCommand::Add { config, name, description } => {
-            open(&config)?.store.upsert_profile(&name, description.as_deref())?;
+            let mut host = open(&config)?;
+            not_from_config(&host, "profiles", &name)?;
+            host.store.upsert_profile(&name, description.as_deref())?;
             println!("Profile `{name}` saved.");
         }
         ProfilesCommand::List { config, json } => {
@@ -202,15 +229,21 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
             for path in &paths {
                 provision::permissions::check_path(path).map_err(anyhow::Error::msg)?;
             }
-            open(&config)?.store.allow(&name, &paths)?;
+            let mut host = open(&config)?;
+            not_from_config(&host, "profiles", &name)?;
+            host.store.allow(&name, &paths)?;
             println!("Profile `{name}` allows {}.", paths.join(", "));
         }
         ProfilesCommand::Disallow { config, name, paths } => {
-            let removed = open(&config)?.store.disallow(&name, &paths)?;
+            let mut host = open(&config)?;
+            not_from_config(&host, "profiles", &name)?;
+            let removed = host.store.disallow(&name, &paths)?;
             println!("Removed {removed} path(s) from `{name}`.");
         }
         ProfilesCommand::Remove { config, name } => {
-            if !open(&config)?.store.remove_profile(&name)? {
+            let mut host = open(&config)?;
+            not_from_config(&host, "profiles", &name)?;
+            if !host.store.remove_profile(&name)? {
                 anyhow::bail!("there is no profile `{name}`");
             }
             println!("Profile `{name}` removed.");
