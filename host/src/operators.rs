@@ -83,9 +83,15 @@ pub fn user(store: &Store, login: &str) -> Result<User, ActionError> {
 /// Whether `user` is the owner of `order`: their linked identity, or, for a user with no
 /// linked identity, an owner whose key is their login.
 pub fn owns(user: &User, order: &Order) -> bool {
+    is_owner(user, &order.entity_type, &order.owner)
+}
+
+/// Whether `user` is the identity `owner` of `entity_type` (the login stands for the key when
+/// no identity is linked).
+pub fn is_owner(user: &User, entity_type: &str, owner: &str) -> bool {
     match &user.identity {
-        Some((entity_type, key)) => *entity_type == order.entity_type && *key == order.owner,
-        None => user.login == order.owner,
+        Some((et, key)) => et == entity_type && key == owner,
+        None => user.login == owner,
     }
 }
 

@@ -262,6 +262,9 @@ fn manual_provisioning_single_and_bulk_with_every_refusal() {
     demo.ok(&["profiles", "add", "Desk"]);
     demo.ok(&["profiles", "allow", "Desk", "/Custom/ProvisioningPolicy/PerformManualProvisioning/Directory_User"]);
     demo.ok(&["users", "add", "moe", "--profile", "Desk", "--email", "moe@example.com"]);
+    demo.ok(&["profiles", "add", "Operators"]);
+    demo.ok(&["profiles", "allow", "Operators", "/Custom/ProvisioningPolicy/Operate"]);
+    demo.ok(&["users", "add", "olga", "--profile", "Operators"]);
     demo.refused(
         &["manual", "list", "--user", "rita", "--entity-type", "Directory_User"],
         "may not provision manually",
@@ -303,8 +306,13 @@ fn manual_provisioning_single_and_bulk_with_every_refusal() {
     let kinds: Vec<&str> = outbox.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"orders-errored") && kinds.contains(&"manual-orders-transmitted"), "{kinds:?}");
     for n in outbox.as_array().unwrap() {
-        let logins: Vec<&str> =
+        let mut logins: Vec<&str> =
             n["recipients"].as_array().unwrap().iter().map(|r| r["login"].as_str().unwrap()).collect();
         assert!(!logins.contains(&"root"), "{n}");
+        // Errors go to the operators (exact Operate path) and the help desk.
+        if n["kind"] == "orders-errored" {
+            logins.sort();
+            assert_eq!(logins, ["hank", "moe", "olga"], "{n}");
+        }
     }
 }

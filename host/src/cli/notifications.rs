@@ -47,6 +47,14 @@ pub fn run(command: NotificationsCommand) -> anyhow::Result<ExitCode> {
             if json.json {
                 return print_json(&list).map(|()| ExitCode::SUCCESS);
             }
+            // Queued with their state change but not yet routed: not in the outbox, not lost.
+            let unrouted = host.store.unrouted_count()?;
+            if unrouted > 0 {
+                println!(
+                    "{unrouted} order change(s) wait to be routed into the outbox (the next job run or \
+                     `provision notifications deliver` routes them; a failing router is named in its report)."
+                );
+            }
             if list.is_empty() {
                 println!("The outbox is empty.");
                 return Ok(ExitCode::SUCCESS);

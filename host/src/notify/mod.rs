@@ -65,6 +65,15 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
         return Ok(());
     }
     let directory = Arc::new(host.store.directory()?);
+    let people = host.store.users()?;
+    // Nobody reviews their own orders, so nobody is asked to: a reviewer who owns every order
+    // of an approval event is left out of it.
+    let only_own = |login: &str, queued: &[Queued]| {
+        people
+            .iter()
+            .find(|u| u.login == login)
+            .is_some_and(|user| queued.iter().all(|q| crate::operators::is_owner(user, &q.entity_type, &q.owner)))
+    };
     for (entity_type, kinds) in by_entity_type {
         let ids = |kinds: &BTreeMap<NotificationKind, Vec<Queued>>| -> Vec<i64> {
             kinds.values().flatten().map(|q| q.id).collect()
@@ -115,6 +124,9 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
                         let recipients: Vec<Recipient> = message
                             .recipients
                             .iter()
+                            .filter(|login| {
+                                !(*kind == NotificationKind::OrdersAwaitingApproval && only_own(login, queued))
+                            })
                             .filter_map(|login| directory.users.iter().find(|u| &u.login == login))
                             .map(|u| Recipient {
                                 login: u.login.clone(),

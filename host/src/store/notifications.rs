@@ -105,6 +105,13 @@ pub struct Delivery {
 }
 
 impl Store {
+    /// How many queued intents wait to be routed into the outbox.
+    pub fn unrouted_count(&self) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached("SELECT COUNT(*) FROM notification_queue WHERE routed_at IS NULL")?;
+        let count: i64 = stmt.query_row([], |row| row.get(0))?;
+        Ok(count.unsigned_abs())
+    }
+
     /// Queued intents not routed yet, oldest first.
     pub fn unrouted_notifications(&self, limit: usize) -> Result<Vec<Queued>> {
         let mut stmt = self.conn.prepare_cached(

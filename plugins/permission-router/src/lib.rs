@@ -8,10 +8,12 @@
 //! |-----------------------------|------------------------------------------------------------------|
 //! | manual orders transmitted   | `/Custom/ProvisioningPolicy/PerformManualProvisioning/{EntityType}` |
 //! | orders awaiting approval    | `/Custom/ProvisioningPolicy/ReviewProvisioning/{EntityType}`     |
-//! | orders errored              | config `errored-permission` (default: the manual one)            |
+//! | orders errored              | `/Custom/ProvisioningPolicy/Operate` (the operators, who retry)  |
+//! |                             | or the manual path above (who handle manual orders' errors)      |
 //!
-//! Config: `errored-permission` (a path in which `{entity-type}` is replaced),
-//! `max-listed` (how many orders a message lists before "and N more"; default 20).
+//! Config: `errored-permission` (comma-separated paths in which `{entity-type}` is replaced;
+//! holders of any of them are told), `max-listed` (how many orders a message lists before
+//! "and N more"; default 20).
 
 wit_bindgen::generate!({ path: "../../wit", world: "notification-router" });
 
@@ -22,6 +24,8 @@ use provision::plugin::types::ChangeKind;
 
 const MANUAL: &str = "/Custom/ProvisioningPolicy/PerformManualProvisioning/{entity-type}";
 const REVIEW: &str = "/Custom/ProvisioningPolicy/ReviewProvisioning/{entity-type}";
+const ERRORED: &str =
+    "/Custom/ProvisioningPolicy/Operate, /Custom/ProvisioningPolicy/PerformManualProvisioning/{entity-type}";
 
 struct PermissionRouter;
 
@@ -34,19 +38,25 @@ fn change(kind: ChangeKind) -> &'static str {
 }
 
 fn route_one(event: &Event, max_listed: usize) -> Result<Vec<Message>, String> {
-    let (template, what) = match event.kind {
+    let (templates, what) = match event.kind {
         EventKind::ManualOrdersTransmitted => (MANUAL.to_string(), "to provision manually"),
         EventKind::OrdersAwaitingApproval => (REVIEW.to_string(), "awaiting your review"),
         EventKind::OrdersErrored => {
-            (config::get("errored-permission").unwrap_or_else(|| MANUAL.to_string()), "in error")
+            (config::get("errored-permission").unwrap_or_else(|| ERRORED.to_string()), "in error")
         }
     };
     if event.entity_type.is_empty() || event.entity_type.contains('/') {
         return Err(format!("event has an invalid entity type `{}`", event.entity_type));
     }
-    let path = template.replace("{entity-type}", &event.entity_type);
-    let recipients: Vec<String> =
-        directory::users_with_permission(&path, PathMatch::Exact).into_iter().map(|user| user.login).collect();
+    let mut recipients: Vec<String> = Vec::new();
+    for template in templates.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let path = template.replace("{entity-type}", &event.entity_type);
+        for user in directory::users_with_permission(&path, PathMatch::Exact) {
+            if !recipients.contains(&user.login) {
+                recipients.push(user.login);
+            }
+        }
+    }
     if recipients.is_empty() || event.orders.is_empty() {
         return Ok(Vec::new());
     }
