@@ -108,6 +108,22 @@ fn a_simulation_predicts_and_a_held_run_waits_for_an_operator() {
     let out = demo.run(&["job", "run", "--only", "fulfil"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(demo.json(&["orders", "list", "--state", "pending"]).as_array().unwrap().is_empty());
+
+    // Two more newcomers are held again; this time the operator cancels: their orders close.
+    demo.import(&NEWCOMERS.replace("dan", "fay").replace("eve", "gus"));
+    let out = demo.run(&["job", "run"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let run_id = demo.json(&["job", "list"])[0]["id"].as_i64().unwrap().to_string();
+    let out = demo.run(&["job", "cancel", &run_id, "--user", "root"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 held orders closed"), "{}", text(&out.stdout));
+    for owner in ["fay", "gus"] {
+        let orders = demo.json(&["orders", "list", "--owner", owner]);
+        assert_eq!(orders[0]["state"]["number"], 0, "{orders}");
+        assert!(orders[0]["closed"].is_string(), "{orders}");
+    }
+    let out = demo.run(&["job", "resume", &run_id, "--user", "root"]);
+    assert!(!out.status.success(), "a cancelled run cannot be resumed: {}", text(&out.stdout));
 }
 
 #[test]
