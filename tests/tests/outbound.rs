@@ -1,7 +1,7 @@
 //! Outbound HTTP from plugins: only granted origins are reached. A probe component asks for
 //! URLs; the host refuses other hosts, ports, schemes, ungranted IP literals, redirects to
-//! ungranted servers and forged Host headers, bounds response sizes and time, and logs each
-//! refusal.
+//! ungranted servers and forged Host headers, bounds request and response sizes and time, and
+//! logs each refusal.
 
 use std::time::Duration;
 
@@ -12,10 +12,13 @@ use provision_tests::guests;
 use provision_tests::servers::{HttpServer, Reply};
 
 fn order(id: i64, url: &str, host: Option<&str>) -> Order {
+    order_with(id, url, host.map(|h| ("host", h)).as_slice())
+}
+
+/// An order for the probe: its `url` and further attributes (`host`, `post-bytes`).
+fn order_with(id: i64, url: &str, extra: &[(&str, &str)]) -> Order {
     let mut attributes = vec![("url".to_string(), url.to_string())];
-    if let Some(host) = host {
-        attributes.push(("host".to_string(), host.to_string()));
-    }
+    attributes.extend(extra.iter().map(|(name, value)| (name.to_string(), value.to_string())));
     let content = ResourceContent { attributes: attributes.into_iter().collect(), entitlements: Default::default() };
     Order {
         id,
@@ -71,6 +74,18 @@ fn only_granted_origins_are_reached() {
         HttpLimits { timeout: Duration::from_millis(500), max_request: 1024, max_response: 100 * 1024 };
     let runtime = Runtime::new(Some(std::path::Path::new(provision_tests::CACHE_DIR))).unwrap();
     let probe = runtime.load(&config).unwrap();
+
+    // Request bodies are bounded: 512 bytes go out, 4 KiB (over the 1 KiB limit) do not. (This
+    // comes first: `/slow` below keeps the one-thread test server busy for seconds.)
+    let posts = [
+        order_with(20, &format!("http://localhost:{port}/posted"), &[("post-bytes", "512")]),
+        order_with(21, &format!("http://localhost:{port}/posted"), &[("post-bytes", "4096")]),
+    ];
+    let outcomes = probe.fulfil(&posts).unwrap();
+    assert_eq!(message(&outcomes[0]), "executed: 200 5 bytes");
+    assert_eq!(message(&outcomes[1]), "failed: ErrorCode::HttpRequestBodySize(Some(1024))");
+    let posted: Vec<usize> = granted.received().iter().filter(|r| r.url == "/posted").map(|r| r.body.len()).collect();
+    assert_eq!(posted, [512], "only the small body reached the server");
 
     let cases = [
         (format!("http://localhost:{port}/ok"), None, "executed: 200 5 bytes"),

@@ -1,5 +1,6 @@
 //! A connector that probes the network: for each order, a GET of its `url` attribute (with a
-//! `host` attribute as Host header, if any), following up to 3 redirects. The outcome says
+//! `host` attribute as Host header, if any; a POST of `post-bytes` bytes instead when that
+//! attribute is given), following up to 3 redirects. The outcome says
 //! what happened: executed with `STATUS BYTES` or a permanent error naming the error code.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connector" });
@@ -17,11 +18,16 @@ fn attribute<'a>(order: &'a Order, name: &str) -> Option<&'a str> {
 async fn probe(order: &Order) -> Result<String, String> {
     let mut url = attribute(order, "url").ok_or("no url attribute")?.to_string();
     for _ in 0..=3 {
-        let mut request = Request::get(&url);
+        let post = attribute(order, "post-bytes").map(|n| n.parse::<usize>().map_err(|e| format!("post-bytes: {e}")));
+        let mut request = if post.is_some() { Request::post(&url) } else { Request::get(&url) };
         if let Some(host) = attribute(order, "host") {
             request = request.header("Host", host);
         }
-        let request = request.body(Body::empty()).map_err(|e| format!("request: {e}"))?;
+        let body = match post {
+            Some(n) => Body::from(vec![b'x'; n?]),
+            None => Body::empty(),
+        };
+        let request = request.body(body).map_err(|e| format!("request: {e}"))?;
         let response = Client::new().send(request).await.map_err(|e| match e.downcast_ref::<ErrorCode>() {
             Some(code) => format!("{code:?}"),
             None => format!("{e:#}"),
