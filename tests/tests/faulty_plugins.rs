@@ -132,6 +132,15 @@ fn a_looping_plugin_is_stopped_by_its_time_limit() {
 }
 
 #[test]
+fn a_sleeping_plugin_is_stopped_by_its_time_limit() {
+    // The epoch deadline only interrupts guest code that runs; a guest blocked in a sleep was
+    // waited on without end. Two orders: the batch and its two halves wait out 300 ms each.
+    let started = std::time::Instant::now();
+    run_faulty("sleep", &["exceeded its time limit of 300ms"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+#[test]
 fn a_plugin_that_eats_memory_is_stopped_by_its_memory_limit() {
     run_faulty("alloc", &["exceeded its memory limit of 16.0 MiB"]);
 }

@@ -13,6 +13,11 @@ const HOUR: i64 = 3_600_000;
 
 /// One entity type, one resource type fulfilled by the faulty connector in `mode`.
 fn faulty(mode: &str, extra_connector: &str, people: &[&str]) -> Deployment {
+    faulty_with(&format!("mode = \"{mode}\"\npoison = \"ann\""), "2s", extra_connector, people)
+}
+
+/// [`faulty`] with the connector's `config` lines and time limit given.
+fn faulty_with(config: &str, timeout: &str, extra_connector: &str, people: &[&str]) -> Deployment {
     let deployment = Deployment::new(&format!(
         r#"
 [entity_types.Directory_User]
@@ -20,11 +25,10 @@ notifications = false
 
 [plugins.desk]
 file = "faulty-connector.wasm"
-timeout = "2s"
+timeout = "{timeout}"
 disable_after = 2
 [plugins.desk.config]
-mode = "{mode}"
-poison = "ann"
+{config}
 retry-after = "7200"
 
 [connections.desk]
@@ -138,6 +142,55 @@ fn a_poisoned_order_fails_alone_and_the_others_go_through() {
     let health = &host.health["desk"];
     assert_eq!(health.consecutive_failures, 0, "isolating one order is not a failing plugin");
     assert!(health.disabled_at.is_none());
+}
+
+#[test]
+fn poisoned_orders_in_both_halves_fail_alone_run_after_run_without_disabling_the_plugin() {
+    let people = ["abe", "ann", "bea", "cal", "dot", "eve", "fay", "gus"];
+    let config = "mode = \"poison\"\npoison = \"ann,fay\"";
+    let deployment = faulty_with(config, "2s", "batch_size = 100", &people);
+    let mut host = open(&deployment);
+    for run in 0..3 {
+        let report = complete(&mut host);
+        if run == 0 {
+            assert_eq!(report.counters.executed, 6, "{:?}", report.problems);
+        }
+        for order in all(&host) {
+            if ["ann", "fay"].contains(&order.owner.as_str()) {
+                assert_eq!(order.state, ProvisioningState::Errored, "run {run}");
+                let message = order.message.unwrap();
+                assert!(message.contains(&format!("cannot handle the order of {}", order.owner)), "{message}");
+            } else {
+                assert_eq!(state_path(&host, order.id), [1, 8], "{} in run {run}", order.owner);
+            }
+        }
+        let health = &host.health["desk"];
+        assert_eq!(health.consecutive_failures, 0, "isolated orders are not the plugin's failures (run {run})");
+        assert!(health.disabled_at.is_none(), "disabled for two poisoned orders (run {run})");
+    }
+}
+
+/// The worst case of a time limit with isolation: one order of a batch of 100 makes the
+/// connector sleep. Only the calls holding that order wait out the limit (the batch, then one
+/// half at each of at most 7 levels: 8 time limits); the other 99 are carried out in the run.
+#[test]
+fn one_sleeping_order_in_a_batch_of_100_costs_at_most_8_time_limits() {
+    let people: Vec<String> = (0..100).map(|i| format!("p{i:03}")).collect();
+    let people: Vec<&str> = people.iter().map(String::as_str).collect();
+    let config = "mode = \"poison\"\npoison = \"p037\"\npoison-mode = \"sleep\"";
+    let deployment = faulty_with(config, "300ms", "batch_size = 100", &people);
+    let mut host = open(&deployment);
+    let started = std::time::Instant::now();
+    let report = complete(&mut host);
+    let elapsed = started.elapsed();
+    assert_eq!(report.counters.executed, 99, "{:?}", report.problems);
+    let sleeper = all(&host).into_iter().find(|o| o.owner == "p037").unwrap();
+    assert_eq!(sleeper.state, ProvisioningState::Errored);
+    assert!(sleeper.message.unwrap().contains("exceeded its time limit of 300ms"));
+    // 8 limits of 300 ms and their margins, plus the fast calls and the job's own work.
+    let bound = std::time::Duration::from_millis(8 * 350) + std::time::Duration::from_secs(5);
+    assert!(elapsed < bound, "the run took {elapsed:?}; the time limits alone should be at most 2.8 s");
+    assert!(host.health["desk"].disabled_at.is_none());
 }
 
 #[test]

@@ -148,6 +148,48 @@ fn a_plugin_without_grants_reaches_nothing() {
     assert!(server.received().is_empty());
 }
 
+/// A granted server that accepts connections and then never answers (`headers`: sends a
+/// response's headers and never its body): the guest waits in wasi:http, not in its code, and
+/// the plugin's time limit must still end the call, whatever the HTTP timeout says.
+#[test]
+fn a_plugin_waiting_on_a_server_that_never_answers_ends_at_its_time_limit() {
+    use std::io::{Read, Write};
+    for (path, answer) in
+        [("/silent", &b""[..]), ("/stalled", &b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nxy"[..])]
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(answer);
+                let _ = accepted.send(());
+                held.push(stream);
+            }
+        });
+        let mut config = PluginConfig::new("probe", PluginSource::File(write(guests::HTTP_PROBE)));
+        config.http = vec![HttpGrant { scheme: "http".into(), host: "localhost".into(), port }];
+        config.http_limits =
+            HttpLimits { timeout: Duration::from_secs(120), max_request: 1024, max_response: 100 * 1024 };
+        config.timeout = Duration::from_millis(500);
+        let runtime = Runtime::new(Some(std::path::Path::new(provision_tests::CACHE_DIR))).unwrap();
+        let probe = runtime.load(&config).unwrap();
+        let started = std::time::Instant::now();
+        let result = probe.fulfil(&[order(1, &format!("http://localhost:{port}{path}"), None)]);
+        let elapsed = started.elapsed();
+        assert!(seen.try_recv().is_ok(), "{path}: the request never reached the server");
+        match result {
+            Err(provision::plugins::CallError::TimeLimit { limit, .. }) => assert_eq!(limit, config.timeout),
+            other => panic!("{path}: expected the time limit, got {other:?}"),
+        }
+        // The limit plus its margin, and room for a loaded machine; the HTTP timeout is 120 s.
+        assert!(elapsed < Duration::from_millis(500) + Duration::from_secs(2), "{path}: the call took {elapsed:?}");
+    }
+}
+
 fn write(bytes: &[u8]) -> std::path::PathBuf {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();

@@ -1,25 +1,37 @@
-//! Batch calls that survive a poisoned item: when a plugin fails a batch (a trap, a limit, a bad
-//! answer), the batch is split in halves, level by level, until the items it fails on are
-//! alone; the others get their results. A plugin that fails every part it is given is not
-//! poisoned by an item but broken: after the first split fails too, the batch is given up
-//! (its items wait) instead of costing a call per item.
+//! Batch calls that survive poisoned items: when a plugin fails a batch (a trap, a limit, a bad
+//! answer), every failing part is split in halves until the items it fails on are alone, so
+//! `k` poisoned items in `n` cost about `2·k·log2(n)` calls and every other item gets its answer
+//! in the same run.
+//!
+//! A failure counts against the plugin (towards `disable_after`) only when no call of the batch
+//! succeeded: then the host cannot tell a broken plugin from a batch of nothing but poisoned
+//! items, and the items wait. Items isolated as poisoned while others succeed are theirs alone.
+//!
+//! Waits are bounded too: each call ends at the plugin's time limit, and the isolation of one
+//! batch stops starting calls once it has spent [`budget`] (`2·(1 + ⌈log2 n⌉)` time limits);
+//! what it has not answered by then waits for the next run. One order that sleeps in a batch of
+//! 100 costs 8 time limits (the batch, then one half at each of 7 levels).
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use crate::host::Host;
 use crate::plugins::{CallError, Plugin};
 
 /// The fate of one item of a batch.
 #[derive(Debug)]
-pub(super) enum Item<R> {
+pub(crate) enum Item<R> {
     /// The plugin answered for it.
     Done(R),
     /// The plugin fails on this item alone (while it succeeded on others).
     Failed(CallError),
-    /// Not answered: the plugin is disabled, or failed on the whole batch. The item waits.
+    /// Not answered: the plugin is disabled, failed every call, or the batch's time budget ran
+    /// out before this item was isolated. The item waits.
     Skipped(String),
 }
 
 /// Calls `call` on `items` through plugin `name`, isolating the items it fails on. The
-/// plugin's health records one call per batch: a success if it answered for any item.
+/// plugin's health records one call per batch: a failure only if no call succeeded.
 pub(super) fn isolate<T, R>(
     host: &mut Host,
     name: &str,
@@ -49,11 +61,14 @@ pub(super) fn skipped<T, R>(items: &[T], why: &str) -> Vec<Item<R>> {
 }
 
 /// A batch's answers, and how the plugin's health should record it.
-pub(super) struct Isolated<R> {
+#[derive(Debug)]
+pub(crate) struct Isolated<R> {
     /// One per item, in order.
     pub items: Vec<Item<R>>,
     /// None when the plugin answered for any item; else its last error.
     pub failure: Option<String>,
+    /// Calls made.
+    pub calls: usize,
 }
 
 /// Records a batch in the plugin's health (a failure if it answered for no item).
@@ -63,6 +78,13 @@ pub(super) fn record<R>(host: &mut Host, name: &str, batch: &Isolated<R>) {
     }
 }
 
+/// The most time the isolation of a batch of `n` may spend when each call may take `limit`:
+/// enough for the calls that fail on the way to two poisoned items (`1 + ⌈log2 n⌉` each).
+pub(crate) fn budget(limit: Duration, n: usize) -> Duration {
+    let levels = usize::BITS - n.saturating_sub(1).leading_zeros();
+    limit.saturating_mul(2 * (1 + levels))
+}
+
 /// The calls of [`isolate`] without the host, so that they can run on another thread while
 /// the host writes (see fulfil).
 pub(super) fn isolate_calls<T, R>(
@@ -70,25 +92,51 @@ pub(super) fn isolate_calls<T, R>(
     items: &[T],
     call: impl Fn(&Plugin, &[T]) -> Result<Vec<R>, CallError>,
 ) -> Isolated<R> {
-    let name = plugin.name.as_str();
+    let batch = bisect(items, budget(plugin.timeout(), items.len()), |part| call(plugin, part));
+    if batch.calls > 1 {
+        let failed = batch.items.iter().filter(|i| matches!(i, Item::Failed(_))).count();
+        tracing::info!(plugin = %plugin.name, items = items.len(), failed, calls = batch.calls, "isolated the orders a batch failed on");
+    }
+    batch
+}
+
+/// Bisects failing parts of `items` level by level until each failing item is alone, or
+/// `budget` is spent.
+pub(crate) fn bisect<T, R>(
+    items: &[T],
+    budget: Duration,
+    call: impl Fn(&[T]) -> Result<Vec<R>, CallError>,
+) -> Isolated<R> {
+    let started = Instant::now();
     let mut results: Vec<Option<Item<R>>> = items.iter().map(|_| None).collect();
-    let mut failing: Vec<(std::ops::Range<usize>, CallError)> = Vec::new();
-    let mut level: Vec<std::ops::Range<usize>> = std::iter::once(0..items.len()).collect();
+    let mut alone: Vec<(usize, CallError)> = Vec::new();
+    let mut level: Vec<Range<usize>> = Vec::new();
+    if !items.is_empty() {
+        level.push(0..items.len());
+    }
     let mut calls = 0usize;
     let mut any_success = false;
-    let mut last_error = None;
+    let mut last_error: Option<CallError> = None;
+    let mut out_of_time: Vec<Range<usize>> = Vec::new();
     while !level.is_empty() {
         let mut next = Vec::new();
         for range in level {
+            if calls > 0 && started.elapsed() >= budget {
+                out_of_time.push(range);
+                continue;
+            }
             calls += 1;
-            match call(plugin, &items[range.clone()]) {
+            match call(&items[range.clone()]) {
                 Ok(answers) => {
                     any_success = true;
                     for (slot, answer) in range.zip(answers) {
                         results[slot] = Some(Item::Done(answer));
                     }
                 }
-                Err(error) if range.len() == 1 => failing.push((range, error)),
+                Err(error) if range.len() == 1 => {
+                    last_error = Some(error.clone());
+                    alone.push((range.start, error));
+                }
                 Err(error) => {
                     let middle = range.start + range.len() / 2;
                     next.push(range.start..middle);
@@ -97,29 +145,98 @@ pub(super) fn isolate_calls<T, R>(
                 }
             }
         }
-        // Nothing answered after the batch and its halves: the plugin is failing, not an item.
-        if !any_success && calls >= 3 {
-            for range in next.drain(..) {
-                failing.push((range, last_error.clone().unwrap_or_else(|| unreachable_error(name))));
-            }
-        }
         level = next;
     }
-    let last = failing.last().map(|(_, e)| e.to_string());
-    for (range, error) in failing {
-        for slot in range {
-            results[slot] = Some(if any_success || items.len() == 1 {
-                Item::Failed(error.clone())
-            } else {
-                Item::Skipped(format!("the plugin failed on the whole batch: {error}"))
-            });
+    let failure = (!any_success).then(|| last_error.as_ref().map(ToString::to_string)).flatten();
+    for (slot, error) in alone {
+        results[slot] = Some(if any_success {
+            Item::Failed(error)
+        } else {
+            Item::Skipped(format!("the plugin failed on the whole batch: {error}"))
+        });
+    }
+    if !out_of_time.is_empty() {
+        let why = format!(
+            "not isolated: the batch's calls took {:.1?} of a budget of {budget:?}{}; it waits for the next run",
+            started.elapsed(),
+            last_error.as_ref().map(|e| format!(" (last failure: {e})")).unwrap_or_default()
+        );
+        tracing::warn!("{why}");
+        for slot in out_of_time.into_iter().flatten() {
+            results[slot] = Some(Item::Skipped(why.clone()));
         }
     }
-    let failure = if any_success { None } else { last };
     let items = results.into_iter().map(|r| r.unwrap_or_else(|| Item::Skipped("not answered".into()))).collect();
-    Isolated { items, failure }
+    Isolated { items, failure, calls }
 }
 
-fn unreachable_error(name: &str) -> CallError {
-    CallError::Invalid { plugin: name.to_string(), message: "failed without an error".into() }
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn poisoned(bad: &BTreeSet<usize>) -> impl Fn(&[usize]) -> Result<Vec<usize>, CallError> + '_ {
+        move |part: &[usize]| match part.iter().find(|i| bad.contains(i)) {
+            Some(i) => Err(CallError::Trap { plugin: "p".into(), message: format!("poisoned by {i}") }),
+            None => Ok(part.iter().map(|i| i * 10).collect()),
+        }
+    }
+
+    proptest! {
+        /// Exactly the poisoned items fail, each with its own message; every other one is
+        /// answered; k poisoned items in n cost at most 1 + 2·k·⌈log2 n⌉ calls; the plugin is
+        /// blamed only when no call succeeded.
+        #[test]
+        fn every_poisoned_item_is_found(n in 1usize..300, picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..12), all in any::<bool>()) {
+            let bad: BTreeSet<usize> = if all { (0..n).collect() } else { picks.iter().map(|p| p.index(n)).collect() };
+            let items: Vec<usize> = (0..n).collect();
+            let batch = bisect(&items, Duration::from_secs(3600), poisoned(&bad));
+            let everything = bad.len() == n;
+            for (i, item) in batch.items.iter().enumerate() {
+                match item {
+                    Item::Done(answer) => prop_assert!(!bad.contains(&i) && *answer == i * 10, "item {i}"),
+                    Item::Failed(error) => {
+                        prop_assert!(bad.contains(&i) && !everything, "item {i} failed: {error}");
+                        prop_assert_eq!(error.to_string(), format!("plugin `p` trapped: poisoned by {i}"));
+                    }
+                    Item::Skipped(why) => {
+                        prop_assert!(everything, "item {i} skipped: {why}");
+                        prop_assert!(why.contains(&format!("poisoned by {i}")), "{}", why);
+                    }
+                }
+            }
+            prop_assert_eq!(batch.failure.is_some(), everything);
+            let levels = (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+            if !everything {
+                prop_assert!(batch.calls <= 1 + 2 * bad.len() * levels, "{} calls for {} in {n}", batch.calls, bad.len());
+            }
+        }
+    }
+
+    #[test]
+    fn the_budget_bounds_a_batch_that_only_waits() {
+        // Each failing call "takes" 10 ms; with a budget of 50 ms the isolation stops starting
+        // calls after about five of them and the items wait.
+        let items: Vec<usize> = (0..64).collect();
+        let batch = bisect(&items, Duration::from_millis(50), |_part: &[usize]| -> Result<Vec<usize>, CallError> {
+            std::thread::sleep(Duration::from_millis(10));
+            Err(CallError::TimeLimit { plugin: "p".into(), limit: Duration::from_millis(10) })
+        });
+        assert!((5..=7).contains(&batch.calls), "{} calls", batch.calls);
+        assert!(batch.failure.is_some());
+        assert!(batch.items.iter().all(|i| matches!(i, Item::Skipped(why) if why.contains("budget"))));
+    }
+
+    #[test]
+    fn budget_is_two_time_limits_per_level() {
+        let second = Duration::from_secs(1);
+        assert_eq!(budget(second, 1), 2 * second);
+        assert_eq!(budget(second, 2), 4 * second);
+        assert_eq!(budget(second, 100), 16 * second);
+        assert_eq!(budget(second, 500), 20 * second);
+        assert_eq!(budget(second, 0), 2 * second);
+    }
 }

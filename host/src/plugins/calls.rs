@@ -264,7 +264,7 @@ impl Plugin {
     /// to describe itself.
     pub(super) fn describe(&self) -> Result<Option<Description>, CallError> {
         let exports = &self.exports;
-        let description = self.call(None, |store, instance| {
+        let description = self.call(None, async |store, instance| {
             if let Some(export) = &exports.fulfil {
                 typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", export))?;
             }
@@ -287,7 +287,7 @@ impl Plugin {
             }
             let Some(export) = &exports.describe else { return Ok(None) };
             let describe = typed::<(), (describe::Description,)>(store, instance, ("describe", export))?;
-            Ok(Some(describe.call(&mut *store, ())?.0))
+            Ok(Some(describe.call_async(&mut *store, ()).await?.0))
         })?;
         let Some(d) = description else { return Ok(None) };
         let short = |text: &str| !text.is_empty() && text.len() <= MAX_ID;
@@ -309,9 +309,9 @@ impl Plugin {
     pub fn fulfil(&self, orders: &[Order]) -> Result<Vec<Outcome>, CallError> {
         let export = self.exports.fulfil.ok_or_else(|| self.wrong_world("connector"))?;
         let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
-        let output = self.call(None, |store, instance| {
+        let output = self.call(None, async |store, instance| {
             let fulfil = typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", &export))?;
-            Ok(fulfil.call(&mut *store, (&input,))?.0)
+            Ok(fulfil.call_async(&mut *store, (&input,)).await?.0)
         })?;
         self.check_count("outcomes", output.len(), orders.len())?;
         Ok(output
@@ -342,13 +342,13 @@ impl Plugin {
     /// one is the connector's own report that it could not read.
     pub fn read(&self, resource_type: &str, cursor: Option<&str>) -> Result<Result<Page, ReadError>, CallError> {
         let export = self.exports.read.ok_or_else(|| self.wrong_world("synchronising connector"))?;
-        let output = self.call(None, |store, instance| {
+        let output = self.call(None, async |store, instance| {
             let read = typed::<(&str, Option<&str>), (Result<read::Page, fulfil::Failure>,)>(
                 store,
                 instance,
                 ("read", &export),
             )?;
-            Ok(read.call(&mut *store, (resource_type, cursor))?.0)
+            Ok(read.call_async(&mut *store, (resource_type, cursor)).await?.0)
         })?;
         let page = match output {
             Ok(page) => page,
@@ -395,10 +395,10 @@ impl Plugin {
     pub fn evaluate(&self, orders: &[Order]) -> Result<Vec<Decision>, CallError> {
         let export = self.exports.evaluate.ok_or_else(|| self.wrong_world("review rule"))?;
         let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
-        let output = self.call(None, |store, instance| {
+        let output = self.call(None, async |store, instance| {
             let evaluate =
                 typed::<(&[WitOrder<'_>],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", &export))?;
-            Ok(evaluate.call(&mut *store, (&input,))?.0)
+            Ok(evaluate.call_async(&mut *store, (&input,)).await?.0)
         })?;
         self.check_count("decisions", output.len(), orders.len())?;
         Ok(output
@@ -442,13 +442,13 @@ impl Plugin {
             })
             .collect();
         let known = directory.clone();
-        let output = self.call(Some(directory), |store, instance| {
+        let output = self.call(Some(directory), async |store, instance| {
             let route = typed::<(&[route::Event],), (Vec<Result<Vec<route::Message>, String>>,)>(
                 store,
                 instance,
                 ("route", &export),
             )?;
-            Ok(route.call(&mut *store, (&input,))?.0)
+            Ok(route.call_async(&mut *store, (&input,)).await?.0)
         })?;
         self.check_count("results", output.len(), events.len())?;
         output

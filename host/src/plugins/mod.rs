@@ -48,6 +48,9 @@ use guest::{GuestState, MemoryLimiter, OutputTail};
 pub const WIT_VERSION: &str = versions::CURRENT;
 /// How often the epoch ticker advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How far past its time limit a call may end: an epoch tick for guest code that runs, plus
+/// the scheduling of the timer that ends a wait. Documented in docs/plugins.md.
+pub const TIME_MARGIN: Duration = Duration::from_millis(50);
 
 /// A world (role) a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -224,9 +227,12 @@ impl Runtime {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // WASI and HTTP are linked async so that every wait a guest makes (a sleep, a poll, an
+        // HTTP response, a blocked stream) is a future the call's deadline can drop: the epoch
+        // deadline only interrupts guest code that runs.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // Every plugin may import wasi:http; what it may reach is its grants (none by default).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         versions::add_imports(&mut linker)?;
 
         let cache =
@@ -439,6 +445,11 @@ impl Plugin {
         }
     }
 
+    /// Its time limit per call.
+    pub fn timeout(&self) -> Duration {
+        self.shared.timeout
+    }
+
     /// Whether it implements `world`.
     pub fn implements(&self, world: World) -> bool {
         self.worlds().contains(&world)
@@ -450,10 +461,15 @@ impl Plugin {
     }
 
     /// Runs `f` on a fresh instance in a fresh store, under the plugin's limits.
+    ///
+    /// The time limit bounds the whole call, instantiation and every wait included: guest code
+    /// that runs is stopped by the epoch deadline (a trap at the next tick), a guest that waits
+    /// (a sleep, a poll, an HTTP request, a host import) by dropping the call's future when the
+    /// limit is reached. Either way the call ends within [`TIME_MARGIN`] of its limit.
     fn call<R>(
         &self,
         directory: Option<Arc<Directory>>,
-        f: impl FnOnce(&mut Store<GuestState>, &Instance) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&mut Store<GuestState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let plugin = self.name.clone();
         let stderr = OutputTail::default();
@@ -498,7 +514,21 @@ impl Plugin {
         store.epoch_deadline_trap();
 
         let started = Instant::now();
-        let result = self.instance_pre.instantiate(&mut store).and_then(|instance| f(&mut store, &instance));
+        let limit = self.shared.timeout;
+        let result = {
+            let store = &mut store;
+            let instance_pre = &self.instance_pre;
+            let call = async move {
+                let instance = instance_pre.instantiate_async(&mut *store).await?;
+                f(store, &instance).await
+            };
+            // The store is fresh per call: a call dropped mid-wait leaves nothing to clean up.
+            wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(limit, call).await })
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(_elapsed) => Err(wasmtime::Error::from(Trap::Interrupt)),
+        };
         let stats = &self.shared.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         stats.call_nanos.fetch_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);

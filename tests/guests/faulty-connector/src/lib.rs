@@ -1,8 +1,9 @@
-//! A connector that misbehaves as its `mode` config says: `panic`, `loop`, `alloc`,
+//! A connector that misbehaves as its `mode` config says: `panic`, `loop`, `alloc`, `sleep`,
 //! `garbage` (one outcome too many), `escape` (try to read files it was not granted and report
 //! what happened as each order's permanent error), `transient` / `permanent` (fail every order
-//! so; `retry-after` seconds for transient), or `poison` (trap on any batch holding an order of
-//! an owner listed in `poison`, carry out the others).
+//! so; `retry-after` seconds for transient), or `poison` (misbehave as `poison-mode` says,
+//! `panic` by default, on any batch holding an order of an owner listed in `poison`, carry out
+//! the others).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "connector" });
 
@@ -30,6 +31,7 @@ impl Guest for FaultyConnector {
             Some("panic") => panic!("connector exploded on order {}", orders.first().map_or(0, |o| o.id)),
             Some("loop") => misbehave::spin(),
             Some("alloc") => misbehave::hoard(),
+            Some("sleep") => misbehave::sleep(),
             Some("garbage") => (0..=orders.len()).map(|_| Outcome::Executed(None)).collect(),
             Some(kind @ ("transient" | "permanent")) => {
                 let retry_after_seconds = config::get("retry-after").and_then(|s| s.parse().ok());
@@ -45,7 +47,10 @@ impl Guest for FaultyConnector {
             Some("poison") => {
                 let poison = config::get("poison").unwrap_or_default();
                 if let Some(bad) = orders.iter().find(|o| poison.split(',').any(|p| p == o.owner)) {
-                    panic!("cannot handle the order of {}", bad.owner);
+                    let mode = config::get("poison-mode");
+                    return misbehave::poisoned(mode.as_deref(), || {
+                        format!("cannot handle the order of {}", bad.owner)
+                    });
                 }
                 orders.iter().map(|o| Outcome::Executed(Some(o.owner.clone()))).collect()
             }

@@ -1,7 +1,8 @@
 //! A review rule that misbehaves as its `mode` config says: `panic`, `loop`, `alloc` (grow
-//! memory without bound), `garbage` (no decisions at all), `poison` (trap on any batch holding
-//! an order of an owner listed in `poison`, release the others), or `review` (behave: every
-//! order needs a review).
+//! memory without bound), `sleep` (wait forever), `garbage` (no decisions at all), `poison`
+//! (misbehave as `poison-mode` says, `panic` by default, on any batch holding an order of an
+//! owner listed in `poison`, release the others), or `review` (behave: every order needs a
+//! review).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "review-rule" });
 
@@ -17,11 +18,15 @@ impl Guest for FaultyRule {
             Some("panic") => panic!("rule exploded on order {}", orders.first().map_or(0, |o| o.id)),
             Some("loop") => misbehave::spin(),
             Some("alloc") => misbehave::hoard(),
+            Some("sleep") => misbehave::sleep(),
             Some("garbage") => Vec::new(),
             Some("poison") => {
                 let poison = config::get("poison").unwrap_or_default();
                 if let Some(bad) = orders.iter().find(|o| poison.split(',').any(|p| p == o.owner)) {
-                    panic!("cannot decide on the order of {}", bad.owner);
+                    let mode = config::get("poison-mode");
+                    return misbehave::poisoned(mode.as_deref(), || {
+                        format!("cannot decide on the order of {}", bad.owner)
+                    });
                 }
                 orders.iter().map(|_| Decision::NoReview).collect()
             }

@@ -15,3 +15,23 @@ pub fn hoard() -> ! {
         hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
     }
 }
+
+/// Waits forever without running: a plugin blocked on a clock, as one waiting on a server that
+/// never answers is. Only a deadline that covers waits stops it.
+pub fn sleep() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// Misbehaves as a `poison-mode` says, on a batch holding a poisoned order: `loop`, `alloc`,
+/// `sleep`, `garbage` (an answer with no results) or, by default, a panic with `message`.
+pub fn poisoned<T>(mode: Option<&str>, message: impl FnOnce() -> String) -> Vec<T> {
+    match mode {
+        Some("loop") => spin(),
+        Some("alloc") => hoard(),
+        Some("sleep") => sleep(),
+        Some("garbage") => Vec::new(),
+        _ => panic!("{}", message()),
+    }
+}
