@@ -15,13 +15,13 @@ fn main() -> ExitCode {
     }
     let args = cli::Cli::parse();
     if let Err(error) = cli::init_logging(&args.log_level) {
-        eprintln!("error: --log-level: {error}");
+        eprintln!("error: --log-level: {}", cli::message(&format!("{error:#}")));
         return ExitCode::from(cli::EXIT_USAGE);
     }
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", cli::message(&format!("{error:#}")));
             ExitCode::from(cli::exit_code(&error))
         }
     }

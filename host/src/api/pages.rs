@@ -61,6 +61,18 @@ fn nav(app: &AppState, caller: &Caller) -> Nav {
     }
 }
 
+/// The pages' escaper (`host/askama.toml`): askama's HTML escaping, after
+/// `text::escape_for_markup`. HTML escaping leaves bidi overrides and other invisible
+/// characters alone, and they would make a page's text read otherwise than it is.
+#[derive(Clone, Copy)]
+pub struct Visible;
+
+impl askama::filters::Escaper for Visible {
+    fn write_escaped_str<W: std::fmt::Write>(&self, dest: W, string: &str) -> std::fmt::Result {
+        askama::filters::Html.write_escaped_str(dest, &crate::text::escape_for_markup(string))
+    }
+}
+
 /// An error shown as a page.
 struct PageError(ApiError);
 
@@ -651,4 +663,25 @@ async fn enable_plugin(
     let shown = name.clone();
     app.write(move |host| Ok(host.enable(&name)?)).await?;
     Ok(back("/plugins", &format!("Plugin {shown} enabled")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_shows_bidi_and_control_characters_from_data_escaped() {
+        let page = ErrorPage {
+            message: None,
+            status: "409".into(),
+            error: "order of <b>mallory\u{202e}exe.txt\u{2066}\x1b[2J</b>\nnext".into(),
+        };
+        let html = page.render().unwrap();
+        for raw in ['\u{202e}', '\u{2066}', '\x1b'] {
+            assert!(!html.contains(raw), "U+{:04X} raw in the page:\n{html}", raw as u32);
+        }
+        assert!(html.contains(r"&#60;b&#62;mallory\u{202e}exe.txt\u{2066}\u{1b}[2J&#60;/b&#62;"), "{html}");
+        // A line break is markup's whitespace, not a threat: kept.
+        assert!(html.contains("&#60;/b&#62;\nnext"), "{html}");
+    }
 }

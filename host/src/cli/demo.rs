@@ -78,7 +78,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     super::output::job_report(&report, false)?;
     for order in &orders {
         println!();
-        println!(
+        let line = format!(
             "Order {}: {} {} for {} -> {}{}",
             order.id,
             order.change.kind,
@@ -87,6 +87,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             order.state,
             order.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
         );
+        println!("{}", super::output::message(&line));
         println!("{}", super::output::history_lines(&host.store.history(order.id)?));
     }
     println!();

@@ -131,7 +131,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                         )
                     })
                     .collect();
-                t.add_row(vec![
+                t.row(vec![
                     r.id.to_string(),
                     r.kind,
                     format_time(r.started_at),
@@ -140,7 +140,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                     held.join(", "),
                 ]);
             }
-            println!("{}", t.trim_fmt());
+            println!("{}", t.render());
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Resume { config, user, run } => {
@@ -180,7 +180,7 @@ fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {
     let mut t = table(&["RESOURCE TYPE", "CHANGE", "ORDERS", "PENDING", "AWAITING APPROVAL", "BLOCKED", "RULE ERRORS"]);
     for (resource_type, tally) in &simulation.resource_types {
         for (kind, k) in &tally.changes {
-            t.add_row(vec![
+            t.row(vec![
                 resource_type.clone(),
                 kind.to_string(),
                 k.orders.to_string(),
@@ -195,7 +195,7 @@ fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {
     if simulation.resource_types.values().all(|tally| tally.changes.is_empty()) {
         println!("No order to write: the managed systems match the desired state (as last synchronised).");
     } else {
-        println!("{}", t.trim_fmt());
+        println!("{}", t.render());
     }
     for (resource_type, tally) in &simulation.resource_types {
         let mut notes = Vec::new();
@@ -216,11 +216,11 @@ fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {
             ));
         }
         if !notes.is_empty() {
-            println!("{resource_type}: {}", notes.join("; "));
+            println!("{}", output::message(&format!("{resource_type}: {}", notes.join("; "))));
         }
     }
     for problem in &simulation.problems {
-        println!("problem: {problem}");
+        println!("problem: {}", output::message(problem));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod plugins;
 mod serve;
 mod work;
 
+pub use output::message;
 use output::{print_json, table};
 
 use std::path::PathBuf;
@@ -141,14 +142,36 @@ struct ImportArgs {
 
 /// Sets up `tracing` to stderr from the level flag (or `RUST_LOG`-style filter).
 pub fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).context("not a level or filter")?;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    logger(level, std::io::stderr, std::io::stderr().is_terminal())?.try_init()?;
     Ok(())
+}
+
+/// The log formatter: tracing's own lines, with every field's value escaped
+/// (`provision::text::escape`). Events of target `plugin` carry a guest's text, and others
+/// identity keys or plugins' messages: none of it may drive the terminal or forge a line.
+fn logger<W>(level: &str, writer: W, ansi: bool) -> anyhow::Result<impl tracing::Subscriber + Send + Sync + 'static>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::field::MakeExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_new(level).context("not a level or filter")?;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|out, field, value| {
+        let value = format!("{value:?}");
+        let value = provision::text::escape(&value);
+        match field.name() {
+            "message" => write!(out, "{value}"),
+            name => write!(out, "{name}={value}"),
+        }
+    })
+    .delimited(" ");
+    Ok(tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .fmt_fields(fields)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .finish())
 }
 
 /// The exit code for an error: invalid input files get their own.
@@ -223,5 +246,54 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(command) => serve::tokens(command),
         Command::Plugins(command) => plugins::run(command),
         Command::Plugin(command) => plugin::run(command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn a_guest_log_line_cannot_drive_the_terminal_or_forge_a_line() {
+        let hostile = "done\x1b[2J\x1b]0;owned\x07\r\n2026-12-02T00:00:00Z  INFO forged\u{202e}txt.exe";
+        // On a terminal (colours on) and off one: the formatter's own colours are its business,
+        // the guest's sequences are shown escaped.
+        for ansi in [true, false] {
+            let captured = Captured::default();
+            let logger = super::logger("debug", captured.clone(), ansi).unwrap();
+            tracing::subscriber::with_default(logger, || {
+                tracing::info!(target: "plugin", plugin = "evil", "{hostile}");
+                tracing::warn!(plugin = "evil", reason = hostile, "a call failed");
+            });
+            let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(log.lines().count(), 2, "one line per event:\n{log}");
+            for raw in ["\x1b[2J", "\x1b]0;", "\x07", "\r", "\u{202e}"] {
+                assert!(!log.contains(raw), "ansi {ansi}: {raw:?} raw in the log:\n{log}");
+            }
+            assert!(log.contains(r"done\u{1b}[2J\u{1b}]0;owned\u{7}\r\n2026"), "ansi {ansi}:\n{log}");
+            assert!(log.contains(r"forged\u{202e}txt.exe"), "ansi {ansi}:\n{log}");
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::output::{Cell, message};
 use super::{ConfigArg, JsonArg, open, print_json, table};
 use provision::model::format_time;
 
@@ -72,17 +73,17 @@ pub fn run(command: NotificationsCommand) -> anyhow::Result<ExitCode> {
                         line
                     })
                     .collect();
-                t.add_row(vec![
-                    n.id.to_string(),
-                    format_time(n.created_at),
-                    n.kind.to_string(),
-                    n.entity_type,
-                    n.recipients.iter().map(|r| r.login.as_str()).collect::<Vec<_>>().join(", "),
-                    n.subject,
-                    if deliveries.is_empty() { "(outbox only)".into() } else { deliveries.join("\n") },
+                t.row(vec![
+                    Cell::from(n.id.to_string()),
+                    format_time(n.created_at).into(),
+                    n.kind.to_string().into(),
+                    n.entity_type.into(),
+                    n.recipients.iter().map(|r| r.login.as_str()).collect::<Vec<_>>().join(", ").into(),
+                    n.subject.into(),
+                    if deliveries.is_empty() { "(outbox only)".into() } else { Cell::Lines(deliveries) },
                 ]);
             }
-            println!("{}", t.trim_fmt());
+            println!("{}", t.render());
             Ok(ExitCode::SUCCESS)
         }
         NotificationsCommand::Deliver { config, json } => {
@@ -96,7 +97,7 @@ pub fn run(command: NotificationsCommand) -> anyhow::Result<ExitCode> {
                     report.routed, report.notifications, report.delivered, report.retrying, report.gave_up
                 );
                 for problem in &report.problems {
-                    println!("problem: {problem}");
+                    println!("problem: {}", message(problem));
                 }
             }
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_JOB_PROBLEMS) })

@@ -1,14 +1,84 @@
 //! Printing results: tables for people, JSON (`--json`) for scripts.
+//!
+//! Every text from data that a person is shown goes through here: [`Listing`] (tables) and
+//! [`Shown`] (lines) escape it (`provision::text`) and cut it to `provision::limits`, then say
+//! that `--json` has the whole text.
 
 use comfy_table::{ContentArrangement, Table, presets::NOTHING};
 use serde_json::json;
 
 use provision::jobs::JobReport;
+use provision::limits::{SHOWN_CELL, SHOWN_DETAIL};
 use provision::model::{HistoryEntry, Order, format_time};
+use provision::text;
+
+/// Printed under output that cut a text.
+pub const CUT_NOTE: &str = "(… marks a text cut short; --json shows it whole)";
+
+/// One cell: a text, or lines shown one under the other (each escaped on its own).
+pub enum Cell {
+    /// A text; its line breaks are shown escaped.
+    Text(String),
+    /// Lines.
+    Lines(Vec<String>),
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell::Text(text)
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Cell {
+        Cell::Text(text.to_string())
+    }
+}
 
 /// A borderless table with a header, wrapping long cells to the terminal's width (120
-/// columns when stdout is not a terminal; scripts should use `--json`).
-pub fn table(header: &[&str]) -> Table {
+/// columns when stdout is not a terminal; scripts should use `--json`). Each cell is escaped and
+/// cut to [`SHOWN_CELL`] characters (or the listing's own limit): the table library wraps a long
+/// word in time quadratic in its length, so an uncut 2 MB comment took it hours.
+pub struct Listing {
+    table: Table,
+    max: usize,
+    cut: bool,
+}
+
+impl Listing {
+    /// Cells of this listing are cut at `max` characters instead.
+    pub fn cut_at(mut self, max: usize) -> Listing {
+        self.max = max;
+        self
+    }
+
+    /// Adds a row.
+    pub fn row<C: Into<Cell>>(&mut self, cells: impl IntoIterator<Item = C>) {
+        let cells: Vec<String> = cells
+            .into_iter()
+            .map(|cell| match cell.into() {
+                Cell::Text(text) => self.shown(&text),
+                Cell::Lines(lines) => lines.iter().map(|line| self.shown(line)).collect::<Vec<_>>().join("\n"),
+            })
+            .collect();
+        self.table.add_row(cells);
+    }
+
+    fn shown(&mut self, text: &str) -> String {
+        let (shown, cut) = text::shown(text, self.max);
+        self.cut |= cut;
+        shown
+    }
+
+    /// The table, and under it a note when a cell was cut.
+    pub fn render(&self) -> String {
+        let table = self.table.trim_fmt();
+        if self.cut { format!("{table}\n{CUT_NOTE}") } else { table }
+    }
+}
+
+/// A listing with this header.
+pub fn table(header: &[&str]) -> Listing {
     let mut table = Table::new();
     let width = console::Term::stdout().size_checked().map_or(120, |(_, columns)| columns);
     table
@@ -16,7 +86,36 @@ pub fn table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(width)
         .set_header(header.to_vec());
-    table
+    Listing { table, max: SHOWN_CELL, cut: false }
+}
+
+/// Texts from data in lines of output: each escaped and cut to [`SHOWN_DETAIL`] characters,
+/// remembering whether one was cut so the output can say so ([`Shown::note`]).
+#[derive(Default)]
+pub struct Shown {
+    cut: bool,
+}
+
+impl Shown {
+    /// `text` as shown.
+    pub fn text(&mut self, text: &str) -> String {
+        let (shown, cut) = text::shown(text, SHOWN_DETAIL);
+        self.cut |= cut;
+        shown
+    }
+
+    /// Prints [`CUT_NOTE`] if a text was cut.
+    pub fn note(&self) {
+        if self.cut {
+            println!("{CUT_NOTE}");
+        }
+    }
+}
+
+/// `text` (an error or a warning, whose lines are its own) with each line escaped and cut: data
+/// in it cannot drive the terminal.
+pub fn message(text: &str) -> String {
+    text.lines().map(|line| text::shown(line, SHOWN_DETAIL).0).collect::<Vec<_>>().join("\n")
 }
 
 /// Pretty JSON on stdout.
@@ -64,7 +163,7 @@ pub fn orders(orders: &[Order], as_json: bool) -> anyhow::Result<()> {
     }
     let mut t = table(&["ORDER", "OWNER", "RESOURCE TYPE", "CHANGE", "STATE", "UPDATED", "MESSAGE"]);
     for o in orders {
-        t.add_row(vec![
+        t.row(vec![
             o.id.to_string(),
             o.owner.clone(),
             o.resource_type.clone(),
@@ -74,15 +173,15 @@ pub fn orders(orders: &[Order], as_json: bool) -> anyhow::Result<()> {
             o.message.clone().unwrap_or_default(),
         ]);
     }
-    println!("{}", t.trim_fmt());
+    println!("{}", t.render());
     Ok(())
 }
 
-/// History lines under an order, for people.
+/// History lines under an order, for people; a reason is cut at [`SHOWN_DETAIL`] characters.
 pub fn history_lines(history: &[HistoryEntry]) -> String {
-    let mut t = table(&["", "AT", "FROM", "TO", "BY", "WHY"]);
+    let mut t = table(&["", "AT", "FROM", "TO", "BY", "WHY"]).cut_at(SHOWN_DETAIL);
     for h in history {
-        t.add_row(vec![
+        t.row(vec![
             " ".to_string(),
             format_time(h.at),
             h.from.map_or_else(|| "(new)".to_string(), |s| s.to_string()),
@@ -91,7 +190,7 @@ pub fn history_lines(history: &[HistoryEntry]) -> String {
             h.reason.clone(),
         ]);
     }
-    t.trim_fmt()
+    t.render()
 }
 
 /// One order with its history.
@@ -101,18 +200,26 @@ pub fn order(order: &Order, history: &[HistoryEntry], as_json: bool) -> anyhow::
         value["history"] = history.iter().map(history_json).collect();
         return print_json(&value);
     }
+    let mut s = Shown::default();
     println!(
         "Order {}: {} {} for {} ({}), state {}",
-        order.id, order.change.kind, order.resource_type, order.owner, order.entity_type, order.state
+        order.id,
+        order.change.kind,
+        s.text(&order.resource_type),
+        s.text(&order.owner),
+        s.text(&order.entity_type),
+        order.state
     );
     let summary = order.change.summary();
     if !summary.is_empty() {
-        println!("  change: {summary}");
+        println!("  change: {}", s.text(&summary));
     }
     if let Some(closed) = &order.closed {
-        println!("  closed: {closed}");
+        println!("  closed: {}", s.text(closed));
     }
+    // The history's own note covers its cells; the lines above note theirs.
     println!("{}", history_lines(history));
+    s.note();
     Ok(())
 }
 
@@ -150,7 +257,7 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
         report.notifications.delivered
     );
     for problem in &report.problems {
-        println!("problem: {problem}");
+        println!("problem: {}", message(problem));
     }
     Ok(())
 }

@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
-use comfy_table::Table;
-
+use super::output::{Cell, message};
 use super::{ConfigArg, JsonArg, open, print_json, table};
+use clap::Subcommand;
 use provision::host::Host;
 use provision::store::UserSpec;
 
@@ -158,7 +157,7 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             if !profile.is_empty() {
                 host.store.grant_profiles(&login, &profile)?;
             }
-            println!("User `{login}` saved.");
+            println!("{}", message(&format!("User `{login}` saved.")));
         }
         UsersCommand::List { config, json } => {
             let host = open(&config)?;
@@ -166,18 +165,18 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             if json.json {
                 print_json(&users)?;
             } else {
-                let mut t: Table = table(&["LOGIN", "NAME", "E-MAIL", "IDENTITY", "PROFILES", "PERMISSIONS"]);
+                let mut t = table(&["LOGIN", "NAME", "E-MAIL", "IDENTITY", "PROFILES", "PERMISSIONS"]);
                 for u in users {
-                    t.add_row(vec![
-                        u.login,
-                        u.display_name,
-                        u.email.unwrap_or_default(),
-                        u.identity.map(|(et, key)| format!("{et}:{key}")).unwrap_or_default(),
-                        u.profiles.join(", "),
-                        u.permissions.join("\n"),
+                    t.row(vec![
+                        Cell::from(u.login),
+                        u.display_name.into(),
+                        u.email.unwrap_or_default().into(),
+                        u.identity.map(|(et, key)| format!("{et}:{key}")).unwrap_or_default().into(),
+                        u.profiles.join(", ").into(),
+                        Cell::Lines(u.permissions),
                     ]);
                 }
-                println!("{}", t.trim_fmt());
+                println!("{}", t.render());
             }
         }
         UsersCommand::Grant { config, login, profiles } => {
@@ -185,13 +184,13 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             not_from_config(&host, "users", &login)?;
             host.store.user(&login)?;
             host.store.grant_profiles(&login, &profiles)?;
-            println!("User `{login}` holds {}.", profiles.join(", "));
+            println!("{}", message(&format!("User `{login}` holds {}.", profiles.join(", "))));
         }
         UsersCommand::Revoke { config, login, profiles } => {
             let mut host = open(&config)?;
             not_from_config(&host, "users", &login)?;
             let removed = host.store.revoke_profiles(&login, &profiles)?;
-            println!("Took {removed} profile(s) from `{login}`.");
+            println!("{}", message(&format!("Took {removed} profile(s) from `{login}`.")));
         }
         UsersCommand::Remove { config, login } => {
             let mut host = open(&config)?;
@@ -199,7 +198,7 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             if !host.store.remove_user(&login)? {
                 anyhow::bail!("there is no user `{login}`");
             }
-            println!("User `{login}` removed.");
+            println!("{}", message(&format!("User `{login}` removed.")));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -211,7 +210,7 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
             let mut host = open(&config)?;
             not_from_config(&host, "profiles", &name)?;
             host.store.upsert_profile(&name, description.as_deref())?;
-            println!("Profile `{name}` saved.");
+            println!("{}", message(&format!("Profile `{name}` saved.")));
         }
         ProfilesCommand::List { config, json } => {
             let profiles = open(&config)?.store.profiles()?;
@@ -220,9 +219,9 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let mut t = table(&["PROFILE", "DESCRIPTION", "PERMISSIONS"]);
                 for p in profiles {
-                    t.add_row(vec![p.name, p.description, p.permissions.join("\n")]);
+                    t.row(vec![Cell::from(p.name), p.description.into(), Cell::Lines(p.permissions)]);
                 }
-                println!("{}", t.trim_fmt());
+                println!("{}", t.render());
             }
         }
         ProfilesCommand::Allow { config, name, paths } => {
@@ -232,13 +231,13 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
             let mut host = open(&config)?;
             not_from_config(&host, "profiles", &name)?;
             host.store.allow(&name, &paths)?;
-            println!("Profile `{name}` allows {}.", paths.join(", "));
+            println!("{}", message(&format!("Profile `{name}` allows {}.", paths.join(", "))));
         }
         ProfilesCommand::Disallow { config, name, paths } => {
             let mut host = open(&config)?;
             not_from_config(&host, "profiles", &name)?;
             let removed = host.store.disallow(&name, &paths)?;
-            println!("Removed {removed} path(s) from `{name}`.");
+            println!("{}", message(&format!("Removed {removed} path(s) from `{name}`.")));
         }
         ProfilesCommand::Remove { config, name } => {
             let mut host = open(&config)?;
@@ -246,7 +245,7 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
             if !host.store.remove_profile(&name)? {
                 anyhow::bail!("there is no profile `{name}`");
             }
-            println!("Profile `{name}` removed.");
+            println!("{}", message(&format!("Profile `{name}` removed.")));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use super::output::Shown;
 use super::{EXIT_FAILURE, EXIT_INVALID_INPUT, JsonArg, print_json};
 use provision::config::{ConfigValue, DirGrant, PluginConfig, PluginSource, parse_duration, parse_http_grant};
 use provision::plugins::inspect::{Format, Provision};
@@ -96,34 +97,42 @@ fn check(file: &str, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&inspection)?;
         return Ok(code);
     }
+    // What a component says about itself, and what its imports are called, are the author's text.
+    let mut s = Shown::default();
     let format = match inspection.format {
         Format::Component => "a WebAssembly component",
         Format::CoreModule => "a core WebAssembly module",
         Format::NotWasm => "not WebAssembly",
     };
-    println!("{file}: {format}, {}, sha256 {}", bytesize::ByteSize(inspection.size as u64), inspection.sha256);
+    println!(
+        "{}: {format}, {}, sha256 {}",
+        s.text(file),
+        bytesize::ByteSize(inspection.size as u64),
+        inspection.sha256
+    );
     if !inspection.worlds.is_empty() {
         let mut worlds: Vec<String> = inspection.worlds.iter().map(ToString::to_string).collect();
         if inspection.can_read {
             worlds.push("(reads: synchronising-connector)".into());
         }
-        let version = inspection.wit_version.as_deref().unwrap_or("?");
+        let version = s.text(inspection.wit_version.as_deref().unwrap_or("?"));
         let note = if version == versions::CURRENT { "" } else { " (an older version; still loaded)" };
         println!("  implements  {} of {}@{version}{note}", worlds.join(" "), versions::PACKAGE);
     }
     match &inspection.description {
         Some(d) => {
-            println!("  says it is  {} {}: {}", d.name, d.version, d.summary);
+            println!("  says it is  {} {}: {}", s.text(&d.name), s.text(&d.version), s.text(&d.summary));
             let types = if d.resource_types.is_empty() { "any".to_string() } else { d.resource_types.join(", ") };
-            println!("  made for    resource types: {types}");
+            println!("  made for    resource types: {}", s.text(&types));
         }
         None if inspection.ok() => println!("  says it is  (nothing: `describe` is new in 0.2.0)"),
         None => {}
     }
     if !inspection.imports.is_empty() {
         println!("  imports");
-        let width = inspection.imports.iter().map(|i| i.name.len()).max().unwrap_or(0);
-        for import in &inspection.imports {
+        let names: Vec<String> = inspection.imports.iter().map(|i| s.text(&i.name)).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        for (import, name) in inspection.imports.iter().zip(&names) {
             let how = match import.provision {
                 Provision::Host => "the host",
                 Provision::Wasi => "WASI, sandboxed (no environment, arguments or stdin)",
@@ -132,7 +141,7 @@ fn check(file: &str, json: bool) -> anyhow::Result<ExitCode> {
                 Provision::Denied => "linked, but every socket is refused",
                 Provision::Missing => "NOT PROVIDED by this host",
             };
-            println!("    {:width$}  {how}", import.name);
+            println!("    {name:width$}  {how}");
         }
     }
     let grants: Vec<&str> = inspection
@@ -151,9 +160,10 @@ fn check(file: &str, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         println!("NOT LOADABLE:");
         for problem in &inspection.problems {
-            println!("  - {problem}");
+            println!("  - {}", s.text(problem));
         }
     }
+    s.note();
     Ok(code)
 }
 
@@ -201,7 +211,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         // Loading calls `describe` under the same limits: a trap or a broken limit there is the
         // component failing, like any call.
         Err(error @ LoadError::Describe(_)) => {
-            eprintln!("error: {}: {error}", args.file);
+            eprintln!("error: {}", super::output::message(&format!("{}: {error}", args.file)));
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
         Err(error) => return Err(invalid(format!("{}: {error}", args.file))),
@@ -212,6 +222,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
         return Ok(code);
     }
+    // Every result, log line and byte of output is the component's: shown escaped and cut.
+    let mut s = Shown::default();
     let worlds: Vec<String> = plugin.worlds().iter().map(ToString::to_string).collect();
     println!(
         "{} ({} of {}@{}) on {}:",
@@ -219,15 +231,15 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         worlds.join(" "),
         versions::PACKAGE,
         plugin.wit_version(),
-        args.input.display()
+        s.text(&args.input.display().to_string())
     );
     for result in &report.results {
         let subject = match (result.get("order"), result.get("event")) {
-            (Some(order), _) => format!("order {order}"),
-            (_, Some(event)) => format!("event {event}"),
+            (Some(order), _) => s.text(&format!("order {order}")),
+            (_, Some(event)) => s.text(&format!("event {event}")),
             _ => "page".to_string(),
         };
-        let kind = result["kind"].as_str().unwrap_or_default();
+        let kind = s.text(result["kind"].as_str().unwrap_or_default());
         let mut rest = result.clone();
         if let Some(map) = rest.as_object_mut() {
             map.remove("order");
@@ -235,11 +247,20 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             map.remove("kind");
             map.retain(|_, v| !v.is_null());
         }
-        let detail = if rest.as_object().is_some_and(|m| m.is_empty()) { String::new() } else { rest.to_string() };
-        println!("  {subject:10} {kind:16} {detail}");
+        // `key: text` rather than JSON, so a reason reads as the component wrote it (escaped).
+        let detail: Vec<String> = rest
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| match value.as_str() {
+                Some(text) => format!("{key}: {text}"),
+                None => format!("{key}: {value}"),
+            })
+            .collect();
+        println!("  {subject:10} {kind:16} {}", s.text(&detail.join("; ")));
     }
     if let Some(error) = &report.error {
-        println!("  FAILED: {error}");
+        println!("  FAILED: {}", s.text(&error.to_string()));
     }
     let cost = &report.cost;
     println!(
@@ -249,12 +270,12 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         cost.logs.len()
     );
     for line in &cost.logs {
-        println!("  [{}] {}", line.level, line.message);
+        println!("  [{}] {}", line.level, s.text(&line.message));
     }
     if !cost.output.trim().is_empty() {
         println!("stdout/stderr (last {} bytes):", cost.output.len());
         for line in cost.output.lines() {
-            println!("  {line}");
+            println!("  {}", s.text(line));
         }
     }
     match (&fixture.expect, report.mismatches.is_empty()) {
@@ -262,10 +283,11 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         (_, false) => {
             println!("expect: MISMATCH");
             for mismatch in &report.mismatches {
-                println!("  - {mismatch}");
+                println!("  - {}", s.text(mismatch));
             }
         }
         _ => {}
     }
+    s.note();
     Ok(code)
 }

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::output::message;
 use super::{ConfigArg, JsonArg, open, print_json, table};
 use provision::model::format_time;
 
@@ -91,7 +92,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     }
                     None => "healthy".into(),
                 };
-                t.add_row(vec![
+                t.row(vec![
                     p.name.clone(),
                     worlds.join(" "),
                     p.wit_version().to_string(),
@@ -108,7 +109,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     status,
                 ]);
             }
-            println!("{}", t.trim_fmt());
+            println!("{}", t.render());
         }
         PluginsCommand::Reload { config, name, url, token } => {
             let config = provision::config::Config::load(&config.config)?;
@@ -126,17 +127,20 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 serde_json::from_str(&response.into_body().read_to_string()?).unwrap_or(serde_json::Value::Null);
             match status {
                 200 if body["reloaded"] == true => {
-                    println!(
+                    let line = format!(
                         "Plugin `{name}` reloaded: sha256 {} -> {}",
                         body["from"].as_str().unwrap_or(""),
                         body["to"].as_str().unwrap_or("")
                     );
+                    println!("{}", message(&line));
                 }
-                200 => println!("Plugin `{name}`: its file holds the component already loaded."),
+                200 => {
+                    println!("{}", message(&format!("Plugin `{name}`: its file holds the component already loaded.")))
+                }
                 _ => {
                     let message =
                         body["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), String::from);
-                    eprintln!("error: {message}");
+                    eprintln!("error: {}", super::output::message(&message));
                     return Ok(ExitCode::from(if matches!(status, 401 | 403 | 422) {
                         super::EXIT_REFUSED
                     } else {
@@ -151,9 +155,9 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("there is no plugin `{name}` in the config");
             }
             if host.enable(&name)? {
-                println!("Plugin `{name}` enabled.");
+                println!("{}", message(&format!("Plugin `{name}` enabled.")));
             } else {
-                println!("Plugin `{name}` was not disabled.");
+                println!("{}", message(&format!("Plugin `{name}` was not disabled.")));
             }
         }
     }

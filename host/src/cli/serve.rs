@@ -82,7 +82,10 @@ pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
                 print_json(&serde_json::json!({ "id": id, "user": user, "token": token }))?;
             } else {
                 println!("{token}");
-                eprintln!("Token {id} for `{user}` created; it is shown only now.");
+                eprintln!(
+                    "{}",
+                    super::output::message(&format!("Token {id} for `{user}` created; it is shown only now."))
+                );
             }
         }
         TokensCommand::List { config, json } => {
@@ -92,7 +95,7 @@ pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let mut t = table(&["ID", "USER", "NAME", "CREATED", "EXPIRES"]);
                 for token in tokens {
-                    t.add_row(vec![
+                    t.row(vec![
                         token.id.to_string(),
                         token.login,
                         token.name,
@@ -100,7 +103,7 @@ pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
                         token.expires_at.map(format_time).unwrap_or_else(|| "never".into()),
                     ]);
                 }
-                println!("{}", t.trim_fmt());
+                println!("{}", t.render());
             }
         }
         TokensCommand::Revoke { config, id } => {

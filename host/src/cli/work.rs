@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::output::message;
 use super::{ConfigArg, JsonArg, open, print_json, table};
 use provision::host::Host;
 use provision::model::Order;
@@ -115,7 +116,7 @@ fn print_items(items: &[WorkItem], why_header: &str, json: bool) -> anyhow::Resu
     for item in items {
         let o = &item.order;
         let owner = if item.own { format!("{} (you: not yours to review)", o.owner) } else { o.owner.clone() };
-        t.add_row(vec![
+        t.row(vec![
             o.id.to_string(),
             o.entity_type.clone(),
             owner,
@@ -124,7 +125,7 @@ fn print_items(items: &[WorkItem], why_header: &str, json: bool) -> anyhow::Resu
             item.suggestion.clone(),
         ]);
     }
-    println!("{}", t.trim_fmt());
+    println!("{}", t.render());
     Ok(())
 }
 
@@ -144,12 +145,13 @@ fn done(host: &mut Host, orders: &[Order], json: bool) -> anyhow::Result<ExitCod
         )?;
     } else {
         for o in orders {
-            println!("Order {}: {} {} for {} -> {}", o.id, o.change.kind, o.resource_type, o.owner, o.state);
+            let line = format!("Order {}: {} {} for {} -> {}", o.id, o.change.kind, o.resource_type, o.owner, o.state);
+            println!("{}", message(&line));
         }
     }
     let report = provision::notify::route_and_deliver(host)?;
     for problem in &report.problems {
-        eprintln!("warning: {problem}");
+        eprintln!("warning: {}", message(problem));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ use crate::model::{ChangeKind, Order, ResourceContent};
 use crate::permissions::Directory;
 
 /// Longest message (error, reason, reference) kept from a guest, bytes.
-const MAX_MESSAGE: usize = 4096;
+const MAX_MESSAGE: usize = crate::limits::PLUGIN_MESSAGE;
 /// Longest id or cursor accepted from a guest, bytes.
 const MAX_ID: usize = 1024;
 /// Most resources accepted in one page of `read`.

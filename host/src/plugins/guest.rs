@@ -21,7 +21,7 @@ pub(crate) const STDERR_TAIL: usize = 4096;
 /// Log lines a guest may write per call before the host drops the rest.
 const MAX_LOG_LINES: usize = 1000;
 /// Longest log message kept, in bytes.
-const MAX_LOG_MESSAGE: usize = 4096;
+const MAX_LOG_MESSAGE: usize = crate::limits::PLUGIN_LOG_LINE;
 
 /// The data of one call's `Store`: created fresh for every batch so nothing leaks between them.
 pub(crate) struct GuestState {
