@@ -8,6 +8,7 @@ use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
 use std::collections::BTreeMap;
 
+use crate::limits;
 use crate::operators::{Act, ActionError, Paging, WorkItem, act, work_list, work_totals};
 use crate::permissions::Action;
 use crate::store::Store;
@@ -34,8 +35,11 @@ pub fn confirm(
     orders: &[i64],
     comment: Option<&str>,
 ) -> Result<Vec<Order>, ActionError> {
-    let reason =
-        comment.map(str::trim).filter(|c| !c.is_empty()).map_or_else(|| format!("done by {login}"), String::from);
+    let comment = comment.map(str::trim).filter(|c| !c.is_empty());
+    if let Some(comment) = comment {
+        limits::check("the comment", comment, limits::COMMENT)?;
+    }
+    let reason = comment.map_or_else(|| format!("done by {login}"), String::from);
     act(store, manual(login, orders, Event::Confirm, reason))
 }
 
@@ -45,6 +49,7 @@ pub fn report_error(store: &mut Store, login: &str, orders: &[i64], message: &st
     if message.is_empty() {
         return Err(ActionError::Missing("an error report needs a message saying what went wrong"));
     }
+    limits::check("the message", message, limits::COMMENT)?;
     act(store, manual(login, orders, Event::ReportError, message.to_string()))
 }
 

@@ -43,6 +43,9 @@ pub enum ActionError {
     /// A required text is missing or empty.
     #[error("{0}")]
     Missing(&'static str),
+    /// A text is over its limit (`crate::limits`).
+    #[error(transparent)]
+    TooLong(#[from] crate::limits::TooLong),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),

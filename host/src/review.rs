@@ -8,6 +8,7 @@ use crate::machine::Event;
 use crate::model::{Order, ProvisioningState};
 use std::collections::BTreeMap;
 
+use crate::limits;
 use crate::operators::{Act, ActionError, Paging, WorkItem, act, work_list, work_totals};
 use crate::permissions::Action;
 use crate::store::Store;
@@ -48,6 +49,9 @@ pub fn decide(
     comment: Option<&str>,
 ) -> Result<Vec<Order>, ActionError> {
     let comment = comment.map(str::trim).filter(|c| !c.is_empty());
+    if let Some(comment) = comment {
+        limits::check("the comment", comment, limits::COMMENT)?;
+    }
     let (event, reason) = match decision {
         Decision::Approve => (Event::Approve, comment.map_or_else(|| format!("approved by {login}"), String::from)),
         Decision::Decline => (Event::Decline, comment.map_or_else(|| format!("declined by {login}"), String::from)),

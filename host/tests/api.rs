@@ -420,3 +420,45 @@ fn a_refused_or_broken_request_body_is_answered_and_the_connection_stays_usable(
     let (_, runs) = api.get("/api/v1/jobs", &root);
     assert_eq!(runs["runs"].as_array().map(Vec::len), runs_before, "no job ran: {runs}");
 }
+
+#[test]
+fn a_body_within_the_limit_is_read_and_texts_over_theirs_are_refused() {
+    let api = Api::start();
+    let (rita, hank) = (api.token("rita"), api.token("hank"));
+    let history = |id: i64| {
+        let (_, order) = api.get(&format!("/api/v1/orders/{id}"), &api.token("vic"));
+        order["history"].as_array().map(Vec::len)
+    };
+
+    // 3 MiB, under the documented 4 MiB: read whole, not refused by the JSON extractor's own
+    // (smaller) default limit.
+    let padded = format!("{{\"orders\": [3], \"comment\": \"read it all\"{}}}", " ".repeat(3 << 20));
+    let (status, answer) = api.call("POST", "/api/v1/reviews/postpone", Some(&rita), Some(&padded));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["orders"][0]["message"], "read it all");
+
+    // A comment over its limit (the incident's was 2 MB): 400 naming the limit, nothing changed.
+    let before = history(3);
+    for comment in ["c".repeat(provision::limits::COMMENT + 1), "c".repeat(2_000_000)] {
+        let (status, answer) =
+            api.post("/api/v1/reviews/postpone", &rita, json!({ "orders": [3], "comment": comment }));
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("bad-request")), "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("at most {} characters", provision::limits::COMMENT)), "{message}");
+    }
+    assert_eq!(history(3), before, "a refused comment reached the history");
+    let long = "m".repeat(provision::limits::COMMENT + 1);
+    let (status, answer) = api.post("/api/v1/manual/report-error", &hank, json!({ "orders": [1], "message": long }));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = api.post("/api/v1/manual/confirm", &hank, json!({ "orders": [1], "comment": long }));
+    assert_eq!(status, 400, "{answer}");
+    // At the limit: taken.
+    let at_limit = "c".repeat(provision::limits::COMMENT);
+    let (status, answer) = api.post("/api/v1/reviews/postpone", &rita, json!({ "orders": [3], "comment": at_limit }));
+    assert_eq!(status, 200, "{answer}");
+
+    // Over 4 MiB: 413 with the JSON error body.
+    let huge = format!("{{\"orders\": [3]{}}}", " ".repeat(provision::limits::API_BODY));
+    let (status, answer) = api.call("POST", "/api/v1/reviews/postpone", Some(&rita), Some(&huge));
+    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("too-large")), "{answer}");
+}

@@ -1,6 +1,6 @@
 //! Text from data as the binary shows it: control and bidi characters escaped in every human
 //! output (they never reach the terminal), exact in `--json`; a huge stored text is cut when
-//! shown, so showing it is cheap.
+//! shown, so showing it is cheap; texts people supply are refused over their documented limit.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -144,4 +144,47 @@ fn a_huge_stored_text_is_cut_when_shown_and_whole_in_json() {
     let whole: Value = serde_json::from_str(&ok(&config, &["orders", "show", "3", "--json"])).unwrap();
     assert_eq!(whole["history"].as_array().unwrap().last().unwrap()["reason"].as_str().map(str::len), Some(HUGE));
     assert_eq!(whole["message"].as_str().map(str::len), Some(HUGE));
+}
+
+#[test]
+fn texts_people_supply_are_refused_over_their_limit_and_nothing_changes() {
+    let (_dir, config) = demo();
+    let history = |id: &str| {
+        let shown: Value = serde_json::from_str(&ok(&config, &["orders", "show", id, "--json"])).unwrap();
+        shown["history"].as_array().unwrap().len()
+    };
+    let long_comment = "c".repeat(provision::limits::COMMENT + 1);
+    let before = history("3");
+    for args in [
+        vec!["review", "postpone", "3", "--user", "rita", "--comment", &long_comment],
+        vec!["review", "approve", "3", "--user", "rita", "--comment", &long_comment],
+        vec!["manual", "report-error", "1", "--user", "hank", "--message", &long_comment],
+        vec!["manual", "confirm", "1", "--user", "hank", "--comment", &long_comment],
+    ] {
+        let out = provision(&config, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        let message = text(&out.stderr);
+        assert!(message.contains(&format!("at most {} characters", provision::limits::COMMENT)), "{message}");
+    }
+    assert_eq!(history("3"), before, "a refused comment changed order 3");
+    assert_eq!(history("1"), 2, "a refused report changed order 1");
+    // At the limit it is taken, whole.
+    let at_limit = "c".repeat(provision::limits::COMMENT);
+    ok(&config, &["review", "postpone", "3", "--user", "rita", "--comment", &at_limit]);
+    assert_eq!(history("3"), before + 1);
+
+    let long_name = "n".repeat(provision::limits::NAME + 1);
+    for args in [
+        vec!["users", "add", &long_name],
+        vec!["users", "add", "eve", "--name", &long_name],
+        vec!["profiles", "add", &long_name],
+        vec!["profiles", "add", "Odd", "--description", &long_comment],
+        vec!["tokens", "create", "--user", "rita", "--name", &long_name],
+    ] {
+        let out = provision(&config, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("at most"), "{args:?}: {}", text(&out.stderr));
+    }
+    let users: Value = serde_json::from_str(&ok(&config, &["users", "list", "--json"])).unwrap();
+    assert!(users.as_array().unwrap().iter().all(|u| u["login"] != "eve" && u["login"] != long_name.as_str()));
 }

@@ -17,7 +17,7 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
-    /// `bad-request`, `internal`.
+    /// `bad-request`, `too-large`, `internal`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -73,7 +73,9 @@ impl From<ActionError> for ApiError {
             ActionError::OwnOrder { .. } => ApiError::new(StatusCode::FORBIDDEN, "own-order", error.to_string()),
             ActionError::NoSuchOrder(_) => ApiError::not_found(error.to_string()),
             ActionError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-            ActionError::NoOrders | ActionError::Missing(_) => ApiError::bad_request(error.to_string()),
+            ActionError::NoOrders | ActionError::Missing(_) | ActionError::TooLong(_) => {
+                ApiError::bad_request(error.to_string())
+            }
             ActionError::Store(store) => store.into(),
         }
     }
@@ -86,6 +88,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
             StoreError::Unknown(message) if message.starts_with("there is no") => ApiError::not_found(message),
             StoreError::Unknown(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::TooLong(_) => ApiError::bad_request(error.to_string()),
             other => ApiError::internal(other),
         }
     }

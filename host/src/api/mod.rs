@@ -204,11 +204,14 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
         .layer(axum::middleware::from_fn(read_whole_body))
+        // The extractors' own default (2 MiB) would refuse, with a 400, bodies the middleware
+        // above accepted: the one limit is MAX_BODY.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
 
 /// The largest request body accepted (a bulk decision on many orders fits well within it).
-pub const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = crate::limits::API_BODY;
 
 /// Reads every request body to its end before routing. A handler that answers without reading
 /// the body (a 403, a 404, an action that takes no parameters) would otherwise leave unread bytes

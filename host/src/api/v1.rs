@@ -29,6 +29,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Body(value)),
+            // Only reachable if a body limit were set below MAX_BODY; still a 413, not a 400.
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(rejection.status(), "too-large", rejection.body_text()))
+            }
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
     }

@@ -184,13 +184,24 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     let refused = error
         .chain()
         .any(|cause| matches!(cause.downcast_ref::<ActionError>(), Some(e) if !matches!(e, ActionError::Store(_))));
-    if invalid {
+    // Only `bounded` returns a bare `TooLong`; the library's are inside its own errors.
+    let too_long = error.chain().any(|cause| cause.downcast_ref::<provision::limits::TooLong>().is_some());
+    if too_long {
+        EXIT_USAGE
+    } else if invalid {
         EXIT_INVALID_INPUT
     } else if refused {
         EXIT_REFUSED
     } else {
         EXIT_FAILURE
     }
+}
+
+/// Refuses a text argument over its limit (`provision::limits`): a wrong command line, exit 2,
+/// before anything is opened.
+fn bounded(flag: &'static str, text: &str, limit: usize) -> anyhow::Result<()> {
+    provision::limits::check(flag, text, limit)?;
+    Ok(())
 }
 
 /// An input file or argument that is not valid (exit 3); the message names it.

@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use super::output::{Cell, message};
-use super::{ConfigArg, JsonArg, open, print_json, table};
+use super::{ConfigArg, JsonArg, bounded, open, print_json, table};
 use clap::Subcommand;
 use provision::host::Host;
+use provision::limits;
 use provision::store::UserSpec;
 
 /// Users and profiles the config lists are set from it every time the host opens: a change made
@@ -147,6 +148,13 @@ fn identity(text: Option<String>) -> anyhow::Result<Option<(String, String)>> {
 pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
     match command {
         UsersCommand::Add { config, login, name, email, identity: id, profile } => {
+            bounded("the login", &login, limits::NAME)?;
+            if let Some(name) = &name {
+                bounded("--name", name, limits::NAME)?;
+            }
+            if let Some(email) = &email {
+                bounded("--email", email, limits::EMAIL)?;
+            }
             if let Some(email) = &email {
                 email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--email `{email}`: {e}"))?;
             }
@@ -207,6 +215,10 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
 pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
     match command {
         ProfilesCommand::Add { config, name, description } => {
+            bounded("the profile name", &name, limits::NAME)?;
+            if let Some(description) = &description {
+                bounded("--description", description, limits::DESCRIPTION)?;
+            }
             let mut host = open(&config)?;
             not_from_config(&host, "profiles", &name)?;
             host.store.upsert_profile(&name, description.as_deref())?;
@@ -226,6 +238,7 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
         }
         ProfilesCommand::Allow { config, name, paths } => {
             for path in &paths {
+                bounded("a permission path", path, limits::PERMISSION_PATH)?;
                 provision::permissions::check_path(path).map_err(anyhow::Error::msg)?;
             }
             let mut host = open(&config)?;

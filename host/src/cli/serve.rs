@@ -68,6 +68,7 @@ pub enum TokensCommand {
 pub fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokensCommand::Create { config, user, name, expires, json } => {
+            super::bounded("--name", &name, provision::limits::NAME)?;
             let mut host = open(&config)?;
             let expires_at = match expires {
                 None => None,

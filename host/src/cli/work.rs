@@ -156,6 +156,11 @@ fn done(host: &mut Host, orders: &[Order], json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a comment over its limit before anything is opened.
+fn comment_arg(flag: &'static str, comment: Option<&str>) -> anyhow::Result<()> {
+    comment.map_or(Ok(()), |c| super::bounded(flag, c, provision::limits::COMMENT))
+}
+
 pub fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
     let (selection, decision, comment) = match command {
         ReviewCommand::List { config, user, entity_type, json } => {
@@ -168,6 +173,7 @@ pub fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
         ReviewCommand::Decline { selection, comment } => (selection, Decision::Decline, comment),
         ReviewCommand::Postpone { selection, comment } => (selection, Decision::Postpone, Some(comment)),
     };
+    comment_arg("--comment", comment.as_deref())?;
     let mut host = open(&selection.config)?;
     let orders = provision::review::decide(
         &mut host.store,
@@ -188,6 +194,7 @@ pub fn manual(command: ManualCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ManualCommand::Confirm { selection, comment } => {
+            comment_arg("--comment", comment.as_deref())?;
             let mut host = open(&selection.config)?;
             let orders = provision::manual::confirm(
                 &mut host.store,
@@ -198,6 +205,7 @@ pub fn manual(command: ManualCommand) -> anyhow::Result<ExitCode> {
             done(&mut host, &orders, selection.json.json)
         }
         ManualCommand::ReportError { selection, message } => {
+            comment_arg("--message", Some(&message))?;
             let mut host = open(&selection.config)?;
             let orders =
                 provision::manual::report_error(&mut host.store, &selection.user.user, &selection.orders, &message)?;

@@ -64,6 +64,9 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// A text over its limit (`crate::limits`); nothing was written.
+    #[error(transparent)]
+    TooLong(#[from] crate::limits::TooLong),
 }
 
 /// Shorthand for store results.

@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError};
+use crate::limits;
 use crate::model::now_ms;
 use crate::permissions::{Directory, DirectoryUser};
 
@@ -63,6 +64,13 @@ fn insert_permissions(tx: &rusqlite::Transaction<'_>, profile: &str, paths: &[St
 impl Store {
     /// Creates a user, or updates the fields given.
     pub fn upsert_user(&mut self, user: &UserSpec) -> Result<()> {
+        limits::check("the login", &user.login, limits::NAME)?;
+        if let Some(name) = &user.display_name {
+            limits::check("the display name", name, limits::NAME)?;
+        }
+        if let Some(email) = &user.email {
+            limits::check("the e-mail address", email, limits::EMAIL)?;
+        }
         let (et, key) = user.identity.clone().unzip();
         self.conn.execute(
             "INSERT INTO users (login, display_name, email, identity_entity_type, identity_key, created_at)
@@ -82,6 +90,10 @@ impl Store {
 
     /// Creates a profile, or updates its description.
     pub fn upsert_profile(&mut self, name: &str, description: Option<&str>) -> Result<()> {
+        limits::check("the profile name", name, limits::NAME)?;
+        if let Some(description) = description {
+            limits::check("the description", description, limits::DESCRIPTION)?;
+        }
         self.conn.execute(
             "INSERT INTO profiles (name, description) VALUES (?1, COALESCE(?2, ''))
              ON CONFLICT (name) DO UPDATE SET description = COALESCE(?2, description)",
@@ -97,6 +109,9 @@ impl Store {
 
     /// Adds permission paths to a profile.
     pub fn allow(&mut self, profile: &str, paths: &[String]) -> Result<()> {
+        for path in paths {
+            limits::check("a permission path", path, limits::PERMISSION_PATH)?;
+        }
         let tx = self.conn.transaction()?;
         if tx.query_row("SELECT 1 FROM profiles WHERE name = ?1", [profile], |_| Ok(())).optional()?.is_none() {
             return Err(StoreError::Unknown(format!("there is no profile `{profile}`")));

@@ -47,6 +47,7 @@ fn hash(secret: &str) -> String {
 impl Store {
     /// Creates an API token for a user; returns its value, shown once.
     pub fn create_token(&mut self, login: &str, name: &str, expires_at: Option<i64>) -> Result<(i64, String)> {
+        crate::limits::check("the token name", name, crate::limits::NAME)?;
         self.user(login)?;
         let token = format!("prv_{}", random_secret());
         self.conn.execute(
