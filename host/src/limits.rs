@@ -33,7 +33,7 @@ pub const PLUGIN_LOG_LINE: usize = 4096;
 /// A cell of a table shows at most this many characters (escapes included); the rest is cut
 /// with `…`, and `--json` has the whole text. Bounding each cell keeps a table's rendering
 /// linear in its rows: the table library wraps a long word in time quadratic in its length.
-pub const SHOWN_CELL: usize = 200;
+pub const SHOWN_CELL: usize = 500;
 
 /// One order's texts in `orders show` and a plugin's answers in `plugin test` show at most this
 /// many characters each: a comment at its limit, or a plugin's message, is shown whole.

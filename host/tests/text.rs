@@ -162,7 +162,7 @@ fn texts_people_supply_are_refused_over_their_limit_and_nothing_changes() {
         vec!["manual", "confirm", "1", "--user", "hank", "--comment", &long_comment],
     ] {
         let out = provision(&config, &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{:?}: {}", &args[..2], text(&out.stderr));
         let message = text(&out.stderr);
         assert!(message.contains(&format!("at most {} characters", provision::limits::COMMENT)), "{message}");
     }
@@ -182,8 +182,8 @@ fn texts_people_supply_are_refused_over_their_limit_and_nothing_changes() {
         vec!["tokens", "create", "--user", "rita", "--name", &long_name],
     ] {
         let out = provision(&config, &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("at most"), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{:?}: {}", &args[..2], text(&out.stderr));
+        assert!(text(&out.stderr).contains("at most"), "{:?}: {}", &args[..2], text(&out.stderr));
     }
     let users: Value = serde_json::from_str(&ok(&config, &["users", "list", "--json"])).unwrap();
     assert!(users.as_array().unwrap().iter().all(|u| u["login"] != "eve" && u["login"] != long_name.as_str()));
