@@ -1,5 +1,7 @@
 //! `provision`: the command-line interface of the provisioning policy host.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod cli;
 
 use std::process::ExitCode;

@@ -165,6 +165,7 @@ fn orders_in_error_are_evaluated_again_once_the_rule_is_fixed() {
 
 #[test]
 fn a_connector_reaches_nothing_it_was_not_granted() {
+    provision_tests::logs();
     let deployment = deployment("escape");
     let mut host = deployment.host();
     deployment.import(&mut host, "data.toml", false);
@@ -177,4 +178,13 @@ fn a_connector_reaches_nothing_it_was_not_granted() {
         assert!(message.contains(&format!("{path}: refused")), "{path} not refused: {message}");
     }
     assert!(message.contains("env vars: 0"), "the guest saw the host's environment: {message}");
+    // No link that leads out of the grant was planted; one to a name inside it was made.
+    for (link, target) in [("way-out", "../../../.."), ("etc", "/etc")] {
+        assert!(message.contains(&format!("link /data/{link} -> {target}: refused")), "{message}");
+        assert!(std::fs::symlink_metadata(deployment.path("managed").join(link)).is_err(), "{link} was planted");
+    }
+    assert!(message.contains("link /data/inside -> journal: CREATED"), "{message}");
+    let inside = std::fs::read_link(deployment.path("managed").join("inside")).unwrap();
+    assert_eq!(inside, std::path::Path::new("journal"));
+    assert!(provision_tests::logs().contains("refused a symbolic link"), "the refusal is not in the log");
 }

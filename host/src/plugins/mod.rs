@@ -20,6 +20,7 @@ mod cache;
 mod calls;
 mod guest;
 pub mod inspect;
+mod links;
 mod outbound;
 pub mod probe;
 pub mod versions;
@@ -231,6 +232,7 @@ impl Runtime {
         // HTTP response, a blocked stream) is a future the call's deadline can drop: the epoch
         // deadline only interrupts guest code that runs.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        links::guard(&mut linker)?;
         // Every plugin may import wasi:http; what it may reach is its grants (none by default).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         versions::add_imports(&mut linker)?;

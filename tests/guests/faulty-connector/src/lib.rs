@@ -20,6 +20,18 @@ fn escape() -> String {
             Ok(bytes) => format!("{path}: READ {} BYTES", bytes.len()),
             Err(e) => format!("{path}: refused ({e})"),
         })
+        .chain(
+            // A link planted in the writable grant that leads out of it, and one that stays in.
+            [("../../../..", "/data/way-out"), ("/etc", "/data/etc"), ("journal", "/data/inside")].iter().map(
+                |(target, link)| {
+                    #[allow(deprecated)] // the one stable way to make a link on WASI
+                    match std::fs::soft_link(target, link) {
+                        Ok(()) => format!("link {link} -> {target}: CREATED"),
+                        Err(e) => format!("link {link} -> {target}: refused ({e})"),
+                    }
+                },
+            ),
+        )
         .collect::<Vec<_>>()
         .join("; ")
         + &format!("; env vars: {}", std::env::vars().count())
