@@ -183,6 +183,8 @@ fn one_sleeping_order_in_a_batch_of_100_costs_at_most_8_time_limits() {
     let started = std::time::Instant::now();
     let report = complete(&mut host);
     let elapsed = started.elapsed();
+    let calls = host.plugins.get("desk").unwrap().stats().calls;
+    eprintln!("a batch of 100 with one sleeping order: the run took {elapsed:?} ({calls} plugin calls, load included)");
     assert_eq!(report.counters.executed, 99, "{:?}", report.problems);
     let sleeper = all(&host).into_iter().find(|o| o.owner == "p037").unwrap();
     assert_eq!(sleeper.state, ProvisioningState::Errored);

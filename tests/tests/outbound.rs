@@ -180,6 +180,7 @@ fn a_plugin_waiting_on_a_server_that_never_answers_ends_at_its_time_limit() {
         let started = std::time::Instant::now();
         let result = probe.fulfil(&[order(1, &format!("http://localhost:{port}{path}"), None)]);
         let elapsed = started.elapsed();
+        eprintln!("{path}: the call ended after {elapsed:?} (limit 500 ms)");
         assert!(seen.try_recv().is_ok(), "{path}: the request never reached the server");
         match result {
             Err(provision::plugins::CallError::TimeLimit { limit, .. }) => assert_eq!(limit, config.timeout),
