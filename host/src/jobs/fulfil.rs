@@ -25,7 +25,8 @@ pub fn fulfil(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobE
 }
 
 pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    let interrupted = host.store.close_interrupted_attempts()?;
+    // Under the job lock, open attempts of other runs are a dead run's (see the store).
+    let interrupted = host.store.close_interrupted_attempts(report.run)?;
     if !interrupted.is_empty() {
         tracing::warn!("{} orders had an attempt cut short (a crash?); they are sent again", interrupted.len());
         report.counters.resumed += interrupted.len() as u64;

@@ -23,7 +23,7 @@ impl Store {
     /// Records an attempt for each order, about to be sent through `connection`.
     pub fn start_attempts(&mut self, orders: &[i64], connection: &str, job_run: Option<i64>) -> Result<()> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for order in orders {
             tx.prepare_cached(
                 "INSERT INTO order_attempts (order_id, job_run, connection, started_at) VALUES (?1, ?2, ?3, ?4)",
@@ -37,15 +37,22 @@ impl Store {
 
     /// Closes attempts left without an outcome by a crash (or a kill); returns the orders they
     /// were for. Those orders are still Pending and go out again on this run.
-    pub fn close_interrupted_attempts(&mut self) -> Result<Vec<i64>> {
-        let tx = self.conn.transaction()?;
+    ///
+    /// Only attempts of other runs than `run` are closed, and only the job lock's holder calls
+    /// this: every other run is dead then (a live one would hold the lock), so their open
+    /// attempts are a crash's, never a live run's work in flight.
+    pub fn close_interrupted_attempts(&mut self, run: i64) -> Result<Vec<i64>> {
+        let tx = self.write_tx()?;
         let orders: Vec<i64> = tx
-            .prepare("SELECT DISTINCT order_id FROM order_attempts WHERE finished_at IS NULL ORDER BY order_id")?
-            .query_map([], |r| r.get(0))?
+            .prepare(
+                "SELECT DISTINCT order_id FROM order_attempts
+                 WHERE finished_at IS NULL AND job_run IS NOT ?1 ORDER BY order_id",
+            )?
+            .query_map([run], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute(
-            "UPDATE order_attempts SET finished_at = ?1, outcome = 'interrupted' WHERE finished_at IS NULL",
-            [now_ms()],
+            "UPDATE order_attempts SET finished_at = ?1, outcome = 'interrupted' WHERE finished_at IS NULL AND job_run IS NOT ?2",
+            params![now_ms(), run],
         )?;
         tx.commit()?;
         Ok(orders)
@@ -68,7 +75,7 @@ impl Store {
     /// the whole batch, or was disabled): they stay Pending.
     pub fn finish_attempts(&mut self, orders: &[i64], outcome: &str) -> Result<()> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for order in orders {
             tx.prepare_cached(
                 "UPDATE order_attempts SET finished_at = ?2, outcome = ?3 WHERE order_id = ?1 AND finished_at IS NULL",

@@ -71,7 +71,7 @@ pub struct Slot {
 impl Store {
     /// Inserts or updates identities, in one transaction.
     pub fn upsert_identities(&mut self, identities: &[Identity]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO identities (entity_type, key, display_name, attributes) VALUES (?1, ?2, ?3, ?4)
@@ -104,7 +104,7 @@ impl Store {
     /// `assignments` is withdrawn: the list is the complete desired state.
     pub fn set_assignments(&mut self, assignments: &[Assignment], replace: bool) -> Result<usize> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut withdrawn = 0;
         {
             // With `replace`, the pairs seen are kept aside to withdraw every other one after.

@@ -17,7 +17,8 @@ pub struct JobRun {
     pub started_at: i64,
     /// Unix ms; none while running.
     pub finished_at: Option<i64>,
-    /// `running`, `succeeded`, `threshold exceeded` (orders held), `failed`.
+    /// `running`, `succeeded`, `threshold exceeded` (orders held), `failed`, `interrupted` (its
+    /// process died; the message says who took its job lock over).
     pub status: String,
     /// Counters by name.
     pub counters: serde_json::Map<String, serde_json::Value>,
@@ -52,11 +53,13 @@ impl Store {
         counters: &impl Serialize,
         limits: &impl Serialize,
     ) -> Result<()> {
-        self.conn.execute(
+        let tx = self.write_tx()?;
+        tx.execute(
             "INSERT INTO job_holds (run, resource_type, counters, limits, status) VALUES (?1, ?2, ?3, ?4, 'held')
              ON CONFLICT (run, resource_type) DO UPDATE SET counters = excluded.counters, limits = excluded.limits",
             params![run, resource_type, json(counters), json(limits)],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -86,7 +89,7 @@ impl Store {
 
     /// Releases a run's held orders to fulfilment; returns how many.
     pub fn release_holds(&mut self, run: i64, actor: &str) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let released = tx.execute("UPDATE orders SET held_run = NULL WHERE held_run = ?1", [run])?;
         tx.execute(
             "UPDATE job_holds SET status = 'resumed', decided_by = ?2, decided_at = ?3 WHERE run = ?1 AND status = 'held'",
@@ -124,7 +127,8 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Records the end of a run.
+    /// Records the end of a run. A run already marked `interrupted` (its lock was taken over)
+    /// keeps that status: it did not end the way it would now say.
     pub fn finish_job(
         &mut self,
         id: i64,
@@ -133,7 +137,8 @@ impl Store {
         message: Option<&str>,
     ) -> Result<()> {
         self.conn.execute(
-            "UPDATE job_runs SET finished_at = ?2, status = ?3, counters = ?4, message = ?5 WHERE id = ?1",
+            "UPDATE job_runs SET finished_at = ?2, status = ?3, counters = ?4, message = ?5
+             WHERE id = ?1 AND status = 'running'",
             params![id, now_ms(), status, json(counters), message],
         )?;
         Ok(())

@@ -13,6 +13,7 @@ mod attempts;
 mod desired;
 mod health;
 mod jobs;
+mod lock;
 mod notifications;
 mod operators;
 mod orders;
@@ -33,6 +34,7 @@ pub use attempts::Attempt;
 pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};
+pub use lock::{LockHolder, LockOwner, Taken, heartbeat};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
@@ -67,6 +69,10 @@ pub enum StoreError {
     /// A text over its limit (`crate::limits`); nothing was written.
     #[error(transparent)]
     TooLong(#[from] crate::limits::TooLong),
+    /// This job run's lock was taken over (its heartbeat stopped past the expiry): it may
+    /// write nothing more; the run that took over carries on.
+    #[error("this run's job lock was taken over by another run (its heartbeat had expired); nothing more was written")]
+    LockLost,
 }
 
 /// Shorthand for store results.
@@ -76,6 +82,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     conn: Connection,
     installation: String,
+    /// While this connection holds the job lock: its token, which every write transaction
+    /// checks (see [`Store::write_tx`]).
+    fence: Option<String>,
 }
 
 impl Store {
@@ -107,7 +116,7 @@ impl Store {
             )));
         }
         let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation })
+        Ok(Store { conn, installation, fence: None })
     }
 
     /// An in-memory database, for tests and dry runs.
@@ -125,7 +134,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         schema::MIGRATIONS.to_latest(&mut conn)?;
         let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation })
+        Ok(Store { conn, installation, fence: None })
     }
 
     /// A second, read-only connection to the same database file, for reading beside this
@@ -138,6 +147,26 @@ impl Store {
         }
     }
 
+    /// The database file; none in memory.
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        self.conn.path().filter(|path| !path.is_empty()).map(std::path::PathBuf::from)
+    }
+
+    /// Begins a write transaction. While this connection holds the job lock it begins
+    /// IMMEDIATE (the writer lock first, so the check below cannot go stale before the writes)
+    /// and checks the lock is still this run's: a run whose lock expired and was taken over
+    /// fails here instead of writing beside the run that took over.
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        let Some(token) = &self.fence else { return Ok(self.conn.transaction()?) };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let holder: Option<String> =
+            tx.query_row("SELECT token FROM job_lock WHERE id = 1", [], |row| row.get(0)).optional()?;
+        if holder.as_deref() != Some(token.as_str()) {
+            return Err(StoreError::LockLost);
+        }
+        Ok(tx)
+    }
+
     /// The random id of this database, prefix of every idempotency key it hands out.
     pub fn installation(&self) -> &str {
         &self.installation
@@ -146,7 +175,7 @@ impl Store {
     /// Writes the config's entity types and resource types, so orders can refer to them.
     /// Types removed from the config are kept: old orders still refer to them.
     pub fn sync_catalog(&mut self, config: &Config) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for et in config.entity_types.values() {
             tx.execute(
                 "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2)

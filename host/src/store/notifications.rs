@@ -144,7 +144,7 @@ impl Store {
     /// they came from as routed: one transaction, so an intent is routed exactly once.
     pub fn record_routing(&mut self, queue_ids: &[i64], notifications: &[NewNotification]) -> Result<()> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for n in notifications {
             tx.prepare_cached(
                 "INSERT INTO outbox (created_at, kind, entity_type, router, recipients, subject, body, orders)
@@ -217,7 +217,7 @@ impl Store {
 
     /// Makes failed deliveries pending again, due now; returns how many.
     pub fn retry_deliveries(&mut self, ids: &[i64]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut changed = 0;
         for id in ids {
             changed += tx.execute(

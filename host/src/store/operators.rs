@@ -112,7 +112,7 @@ impl Store {
         for path in paths {
             limits::check("a permission path", path, limits::PERMISSION_PATH)?;
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         if tx.query_row("SELECT 1 FROM profiles WHERE name = ?1", [profile], |_| Ok(())).optional()?.is_none() {
             return Err(StoreError::Unknown(format!("there is no profile `{profile}`")));
         }
@@ -123,7 +123,7 @@ impl Store {
 
     /// Removes permission paths from a profile.
     pub fn disallow(&mut self, profile: &str, paths: &[String]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut removed = 0;
         for path in paths {
             removed +=
@@ -135,7 +135,7 @@ impl Store {
 
     /// Gives profiles to a user.
     pub fn grant_profiles(&mut self, login: &str, profiles: &[String]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for profile in profiles {
             tx.execute("INSERT OR IGNORE INTO user_profiles (login, profile) VALUES (?1, ?2)", params![login, profile])
                 .map_err(|e| match e {
@@ -151,7 +151,7 @@ impl Store {
 
     /// Takes profiles from a user.
     pub fn revoke_profiles(&mut self, login: &str, profiles: &[String]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut removed = 0;
         for profile in profiles {
             removed +=
@@ -163,7 +163,7 @@ impl Store {
 
     /// Makes a profile hold exactly `paths`, and a user hold exactly `profiles` (config seeding).
     pub fn set_profile_permissions(&mut self, profile: &str, paths: &[String]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute("DELETE FROM profile_permissions WHERE profile = ?1", [profile])?;
         insert_permissions(&tx, profile, paths)?;
         tx.commit()?;
@@ -172,7 +172,7 @@ impl Store {
 
     /// Makes a user hold exactly `profiles` (config seeding).
     pub fn set_user_profiles(&mut self, login: &str, profiles: &[String]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute("DELETE FROM user_profiles WHERE login = ?1", [login])?;
         for profile in profiles {
             tx.execute("INSERT INTO user_profiles (login, profile) VALUES (?1, ?2)", params![login, profile])?;

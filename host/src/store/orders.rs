@@ -218,7 +218,7 @@ impl Store {
     /// order's current state; a refused one leaves its order untouched and is reported in its
     /// slot of the result, the others are applied.
     pub fn apply(&mut self, transitions: &[Transition], actor: &str) -> Result<Vec<Result<ProvisioningState>>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let results = apply_in(&tx, transitions, actor, now_ms())?;
         tx.commit()?;
         Ok(results)
@@ -232,7 +232,7 @@ impl Store {
         transitions: &[Transition],
         actor: &str,
     ) -> Result<std::result::Result<Vec<ProvisioningState>, Vec<StoreError>>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let results = apply_in(&tx, transitions, actor, now_ms())?;
         if results.iter().any(|r| r.is_err()) {
             // Dropping the transaction rolls it back.
@@ -253,7 +253,7 @@ impl Store {
         job_run: Option<i64>,
     ) -> Result<Vec<Result<ProvisioningState>>> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let results = apply_in(&tx, supersede, actor, now)?;
         for order in create {
             let state =

@@ -11,7 +11,7 @@ impl Store {
     /// Stores one page of a resource type's synchronisation, stamped with the run's start
     /// time; owners are matched to identities of the resource type's entity type.
     pub fn upsert_resources(&mut self, resource_type: &str, resources: &[Resource], synced_at: i64) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO resources (resource_type, id, owner, identity_id, content, synced_at)
@@ -43,10 +43,13 @@ impl Store {
 
     /// After a complete read: removes the resources of the type that the read did not see.
     pub fn remove_unseen_resources(&mut self, resource_type: &str, synced_at: i64) -> Result<usize> {
-        Ok(self.conn.execute(
+        let tx = self.write_tx()?;
+        let removed = tx.execute(
             "DELETE FROM resources WHERE resource_type = ?1 AND synced_at < ?2",
             params![resource_type, synced_at],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// Executed orders of a resource type with ids above `after`, each with the synchronised

@@ -277,6 +277,24 @@ CREATE INDEX orders_by_state_id ON orders (state, id);
 CREATE INDEX identities_by_type_id ON identities (entity_type, id);
 "#,
     ),
+    M::up(
+        r#"
+-- The job lock: at most one row, the process running a job on this database. Taken in an
+-- immediate transaction; its holder refreshes the heartbeat; past expires_at without one, the
+-- holder is taken for dead and the next run takes over (marking the dead run interrupted).
+CREATE TABLE job_lock (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    token        TEXT NOT NULL,            -- random per acquisition; writes check it
+    run          INTEGER REFERENCES job_runs (id),   -- none for resume/cancel
+    kind         TEXT NOT NULL,            -- complete, compute, fulfil, synchronise, resume, cancel
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -80,7 +80,7 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     let attempts = store.attempts(pending).unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome.as_deref(), Some("connector-ok"), "the outcome closes the attempt");
-    assert!(store.close_interrupted_attempts().unwrap().is_empty());
+    assert!(store.close_interrupted_attempts(1).unwrap().is_empty());
     assert_eq!(pending_order.change.kind, ChangeKind::Added);
     let history = store.history(pending).unwrap();
     assert_eq!(
@@ -106,10 +106,10 @@ fn an_attempt_without_an_outcome_is_found_after_a_crash() {
     let id = new_order(&mut store, Event::NoReviewNeeded);
     store.start_attempts(&[id], "saas", None).unwrap();
     // The process dies here; the next run finds the open attempt.
-    assert_eq!(store.close_interrupted_attempts().unwrap(), [id]);
+    assert_eq!(store.close_interrupted_attempts(1).unwrap(), [id]);
     assert_eq!(store.attempts(id).unwrap()[0].outcome.as_deref(), Some("interrupted"));
     assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending, "the order is still there to send");
-    assert!(store.close_interrupted_attempts().unwrap().is_empty());
+    assert!(store.close_interrupted_attempts(1).unwrap().is_empty());
 }
 
 #[test]
@@ -148,4 +148,88 @@ fn a_reader_sees_committed_orders_and_cannot_write() {
     assert_eq!(count(&reader), 2, "each read sees what was committed before it");
     let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", []);
     assert!(write.unwrap_err().to_string().contains("readonly"));
+}
+
+fn owner(name: &str) -> super::LockOwner {
+    super::LockOwner { token: random_secret_for(name), host: "testhost".into(), pid: 4242 }
+}
+
+fn random_secret_for(name: &str) -> String {
+    format!("{name}-{}", super::random_secret())
+}
+
+#[test]
+fn recovery_leaves_the_running_runs_own_attempts_alone() {
+    let mut store = store_with_identity();
+    let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
+    let old_run = store.start_job("fulfil").unwrap();
+    store.start_attempts(&[dead], "saas", Some(old_run)).unwrap();
+    let super::Taken::Ours { run: Some(run), .. } =
+        store.take_job_lock(&owner("a"), "fulfil", Some("fulfil"), 30_000).unwrap()
+    else {
+        panic!("the lock is free")
+    };
+    store.start_attempts(&[live], "saas", Some(run)).unwrap();
+    assert_eq!(store.close_interrupted_attempts(run).unwrap(), [dead], "only the dead run's attempt is a crash");
+    assert_eq!(store.attempts(live).unwrap()[0].outcome, None, "the live run's attempt is still open");
+    assert_eq!(store.job_run(old_run).unwrap().status, "interrupted", "a run found running without the lock is dead");
+}
+
+#[test]
+fn the_job_lock_is_held_until_released_or_expired() {
+    let mut store = store_with_identity();
+    let a = owner("a");
+    let super::Taken::Ours { run: Some(run_a), took_over: None } =
+        store.take_job_lock(&a, "complete", Some("complete"), 30_000).unwrap()
+    else {
+        panic!("the lock is free")
+    };
+    let mut other = owner("b");
+    other.pid = 7;
+    match store.take_job_lock(&other, "compute", Some("compute"), 30_000).unwrap() {
+        super::Taken::Held(holder) => {
+            assert_eq!((holder.run, holder.pid, holder.kind.as_str()), (Some(run_a), 4242, "complete"));
+            assert!(
+                holder.to_string().contains(&format!("run {run_a} (complete) on host testhost, pid 4242")),
+                "{holder}"
+            );
+        }
+        taken => panic!("a held lock was taken: {taken:?}"),
+    }
+    assert_eq!(store.job_runs(10).unwrap().len(), 1, "a refused taker records no run");
+
+    // The holder dies: no heartbeat, and the lock expires (here: at once).
+    store.conn.execute("UPDATE job_lock SET expires_at = 0", []).unwrap();
+    assert!(!super::heartbeat(&store.conn, &a.token, 30_000).unwrap(), "an expired lock is not revived");
+    let super::Taken::Ours { run: Some(run_b), took_over: Some(dead) } =
+        store.take_job_lock(&other, "compute", Some("compute"), 30_000).unwrap()
+    else {
+        panic!("an expired lock was not taken over")
+    };
+    assert_eq!(dead.run, Some(run_a));
+    let interrupted = store.job_run(run_a).unwrap();
+    assert_eq!(interrupted.status, "interrupted");
+    assert!(interrupted.message.unwrap().contains(&format!("taken over by run {run_b} (host testhost, pid 7)")));
+    // The store now writes for b only: a's writes would be refused (it is fenced as b).
+    assert!(super::heartbeat(&store.conn, &other.token, 30_000).unwrap());
+    assert!(!store.release_job_lock(&a.token).unwrap(), "a cannot release b's lock");
+    assert!(store.release_job_lock(&other.token).unwrap());
+    assert!(store.job_lock().unwrap().is_none());
+}
+
+#[test]
+fn a_run_whose_lock_was_taken_over_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provision.db");
+    let mut mine = Store::open(&path).unwrap();
+    let mut theirs = Store::open(&path).unwrap();
+    let a = owner("a");
+    assert!(matches!(mine.take_job_lock(&a, "complete", Some("complete"), 30_000).unwrap(), super::Taken::Ours { .. }));
+    theirs.conn.execute("UPDATE job_lock SET expires_at = 0", []).unwrap();
+    assert!(matches!(
+        theirs.take_job_lock(&owner("b"), "complete", Some("complete"), 30_000).unwrap(),
+        super::Taken::Ours { .. }
+    ));
+    let written = mine.upsert_identities(&[]);
+    assert!(matches!(written, Err(StoreError::LockLost)), "{written:?}");
 }
