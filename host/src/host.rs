@@ -47,6 +47,24 @@ pub struct Host {
     /// Set when the host shuts down: jobs stop after the batch at hand (what is left waits,
     /// Pending, for the next run).
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What a job run does when another process holds the job lock.
+    pub lock_wait: LockWait,
+    /// Set by the job lock's heartbeat when the lock is no longer this run's (it expired and
+    /// was taken over): the run stops before its next batch.
+    pub lock_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a job run does when another process holds the job lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockWait {
+    /// Refuse at once, naming the holder.
+    #[default]
+    Refuse,
+    /// Wait until the lock is free (or expired), at most `timeout` if given.
+    Wait {
+        /// Give up after this long.
+        timeout: Option<std::time::Duration>,
+    },
 }
 
 /// Why a plugin could not be asked.
@@ -88,7 +106,18 @@ impl Host {
         store.sync_catalog(&config).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
-        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: false, stop: Default::default() })
+        Ok(Host {
+            config,
+            store,
+            plugins,
+            runtime,
+            health,
+            clock: None,
+            simulation: false,
+            stop: Default::default(),
+            lock_wait: LockWait::default(),
+            lock_lost: Default::default(),
+        })
     }
 
     /// Opens a host for a simulation: the database read-only (never migrated or written), the
@@ -99,12 +128,29 @@ impl Host {
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         let store = Store::open_read_only(&config.database).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
-        Ok(Host { config, store, plugins, runtime, health, clock: None, simulation: true, stop: Default::default() })
+        Ok(Host {
+            config,
+            store,
+            plugins,
+            runtime,
+            health,
+            clock: None,
+            simulation: true,
+            stop: Default::default(),
+            lock_wait: LockWait::default(),
+            lock_lost: Default::default(),
+        })
     }
 
-    /// Whether the host is shutting down.
+    /// Whether the job at hand must stop after its batch: the host is shutting down, or the
+    /// run's job lock was taken over.
     pub fn stopping(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+        self.stop.load(std::sync::atomic::Ordering::Relaxed) || self.lost_lock()
+    }
+
+    /// Whether the running job's lock was taken over (its heartbeat found it another's).
+    pub fn lost_lock(&self) -> bool {
+        self.lock_lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// "Now" for the jobs' decisions, Unix ms.

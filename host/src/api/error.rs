@@ -17,7 +17,8 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
-    /// `bad-request`, `too-large`, `internal`.
+    /// `bad-request`, `too-large`, `job-running` (another process holds the job lock; the
+    /// message names it), `lock-lost`, `internal`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -89,15 +90,20 @@ impl From<StoreError> for ApiError {
             StoreError::Unknown(message) if message.starts_with("there is no") => ApiError::not_found(message),
             StoreError::Unknown(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::TooLong(_) => ApiError::bad_request(error.to_string()),
+            StoreError::LockLost => ApiError::new(StatusCode::CONFLICT, "lock-lost", error.to_string()),
             other => ApiError::internal(other),
         }
     }
 }
 
+/// The code of a job refused because another process holds the job lock.
+pub const JOB_RUNNING: &str = "job-running";
+
 impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         match error {
             JobError::Store(store) => store.into(),
+            JobError::Locked(_) => ApiError::new(StatusCode::CONFLICT, JOB_RUNNING, error.to_string()),
         }
     }
 }

@@ -284,7 +284,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the complete job every `serve.job_interval` until the server stops.
+/// Runs the complete job every `serve.job_interval` until the server stops. A tick that finds
+/// the job lock held elsewhere is skipped (never waits: the host stays free for people's actions).
 async fn schedule(app: AppState) {
     let Some(every) = app.config.serve.job_interval else { return };
     let mut ticks = tokio::time::interval(every);
@@ -302,6 +303,11 @@ async fn schedule(app: AppState) {
         let result = app.write(|host| Ok(crate::jobs::complete(host, &indicatif::ProgressBar::hidden())?)).await;
         match result {
             Ok(report) => tracing::info!(run = report.run, problems = report.problems.len(), "scheduled job run done"),
+            // Another process (a CLI run, another server) has the database: not an error, the
+            // next tick tries again.
+            Err(error) if error.code == error::JOB_RUNNING => {
+                tracing::info!("scheduled job run skipped: {}", error.message)
+            }
             Err(error) => tracing::error!("scheduled job run failed: {}", error.message),
         }
     }

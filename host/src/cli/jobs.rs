@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::work::UserArg;
 use super::{ConfigArg, EXIT_CODES, EXIT_JOB_PROBLEMS, JsonArg, open, output, print_json, progress, table};
 use provision::config::Config;
-use provision::host::Host;
+use provision::host::{Host, LockWait};
 use provision::model::format_time;
 
 #[derive(Subcommand)]
@@ -33,10 +33,18 @@ pub enum JobCommand {
         /// system
         #[arg(long)]
         dry_run: bool,
+        /// If another job holds the database's job lock, wait for it to finish (or for its
+        /// lock to expire) instead of refusing with exit code 6
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// With --wait: give up (exit code 6) after this long, e.g. `10m`
+        #[arg(long, requires = "wait", value_parser = wait_timeout)]
+        wait_timeout: Option<std::time::Duration>,
         #[command(flatten)]
         json: JsonArg,
     },
-    /// Recent job runs with their status and counters, and the resource types they hold
+    /// Recent job runs with their status and counters, and the resource types they hold; a run
+    /// whose process died is `interrupted` once the next run took its job lock over
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -79,9 +87,12 @@ pub enum Step {
 
 pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
     match command {
-        JobCommand::Run { config, only: _, dry_run: true, json } => simulate(&config, json.json),
-        JobCommand::Run { config, only, dry_run: false, json } => {
+        JobCommand::Run { config, only: _, dry_run: true, json, .. } => simulate(&config, json.json),
+        JobCommand::Run { config, only, dry_run: false, wait, wait_timeout, json } => {
             let mut host = open(&config)?;
+            if wait {
+                host.lock_wait = LockWait::Wait { timeout: wait_timeout };
+            }
             let bar = progress();
             let report = match only {
                 None => provision::jobs::complete(&mut host, &bar),
@@ -90,7 +101,11 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                 Some(Step::Fulfil) => provision::jobs::fulfil(&mut host, &bar),
             };
             bar.finish_and_clear();
-            let report = report.context("the job stopped")?;
+            let report = match report {
+                // Refused before it began: nothing stopped.
+                Err(locked @ provision::jobs::JobError::Locked(_)) => return Err(locked.into()),
+                report => report.context("the job stopped")?,
+            };
             output::job_report(&report, json.json)?;
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_JOB_PROBLEMS) })
         }
@@ -158,6 +173,10 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn wait_timeout(text: &str) -> Result<std::time::Duration, String> {
+    provision::config::parse_duration(text)
 }
 
 /// The history actor for an operator, who must be a known user.

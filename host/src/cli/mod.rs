@@ -25,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use provision::config::{Config, SourceError};
 use provision::host::{Host, OpenError};
+use provision::jobs::JobError;
 use provision::operators::ActionError;
 
 /// Exit code: the command failed (database, I/O, a job that could not finish).
@@ -39,6 +40,9 @@ pub const EXIT_JOB_PROBLEMS: u8 = 4;
 /// Exit code: a person's action was refused (no permission, their own order, an order in the
 /// wrong state); nothing was changed.
 pub const EXIT_REFUSED: u8 = 5;
+/// Exit code: another job run holds the database's job lock (the message names its run, host
+/// and pid); nothing was done. `job run --wait` waits instead.
+pub const EXIT_LOCKED: u8 = 6;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -48,7 +52,9 @@ Exit codes:
   3  invalid config or input file (the message names file, key and line)
   4  the job ran but reported problems (failed plugin calls, unreadable systems,
      undeliverable notifications)
-  5  an action was refused (no permission, own order, wrong state); nothing changed";
+  5  an action was refused (no permission, own order, wrong state); nothing changed
+  6  another job holds the database's job lock (named); nothing was done
+     (`job run --wait` waits for it)";
 
 /// The provisioning policy host.
 ///
@@ -184,9 +190,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     let refused = error
         .chain()
         .any(|cause| matches!(cause.downcast_ref::<ActionError>(), Some(e) if !matches!(e, ActionError::Store(_))));
+    let locked = error.chain().any(|cause| matches!(cause.downcast_ref::<JobError>(), Some(JobError::Locked(_))));
     // Only `bounded` returns a bare `TooLong`; the library's are inside its own errors.
     let too_long = error.chain().any(|cause| cause.downcast_ref::<provision::limits::TooLong>().is_some());
-    if too_long {
+    if locked {
+        EXIT_LOCKED
+    } else if too_long {
         EXIT_USAGE
     } else if invalid {
         EXIT_INVALID_INPUT

@@ -43,6 +43,32 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// `provision serve`.
     pub serve: ServeConfig,
+    /// How job runs share the database.
+    pub jobs: JobsConfig,
+}
+
+/// How job runs share the database: one at a time, under the job lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsConfig {
+    /// A lock holder without a heartbeat for this long is taken for dead and its lock taken
+    /// over; the holder beats every third of it.
+    pub lock_expiry: Duration,
+}
+
+/// The job lock's default expiry: long enough that a busy machine never misses a heartbeat
+/// (every 10 s), short enough that a killed run holds the next one up for half a minute only.
+pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(30);
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { lock_expiry: DEFAULT_LOCK_EXPIRY }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    lock_expiry: Option<String>,
 }
 
 /// `provision serve`: where it listens, how often it runs the complete job, its sessions.
@@ -317,6 +343,8 @@ struct RawConfig {
     notifications: operators::RawNotifications,
     #[serde(default)]
     serve: RawServe,
+    #[serde(default)]
+    jobs: RawJobs,
 }
 
 #[derive(Deserialize, Default)]
@@ -529,6 +557,15 @@ impl Config {
             },
         };
 
+        let lock_expiry =
+            duration(&source, "jobs.lock_expiry", raw.jobs.lock_expiry.as_deref())?.unwrap_or(DEFAULT_LOCK_EXPIRY);
+        if lock_expiry < Duration::from_secs(1) {
+            return Err(
+                source.error("jobs.lock_expiry", "must be at least 1s (the lock's holder beats every third of it)")
+            );
+        }
+        let jobs = JobsConfig { lock_expiry };
+
         Ok(Config {
             source,
             database,
@@ -541,6 +578,7 @@ impl Config {
             profiles,
             notifications,
             serve,
+            jobs,
         })
     }
 

@@ -1,8 +1,9 @@
 //! Runs held by a threshold: an operator resumes them (their orders go on to fulfilment) or
 //! cancels them (their orders are closed unfulfilled; the next run computes afresh and, if the
-//! desired state still asks for that many changes, holds again).
+//! desired state still asks for that many changes, holds again). Both write orders, so both
+//! take the job lock: never beside a running job.
 
-use super::JobError;
+use super::{JobError, locked};
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::ProvisioningState;
@@ -22,12 +23,18 @@ fn held(host: &Host, run: i64) -> Result<(), JobError> {
 
 /// Releases the orders a run holds; returns how many.
 pub fn resume(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
-    held(host, run)?;
-    Ok(host.store.release_holds(run, actor)?)
+    locked(host, "resume", |host| {
+        held(host, run)?;
+        Ok(host.store.release_holds(run, actor)?)
+    })
 }
 
 /// Closes the open orders a run holds (the machine's `cancel`); returns how many.
 pub fn cancel(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
+    locked(host, "cancel", |host| cancel_held(host, run, actor))
+}
+
+fn cancel_held(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
     held(host, run)?;
     let orders = host.store.orders(&OrderFilter {
         states: vec![ProvisioningState::Pending, ProvisioningState::AwaitingApproval, ProvisioningState::Error],

@@ -6,13 +6,14 @@ mod compute;
 mod fulfil;
 mod holds;
 mod isolate;
+mod lock;
 mod synchronise;
 
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::host::Host;
-use crate::store::StoreError;
+use crate::store::{LockHolder, StoreError};
 
 pub use compute::{Exceeded, KindTally, Simulation, TypeTally, compute, describe, simulate};
 pub use fulfil::fulfil;
@@ -87,9 +88,12 @@ pub struct JobReport {
 /// the machine allowed, with its history.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The database failed.
+    /// The database failed (or this run's job lock was taken over: `StoreError::LockLost`).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another process runs a job on this database; nothing was done.
+    #[error("another job holds the job lock: {0}")]
+    Locked(LockHolder),
 }
 
 /// One step of a job run.
@@ -100,21 +104,48 @@ pub const STOPPED: &str = "stopped early: the host is shutting down; what is lef
 
 /// Runs the complete job: synchronise, compute, fulfil, synchronise.
 pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
-    let run = host.store.start_job("complete")?;
+    locked_run(host, "complete", progress, &[synchronise::run, compute::run, fulfil::run, synchronise::run, notify])
+}
+
+/// Runs steps as one job run of `kind`, under the job lock: taken (with the run recorded)
+/// before the first step, let go after the run's end is recorded, so a run found `running`
+/// while nobody holds the lock is known dead.
+fn locked_run(host: &mut Host, kind: &str, progress: &ProgressBar, steps: &[Step]) -> Result<JobReport, JobError> {
+    let lock = lock::acquire(host, kind, true)?;
+    let Some(run) = lock.run else {
+        lock.release(&mut host.store);
+        return Err(StoreError::Unknown("the job lock was taken without recording a run".into()).into());
+    };
     let mut report = JobReport { run, ..JobReport::default() };
     let result = (|| {
-        let steps: [Step; 5] = [synchronise::run, compute::run, fulfil::run, synchronise::run, notify];
         for step in steps {
+            if host.lost_lock() {
+                return Err(JobError::Store(StoreError::LockLost));
+            }
             if host.stopping() {
                 report.problems.push(STOPPED.to_string());
                 break;
             }
             step(host, &mut report, progress)?;
         }
+        // A step that stopped early for a lost lock returns as if done: say why it stopped.
+        if host.lost_lock() {
+            return Err(JobError::Store(StoreError::LockLost));
+        }
         Ok(())
     })();
-    finish(host, &report, result)?;
+    let finished = finish(host, &report, result);
+    lock.release(&mut host.store);
+    finished?;
     Ok(report)
+}
+
+/// Runs `f` under the job lock, without recording a run (resuming or cancelling a held run).
+fn locked<R>(host: &mut Host, kind: &str, f: impl FnOnce(&mut Host) -> Result<R, JobError>) -> Result<R, JobError> {
+    let lock = lock::acquire(host, kind, false)?;
+    let result = f(host);
+    lock.release(&mut host.store);
+    result
 }
 
 /// Routes the notifications the run queued (one event per entity type and kind) and delivers
@@ -146,9 +177,5 @@ fn finish(host: &mut Host, report: &JobReport, result: Result<(), JobError>) -> 
 
 /// Runs one step as a job run of its own.
 fn single(host: &mut Host, kind: &str, progress: &ProgressBar, step: Step) -> Result<JobReport, JobError> {
-    let run = host.store.start_job(kind)?;
-    let mut report = JobReport { run, ..JobReport::default() };
-    let result = step(host, &mut report, progress);
-    finish(host, &report, result)?;
-    Ok(report)
+    locked_run(host, kind, progress, &[step])
 }
