@@ -511,3 +511,71 @@ fn a_killed_runs_lock_is_taken_over_after_expiry() {
     assert_eq!(left, 0, "the lock was not released");
     assert_each_order_once(dir, 2000);
 }
+
+/// `provision serve` obeys the same lock: while a CLI run holds it, the scheduler skips its
+/// ticks with a log line (no error) and "run a job now" answers 409 `job-running` naming the
+/// holder; once the CLI run is done, the scheduler's next tick runs.
+#[test]
+fn serve_skips_scheduled_runs_and_refuses_api_runs_while_another_holds_the_lock() {
+    let (events, rx) = channel();
+    let hooks = Hooks::start(events.clone());
+    let config = format!(
+        "{}\n[profiles.Admins]\npermissions = [\"/Custom/ProvisioningPolicy/\"]\n\n\
+         [users.root]\ndisplay_name = \"Root\"\nprofiles = [\"Admins\"]\n\n[serve]\njob_interval = \"1s\"\n",
+        HOOK_CONFIG.replace("PORT", &hooks.port.to_string())
+    );
+    let dir = deployment(&config, &data(5, true));
+    let dir = dir.path();
+    let out = run(dir, &["tokens", "create", "--user", "root"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_string();
+
+    let first = spawn(dir, &["job", "run"], "first", &events);
+    loop {
+        match next(&rx) {
+            Event::Hook => break,
+            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
+            _ => {}
+        }
+    }
+    let server = common::server::Server::start(dir, &dir.join("provision.toml"));
+    let logged = |what: &str| server.log.lock().unwrap().iter().any(|line| line.contains(what));
+    // The scheduler ticks every second; wait (bounded) for a tick that found the lock held.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !logged("scheduled job run skipped") {
+        assert!(!logged("scheduled job run done"), "the scheduler ran beside the CLI run");
+        assert!(std::time::Instant::now() < deadline, "no skipped tick: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!logged("scheduled job run failed"), "a held lock is logged as an error");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let response = agent
+        .post(format!("{}/api/v1/jobs/run", server.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send("{}")
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body: Value = serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "job-running", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("pid {first}")) && message.contains("run 1"), "{message}");
+
+    hooks.release();
+    let (status, _, _) = exit_of(&rx, "first");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !logged("scheduled job run done") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler did not run again: {:?}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs = job_runs(dir);
+    assert!(runs.len() >= 2, "{runs:#?}");
+    assert_one_after_the_other(&runs);
+    assert_each_order_once(dir, 6);
+}
