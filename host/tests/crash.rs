@@ -37,6 +37,10 @@ batch_size = 100
 [resource_types.Account]
 entity_type = "Directory_User"
 connection = "saas"
+
+# The killed run's job lock is taken over 2 s after its last heartbeat (see job_lock.rs).
+[jobs]
+lock_expiry = "2s"
 "#;
 
 fn provision(dir: &Path, args: &[&str]) -> Command {
@@ -99,9 +103,9 @@ fn a_killed_run_loses_and_doubles_nothing() {
     assert!(done_at_kill < ORDERS, "the kill came after fulfilment: {at_kill:?}");
     assert_eq!(at_kill.values().sum::<usize>(), ORDERS, "compute had not finished: {at_kill:?}");
 
-    // Run again, to the end.
+    // Run again, to the end, once the killed run's lock has expired.
     let again = Instant::now();
-    let out = provision(dir, &["job", "run", "--json"]).output().unwrap();
+    let out = provision(dir, &["job", "run", "--wait", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rerun = again.elapsed();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
