@@ -579,3 +579,56 @@ fn serve_skips_scheduled_runs_and_refuses_api_runs_while_another_holds_the_lock(
     assert_one_after_the_other(&runs);
     assert_each_order_once(dir, 6);
 }
+
+/// A run paused (SIGSTOP) past its lock's expiry is taken for dead: the next run takes the lock
+/// over and finishes. When the paused run resumes (SIGCONT) it finds its lock gone, stops with
+/// an error instead of reporting an end it did not reach, and stays `interrupted`.
+#[test]
+fn a_paused_run_whose_lock_was_taken_over_stops_and_stays_interrupted() {
+    let (events, rx) = channel();
+    let hooks = Hooks::start(events.clone());
+    let config = format!("{}\n[jobs]\nlock_expiry = \"2s\"\n", HOOK_CONFIG.replace("PORT", &hooks.port.to_string()));
+    let dir = deployment(&config, &data(20, true));
+    let dir = dir.path();
+
+    let first = spawn(dir, &["job", "run"], "first", &events);
+    loop {
+        match next(&rx) {
+            Event::Hook => break,
+            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
+            _ => {}
+        }
+    }
+    // Paused where it holds the lock but no transaction: waiting on the webhook.
+    signal(first, libc::SIGSTOP);
+    spawn(dir, &["job", "run", "--wait"], "second", &events);
+    loop {
+        match next(&rx) {
+            Event::Line("second", line) if line.contains("took over the job lock") => {
+                assert!(line.contains(&format!("pid {first}")), "{line}");
+                break;
+            }
+            Event::Exited("second", status, _) => panic!("the second run ended ({status}) without taking over"),
+            _ => {}
+        }
+    }
+    hooks.release();
+    let (status, _, lines) = exit_of(&rx, "second");
+    assert!(status.success(), "second: {status}: {lines:?}");
+
+    signal(first, libc::SIGCONT);
+    let (status, _, lines) = exit_of(&rx, "first");
+    assert_eq!(status.code(), Some(1), "the paused run did not fail: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("taken over")), "{lines:?}");
+    let runs = job_runs(dir);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:#?}");
+    assert_eq!(runs[1]["status"], "succeeded", "{runs:#?}");
+    assert_each_order_once(dir, 21);
+}
+
+fn signal(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).unwrap();
+    // SAFETY: kill(2) on a child process of this test, which is alive (it has not been reaped).
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+}

@@ -128,8 +128,10 @@ fn locked_run(host: &mut Host, kind: &str, progress: &ProgressBar, steps: &[Step
             }
             step(host, &mut report, progress)?;
         }
-        // A step that stopped early for a lost lock returns as if done: say why it stopped.
-        if host.lost_lock() {
+        // A step that stopped early for a lost lock returns as if done, and a run paused past
+        // its expiry may get here before its heartbeat noticed: ask the database itself, so
+        // such a run never reports an end it did not reach.
+        if host.lost_lock() || !host.store.holds_job_lock()? {
             return Err(JobError::Store(StoreError::LockLost));
         }
         Ok(())

@@ -177,6 +177,15 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM job_lock WHERE id = 1 AND token = ?1", [token])? == 1)
     }
 
+    /// Whether this connection still holds the job lock it took (false if it holds none, or
+    /// its lock was taken over).
+    pub fn holds_job_lock(&self) -> Result<bool> {
+        let Some(token) = &self.fence else { return Ok(false) };
+        let holder: Option<String> =
+            self.conn.query_row("SELECT token FROM job_lock WHERE id = 1", [], |r| r.get(0)).optional()?;
+        Ok(holder.as_deref() == Some(token.as_str()))
+    }
+
     /// The lock's current holder, if any (expired or not).
     pub fn job_lock(&self) -> Result<Option<LockHolder>> {
         Ok(self
