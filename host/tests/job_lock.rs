@@ -428,6 +428,7 @@ fn two_runs_started_together_write_every_order_once() {
     }
     assert!(a.success() || b.success(), "neither ran: {a_err:?} {b_err:?}");
     let runs = job_runs(dir);
+    eprintln!("started together: exits {:?} and {:?}, {} runs recorded", a.code(), b.code(), runs.len());
     assert_one_after_the_other(&runs);
     assert_each_order_once(dir, RACE_SLOTS);
 }
@@ -450,6 +451,8 @@ fn two_waiting_runs_started_together_both_run_once_each() {
         .map(|out| serde_json::from_str::<Value>(out).unwrap()["counters"]["orders_created"].as_u64().unwrap())
         .sum();
     assert_eq!(created, RACE_SLOTS as u64, "orders created by the two runs together");
+    let waited = a_err.iter().chain(&b_err).filter(|line| line.contains("waiting for it")).count();
+    eprintln!("started together with --wait: {waited} of 2 said they waited");
     let runs = job_runs(dir);
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:#?}");
