@@ -324,6 +324,11 @@ fn the_refusal_names_the_holder() {
     assert_eq!(out.status.code(), Some(EXIT_LOCKED), "{stderr}");
     assert!(stderr.contains(&format!("pid {first}")), "the holder's pid is not named: {stderr}");
     assert!(stderr.contains("run 1"), "the holder's run is not named: {stderr}");
+    // --wait-timeout bounds the wait: still held after it, refused the same way.
+    let out = run(dir, &["job", "run", "--wait", "--wait-timeout", "300ms"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_LOCKED), "{stderr}");
+    assert!(stderr.contains("waiting for it") && stderr.contains(&format!("pid {first}")), "{stderr}");
     // Resuming or cancelling a held run writes too: it obeys the same lock.
     let out = run(dir, &["job", "cancel", "1", "--user", "hank"]);
     assert_eq!(out.status.code(), Some(EXIT_LOCKED), "{}", text(&out.stderr));
