@@ -2,7 +2,10 @@
 //! of poisoned orders (none, one, several, all) and every way the guests fail (a panic, a loop
 //! past the time limit, memory past the limit, a wrong answer, a sleep past the time limit).
 //! Exactly the poisoned orders fail, each with the failure its own call met; every other order
-//! goes through in the same run; the plugin is blamed only when every call failed.
+//! goes through in the same run; the plugin is blamed only when every call failed. Where the
+//! failures are waits (a loop, a sleep) and more than two orders are poisoned, a batch may spend
+//! its budget of time limits first: then what was not isolated waits, saying so, and still no
+//! healthy order fails and no poisoned one passes.
 
 use std::collections::BTreeSet;
 
@@ -24,7 +27,7 @@ writable = true
 
 [plugins.rule]
 file = "faulty-rule.wasm"
-timeout = "150ms"
+timeout = "100ms"
 memory = "16 MiB"
 disable_after = 1
 [plugins.rule.config]
@@ -34,7 +37,7 @@ poison-mode = "MODE"
 
 [plugins.connector]
 file = "faulty-connector.wasm"
-timeout = "150ms"
+timeout = "100ms"
 memory = "16 MiB"
 disable_after = 1
 [plugins.connector.config]
@@ -64,7 +67,7 @@ fn expected(mode: &str, owner: &str, world: &str) -> String {
     match mode {
         "panic" if world == "rule" => format!("cannot decide on the order of {owner}"),
         "panic" => format!("cannot handle the order of {owner}"),
-        "loop" | "sleep" => "exceeded its time limit of 150ms".to_string(),
+        "loop" | "sleep" => "exceeded its time limit of 100ms".to_string(),
         "alloc" => "exceeded its memory limit of 16.0 MiB".to_string(),
         _ if world == "rule" => "returned 0 decisions for 1 inputs".to_string(),
         _ => "returned 0 outcomes for 1 inputs".to_string(),
@@ -92,6 +95,9 @@ fn check(n: usize, bad: &BTreeSet<usize>, mode: &str) -> Result<(), TestCaseErro
     complete(&mut host);
 
     let everything = bad.len() == n;
+    // Two waiting orders always fit the budget of a batch; more may not.
+    let may_run_out = matches!(mode, "loop" | "sleep") && bad.len() > 2;
+    let waits = |reason: &str| may_run_out && reason.contains("most one batch may spend");
     for (resource_type, world, done, failed) in [
         ("Reviewed", "rule", ProvisioningState::Verified, ProvisioningState::Error),
         ("Fulfilled", "connector", ProvisioningState::Executed, ProvisioningState::Errored),
@@ -112,8 +118,12 @@ fn check(n: usize, bad: &BTreeSet<usize>, mode: &str) -> Result<(), TestCaseErro
                 let waiting = if world == "rule" { ProvisioningState::Error } else { ProvisioningState::Pending };
                 prop_assert_eq!(order.state, waiting, "{} {} ({}): {}", world, order.owner, mode, last);
                 if world == "rule" {
-                    prop_assert!(last.contains("failed on the whole batch"), "{}", last);
+                    prop_assert!(last.contains("failed on the whole batch") || waits(&last), "{}", last);
                 }
+            } else if world == "rule" && order.state == ProvisioningState::Error && waits(&last) {
+                // Not isolated within the budget: the rule will be asked again.
+            } else if world == "connector" && order.state == ProvisioningState::Pending && may_run_out {
+                // Not isolated within the budget: it waits for the next run, unsent.
             } else if poisoned {
                 prop_assert_eq!(order.state, failed, "{} {} ({})", world, order.owner, mode);
                 let message = if world == "rule" { last } else { order.message.clone().unwrap_or_default() };
@@ -146,7 +156,7 @@ fn check(n: usize, bad: &BTreeSet<usize>, mode: &str) -> Result<(), TestCaseErro
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 20, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn exactly_the_poisoned_orders_fail(
         n in 1usize..24,
@@ -163,4 +173,11 @@ proptest! {
 #[test]
 fn two_poisoned_orders_in_different_halves() {
     check(8, &[1, 6].into(), "panic").unwrap();
+}
+
+/// More orders that wait than a batch's budget of time limits covers: what is isolated fails,
+/// what is not waits, and no healthy order fails.
+#[test]
+fn three_waiting_orders_in_fifteen() {
+    check(15, &[2, 7, 12].into(), "sleep").unwrap();
 }

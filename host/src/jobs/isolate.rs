@@ -8,12 +8,12 @@
 //! items, and the items wait. Items isolated as poisoned while others succeed are theirs alone.
 //!
 //! Waits are bounded too: each call ends at the plugin's time limit, and the isolation of one
-//! batch stops starting calls once it has spent [`budget`] (`2·(1 + ⌈log2 n⌉)` time limits);
-//! what it has not answered by then waits for the next run. One order that sleeps in a batch of
-//! 100 costs 8 time limits (the batch, then one half at each of 7 levels).
+//! batch stops starting calls once [`budget`] of them (`2·(1 + ⌈log2 n⌉)`, enough for two
+//! orders that wait) have ended at the time limit; what it has not answered by then waits for
+//! the next run. One order that sleeps in a batch of 100 costs at most 8 time limits (the batch,
+//! then one half at each of 7 levels).
 
 use std::ops::Range;
-use std::time::{Duration, Instant};
 
 use crate::host::Host;
 use crate::plugins::{CallError, Plugin};
@@ -78,11 +78,12 @@ pub(super) fn record<R>(host: &mut Host, name: &str, batch: &Isolated<R>) {
     }
 }
 
-/// The most time the isolation of a batch of `n` may spend when each call may take `limit`:
+/// How many calls of a batch of `n` may end at the time limit before its isolation stops:
 /// enough for the calls that fail on the way to two poisoned items (`1 + ⌈log2 n⌉` each).
-pub(crate) fn budget(limit: Duration, n: usize) -> Duration {
-    let levels = usize::BITS - n.saturating_sub(1).leading_zeros();
-    limit.saturating_mul(2 * (1 + levels))
+/// Counting time limits, not wall time, keeps the bound exact on a loaded machine.
+pub(crate) fn budget(n: usize) -> usize {
+    let levels = (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+    2 * (1 + levels)
 }
 
 /// The calls of [`isolate`] without the host, so that they can run on another thread while
@@ -92,7 +93,7 @@ pub(super) fn isolate_calls<T, R>(
     items: &[T],
     call: impl Fn(&Plugin, &[T]) -> Result<Vec<R>, CallError>,
 ) -> Isolated<R> {
-    let batch = bisect(items, budget(plugin.timeout(), items.len()), |part| call(plugin, part));
+    let batch = bisect(items, budget(items.len()), |part| call(plugin, part));
     if batch.calls > 1 {
         let failed = batch.items.iter().filter(|i| matches!(i, Item::Failed(_))).count();
         tracing::info!(plugin = %plugin.name, items = items.len(), failed, calls = batch.calls, "isolated the orders a batch failed on");
@@ -101,13 +102,13 @@ pub(super) fn isolate_calls<T, R>(
 }
 
 /// Bisects failing parts of `items` level by level until each failing item is alone, or
-/// `budget` is spent.
+/// `budget` calls have ended at the time limit.
 pub(crate) fn bisect<T, R>(
     items: &[T],
-    budget: Duration,
+    budget: usize,
     call: impl Fn(&[T]) -> Result<Vec<R>, CallError>,
 ) -> Isolated<R> {
-    let started = Instant::now();
+    let mut timed_out = 0usize;
     let mut results: Vec<Option<Item<R>>> = items.iter().map(|_| None).collect();
     let mut alone: Vec<(usize, CallError)> = Vec::new();
     let mut level: Vec<Range<usize>> = Vec::new();
@@ -121,12 +122,16 @@ pub(crate) fn bisect<T, R>(
     while !level.is_empty() {
         let mut next = Vec::new();
         for range in level {
-            if calls > 0 && started.elapsed() >= budget {
+            if timed_out >= budget {
                 out_of_time.push(range);
                 continue;
             }
             calls += 1;
-            match call(&items[range.clone()]) {
+            let result = call(&items[range.clone()]);
+            if matches!(result, Err(CallError::TimeLimit { .. })) {
+                timed_out += 1;
+            }
+            match result {
                 Ok(answers) => {
                     any_success = true;
                     for (slot, answer) in range.zip(answers) {
@@ -157,8 +162,7 @@ pub(crate) fn bisect<T, R>(
     }
     if !out_of_time.is_empty() {
         let why = format!(
-            "not isolated: the batch's calls took {:.1?} of a budget of {budget:?}{}; it waits for the next run",
-            started.elapsed(),
+            "not isolated: {timed_out} calls of the batch ended at the time limit, the most one batch may spend{}; it waits for the next run",
             last_error.as_ref().map(|e| format!(" (last failure: {e})")).unwrap_or_default()
         );
         tracing::warn!("{why}");
@@ -193,7 +197,7 @@ mod tests {
         fn every_poisoned_item_is_found(n in 1usize..300, picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..12), all in any::<bool>()) {
             let bad: BTreeSet<usize> = if all { (0..n).collect() } else { picks.iter().map(|p| p.index(n)).collect() };
             let items: Vec<usize> = (0..n).collect();
-            let batch = bisect(&items, Duration::from_secs(3600), poisoned(&bad));
+            let batch = bisect(&items, usize::MAX, poisoned(&bad));
             let everything = bad.len() == n;
             for (i, item) in batch.items.iter().enumerate() {
                 match item {
@@ -216,27 +220,42 @@ mod tests {
         }
     }
 
+    fn wait(part: &[usize], waiting: &BTreeSet<usize>) -> Result<Vec<usize>, CallError> {
+        if part.iter().any(|i| waiting.contains(i)) {
+            return Err(CallError::TimeLimit { plugin: "p".into(), limit: std::time::Duration::from_secs(5) });
+        }
+        Ok(part.to_vec())
+    }
+
     #[test]
-    fn the_budget_bounds_a_batch_that_only_waits() {
-        // Each failing call "takes" 10 ms; with a budget of 50 ms the isolation stops starting
-        // calls after about five of them and the items wait.
+    fn the_budget_bounds_a_batch_whose_calls_all_wait() {
         let items: Vec<usize> = (0..64).collect();
-        let batch = bisect(&items, Duration::from_millis(50), |_part: &[usize]| -> Result<Vec<usize>, CallError> {
-            std::thread::sleep(Duration::from_millis(10));
-            Err(CallError::TimeLimit { plugin: "p".into(), limit: Duration::from_millis(10) })
-        });
-        assert!((5..=7).contains(&batch.calls), "{} calls", batch.calls);
+        let batch = bisect(&items, budget(64), |part| wait(part, &items.iter().copied().collect()));
+        assert_eq!(batch.calls, budget(64), "it stops starting calls once the budget is spent");
         assert!(batch.failure.is_some());
-        assert!(batch.items.iter().all(|i| matches!(i, Item::Skipped(why) if why.contains("budget"))));
+        assert!(
+            batch.items.iter().all(|i| matches!(i, Item::Skipped(why) if why.contains("most one batch may spend")))
+        );
+    }
+
+    #[test]
+    fn one_or_two_waiting_items_are_isolated_within_the_budget() {
+        for waiting in [BTreeSet::from([37]), BTreeSet::from([0, 99]), BTreeSet::from([49, 50])] {
+            let items: Vec<usize> = (0..100).collect();
+            let batch = bisect(&items, budget(100), |part| wait(part, &waiting));
+            for (i, item) in batch.items.iter().enumerate() {
+                assert_eq!(matches!(item, Item::Failed(_)), waiting.contains(&i), "{waiting:?}: item {i}: {item:?}");
+                assert_eq!(matches!(item, Item::Done(_)), !waiting.contains(&i), "{waiting:?}: item {i}");
+            }
+        }
     }
 
     #[test]
     fn budget_is_two_time_limits_per_level() {
-        let second = Duration::from_secs(1);
-        assert_eq!(budget(second, 1), 2 * second);
-        assert_eq!(budget(second, 2), 4 * second);
-        assert_eq!(budget(second, 100), 16 * second);
-        assert_eq!(budget(second, 500), 20 * second);
-        assert_eq!(budget(second, 0), 2 * second);
+        assert_eq!(budget(1), 2);
+        assert_eq!(budget(2), 4);
+        assert_eq!(budget(100), 16);
+        assert_eq!(budget(500), 20);
+        assert_eq!(budget(0), 2);
     }
 }
