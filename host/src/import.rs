@@ -16,12 +16,13 @@
 //! valid_until = 2027-01-01T00:00:00Z   # optional, as is valid_from
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
 use crate::config::{Config, Source, SourceError};
+use crate::limits::{self, OverLimit, Part};
 use crate::model::ResourceContent;
 use crate::store::{Assignment, Identity, Store, StoreError};
 
@@ -51,8 +52,9 @@ struct RawAssignment {
     resource_type: String,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    // A list, not a set, until checked: an entitlement over its limit is named by its place.
     #[serde(default)]
-    entitlements: BTreeSet<String>,
+    entitlements: Vec<String>,
     valid_from: Option<toml::Value>,
     valid_until: Option<toml::Value>,
 }
@@ -92,6 +94,28 @@ fn timestamp(source: &Source, key: String, value: Option<toml::Value>) -> Result
     })
 }
 
+/// An error about data over a limit, at the key of the part at fault: `{at}.attributes.NAME`,
+/// `{at}.entitlements[3]`. A name the locator cannot follow (one with a dot) is located at
+/// `{at}.attributes`, so the error still has its line.
+fn over_limit(source: &Source, at: &str, error: OverLimit) -> SourceError {
+    let (key, parent) = match &error.part {
+        Part::Attribute(name) => (format!("{at}.attributes.{name}"), format!("{at}.attributes")),
+        Part::Attributes => (format!("{at}.attributes"), at.to_string()),
+        Part::Entitlement(i) => (format!("{at}.entitlements[{i}]"), format!("{at}.entitlements")),
+        Part::Entitlements => (format!("{at}.entitlements"), at.to_string()),
+        Part::Content => (at.to_string(), at.to_string()),
+    };
+    let mut located = source.error(key, &error.message);
+    if located.position.is_none() {
+        located.position = source.locate(&parent);
+    }
+    if matches!(error.part, Part::Attribute(_)) && located.key.len() > parent.len() + 1 + 64 {
+        // An oversize name is in the message already, cut; the key keeps the error short.
+        located.key = parent;
+    }
+    located
+}
+
 /// Reads and validates a desired-state file against the config (entity and resource types) and
 /// the identities the store already knows.
 pub fn load(file: &Path, config: &Config, store: &Store) -> Result<Desired, SourceError> {
@@ -110,6 +134,10 @@ pub fn load(file: &Path, config: &Config, store: &Store) -> Result<Desired, Sour
         if r.key.trim().is_empty() {
             return Err(source.error(format!("identities[{i}].key"), "must not be empty"));
         }
+        limits::check_id("the key", &r.key, limits::IDENTITY_KEY)
+            .map_err(|message| source.error(format!("identities[{i}].key"), message))?;
+        limits::check_data(r.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())), [])
+            .map_err(|e| over_limit(&source, &format!("identities[{i}]"), e))?;
         if !in_file.insert((r.entity_type.clone(), r.key.clone())) {
             return Err(source.error(format!("identities[{i}].key"), format!("identity `{}` is listed twice", r.key)));
         }
@@ -124,6 +152,11 @@ pub fn load(file: &Path, config: &Config, store: &Store) -> Result<Desired, Sour
     let mut seen = HashSet::new();
     for (i, r) in raw.assignments.into_iter().enumerate() {
         let key = |field: &str| format!("assignments[{i}].{field}");
+        limits::check_data(
+            r.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            r.entitlements.iter().map(String::as_str),
+        )
+        .map_err(|e| over_limit(&source, &format!("assignments[{i}]"), e))?;
         let Some(rt) = config.resource_types.get(&r.resource_type) else {
             let known = config.resource_types.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(source.error(
@@ -131,6 +164,8 @@ pub fn load(file: &Path, config: &Config, store: &Store) -> Result<Desired, Sour
                 format!("unknown resource type `{}` (the config defines: {known})", r.resource_type),
             ));
         };
+        limits::check_id("the identity", &r.identity, limits::IDENTITY_KEY)
+            .map_err(|message| source.error(key("identity"), message))?;
         let known = in_file.contains(&(rt.entity_type.clone(), r.identity.clone()))
             || store.identity_exists(&rt.entity_type, &r.identity).map_err(|e| source.error(key("identity"), e))?;
         if !known {
@@ -161,7 +196,7 @@ pub fn load(file: &Path, config: &Config, store: &Store) -> Result<Desired, Sour
         assignments.push(Assignment {
             identity: r.identity,
             resource_type: r.resource_type,
-            content: ResourceContent { attributes: r.attributes, entitlements: r.entitlements },
+            content: ResourceContent { attributes: r.attributes, entitlements: r.entitlements.into_iter().collect() },
             valid_from,
             valid_until,
         });

@@ -1,9 +1,12 @@
-//! The limits on text, in one place: how much the host takes in where text enters (the API, the
-//! CLI, the library functions both call, plugins' answers) and how much of it a person is shown.
+//! The limits on text and data, in one place: how much the host takes in where text enters (the
+//! API, the CLI, the library functions both call, plugins' answers) and how much of it a person
+//! is shown; and how large identities' and resources' data may be wherever it enters (the
+//! desired-state import, a connector's `read`) or leaves (the orders sent to plugins).
 //! The README's "Limits" section documents each; a new limit belongs here, with its check.
 //!
 //! Lengths people supply are counted in characters (Unicode scalar values), since that is what
-//! they see; what plugins hand back is bounded in bytes, as the rest of their answers are.
+//! they see; what plugins hand back, and the data (identities, resources) that goes to them and
+//! comes back, is bounded in bytes, as the rest of their answers are.
 
 /// A comment, reason or error report a person gives (review decisions, manual confirmations
 /// and error reports): at most this many characters.
@@ -39,6 +42,153 @@ pub const SHOWN_CELL: usize = 500;
 /// many characters each: a comment at its limit, or a plugin's message, is shown whole.
 pub const SHOWN_DETAIL: usize = 4100;
 const _: () = assert!(SHOWN_DETAIL >= COMMENT && SHOWN_DETAIL >= PLUGIN_MESSAGE);
+
+// Data: what desired state and managed systems hold about identities and resources. The same
+// constants bound every boundary it crosses (the desired-state import, a connector's `read`,
+// the orders sent to plugins), so what one accepts another never refuses. Counted in bytes of
+// UTF-8, as plugins see it.
+
+/// An identity's key (an order's owner, a resource's owner): at most this many bytes.
+pub const IDENTITY_KEY: usize = 1024;
+
+/// A resource's id in its managed system (and a connector's page cursor): at most this many
+/// bytes.
+pub const RESOURCE_ID: usize = 1024;
+
+/// An attribute's name: not empty, at most this many bytes.
+pub const ATTRIBUTE_NAME: usize = 1024;
+
+/// An attribute's value: at most this many bytes.
+pub const ATTRIBUTE_VALUE: usize = 64 * 1024;
+
+/// Attributes of one resource or identity: at most this many.
+pub const ATTRIBUTES: usize = 1000;
+
+/// An entitlement: not empty, at most this many bytes.
+pub const ENTITLEMENT: usize = 1024;
+
+/// Entitlements of one resource: at most this many.
+pub const ENTITLEMENTS: usize = 10_000;
+
+/// One resource's whole content (attribute names and values and entitlements together): at most
+/// this many bytes. An order's change is made of a desired and an actual content, so it is
+/// bounded by twice this.
+pub const RESOURCE: usize = 1 << 20;
+
+/// Resources in one page of a connector's `read`: at most this many.
+pub const READ_PAGE: usize = 10_000;
+
+/// What is over a limit (or empty) in one resource's or identity's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// The attribute of this name (its name or its value).
+    Attribute(String),
+    /// The attributes as a whole (how many).
+    Attributes,
+    /// The entitlement at this position of the list it came in.
+    Entitlement(usize),
+    /// The entitlements as a whole (how many).
+    Entitlements,
+    /// The content as a whole (its size).
+    Content,
+}
+
+/// Data over a limit: which part and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OverLimit {
+    /// The part at fault, to name it (an import names its key).
+    pub part: Part,
+    /// What is wrong, with the limit.
+    pub message: String,
+}
+
+/// A name or value in a message: escaped and cut, since it may be the oversize text itself.
+fn named(text: &str) -> String {
+    crate::text::shown(text, 64).0
+}
+
+/// Checks one resource's or identity's data (attributes in any order, entitlements in the
+/// order they came) against the limits above: the first part over one, else `Ok`.
+pub fn check_data<'a>(
+    attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    entitlements: impl IntoIterator<Item = &'a str>,
+) -> Result<(), OverLimit> {
+    let over = |part, message: String| Err(OverLimit { part, message });
+    let mut total = 0usize;
+    let mut count = 0usize;
+    for (name, value) in attributes {
+        count += 1;
+        if count > ATTRIBUTES {
+            return over(
+                Part::Attributes,
+                format!("more than {ATTRIBUTES} attributes; at most {ATTRIBUTES} are accepted"),
+            );
+        }
+        let part = || Part::Attribute(name.to_string());
+        if name.is_empty() {
+            return over(part(), "an attribute name is empty".to_string());
+        }
+        if name.len() > ATTRIBUTE_NAME {
+            return over(
+                part(),
+                format!(
+                    "attribute name `{}` is {} bytes long; at most {ATTRIBUTE_NAME} bytes are accepted",
+                    named(name),
+                    name.len()
+                ),
+            );
+        }
+        if value.len() > ATTRIBUTE_VALUE {
+            return over(
+                part(),
+                format!(
+                    "the value of attribute `{}` is {} bytes long; at most {ATTRIBUTE_VALUE} bytes are accepted",
+                    named(name),
+                    value.len()
+                ),
+            );
+        }
+        total += name.len() + value.len();
+    }
+    for (i, entitlement) in entitlements.into_iter().enumerate() {
+        if i >= ENTITLEMENTS {
+            return over(
+                Part::Entitlements,
+                format!("more than {ENTITLEMENTS} entitlements; at most {ENTITLEMENTS} are accepted"),
+            );
+        }
+        if entitlement.is_empty() {
+            return over(Part::Entitlement(i), "an entitlement is empty".to_string());
+        }
+        if entitlement.len() > ENTITLEMENT {
+            return over(
+                Part::Entitlement(i),
+                format!(
+                    "entitlement `{}` is {} bytes long; at most {ENTITLEMENT} bytes are accepted",
+                    named(entitlement),
+                    entitlement.len()
+                ),
+            );
+        }
+        total += entitlement.len();
+    }
+    if total > RESOURCE {
+        return over(Part::Content, format!("the content is {total} bytes; at most {RESOURCE} bytes are accepted"));
+    }
+    Ok(())
+}
+
+/// Checks an identifier (an identity key, a resource id): not empty, at most `limit` bytes.
+pub fn check_id(what: &str, id: &str, limit: usize) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if id.len() > limit {
+        return Err(format!("{what} `{}` is {} bytes long; at most {limit} bytes are accepted", named(id), id.len()));
+    }
+    Ok(())
+}
 
 /// A text over its limit, naming what it is and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,5 +228,46 @@ mod tests {
         let error = check("the comment", &over, COMMENT).unwrap_err();
         assert_eq!((error.length, error.limit), (COMMENT + 1, COMMENT));
         assert!(error.to_string().contains("at most 4000 characters"), "{error}");
+    }
+
+    #[test]
+    fn data_at_its_limits_passes_and_each_part_over_one_is_named() {
+        let value = "v".repeat(ATTRIBUTE_VALUE);
+        let name = "n".repeat(ATTRIBUTE_NAME);
+        let entitlement = "e".repeat(ENTITLEMENT);
+        assert_eq!(check_data([(name.as_str(), value.as_str())], [entitlement.as_str()]), Ok(()));
+
+        let big = format!("{value}v");
+        let error = check_data([("a", "1"), ("note", big.as_str())], []).unwrap_err();
+        assert_eq!(error.part, Part::Attribute("note".into()));
+        assert!(error.message.contains("65537 bytes long; at most 65536"), "{error}");
+
+        let long = format!("{name}n");
+        assert_eq!(check_data([(long.as_str(), "")], []).unwrap_err().part, Part::Attribute(long.clone()));
+        assert_eq!(check_data([("", "x")], []).unwrap_err().part, Part::Attribute(String::new()));
+
+        let names: Vec<String> = (0..=ATTRIBUTES).map(|i| format!("a{i}")).collect();
+        let error = check_data(names.iter().map(|n| (n.as_str(), "")), []).unwrap_err();
+        assert_eq!(error.part, Part::Attributes);
+        assert_eq!(check_data(names[..ATTRIBUTES].iter().map(|n| (n.as_str(), "")), []), Ok(()));
+
+        let over = format!("{entitlement}e");
+        assert_eq!(check_data([], ["ok", over.as_str()]).unwrap_err().part, Part::Entitlement(1));
+        assert_eq!(check_data([], ["ok", ""]).unwrap_err().part, Part::Entitlement(1));
+        let many: Vec<String> = (0..=ENTITLEMENTS).map(|i| format!("g{i}")).collect();
+        assert_eq!(check_data([], many.iter().map(String::as_str)).unwrap_err().part, Part::Entitlements);
+
+        // Each part within its limit, the whole over its own: 17 values of 64 KiB exceed 1 MiB.
+        let names: Vec<String> = (0..17).map(|i| format!("a{i}")).collect();
+        let error = check_data(names.iter().map(|n| (n.as_str(), value.as_str())), []).unwrap_err();
+        assert_eq!(error.part, Part::Content, "{error}");
+    }
+
+    #[test]
+    fn ids_are_bounded_in_bytes_and_never_empty() {
+        assert_eq!(check_id("the key", &"k".repeat(IDENTITY_KEY), IDENTITY_KEY), Ok(()));
+        let error = check_id("the key", &"é".repeat(IDENTITY_KEY / 2 + 1), IDENTITY_KEY).unwrap_err();
+        assert!(error.contains("1026 bytes long; at most 1024"), "{error}");
+        assert!(check_id("the key", "", IDENTITY_KEY).unwrap_err().contains("empty"));
     }
 }

@@ -101,3 +101,51 @@ fn help_teaches_and_bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown provisioning state `done`"), "{}", stderr(&out));
 }
+
+/// Imports `data` (written to `demo/name`) into the demo deployment of `dir`.
+fn import(dir: &Path, name: &str, data: &str) -> Output {
+    std::fs::write(dir.join("demo").join(name), data).unwrap();
+    let file = dir.join("demo").join(name);
+    let config = dir.join("demo/provision.toml");
+    provision(&["import", file.to_str().unwrap(), "--config", config.to_str().unwrap()], dir)
+}
+
+#[test]
+fn an_import_over_a_data_limit_is_refused_naming_file_line_and_key_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = provision(&["demo", "--dir", "demo"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A 1 MB value: before, it was imported, carried out, and then made every `read` of its
+    // resource type fail.
+    let megabyte = "x".repeat(1 << 20);
+    let data = format!(
+        "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"dan\"\n\n[[assignments]]\nidentity = \"dan\"\n\
+         resource_type = \"SaaS_Account\"\nentitlements = [\"Users\"]\nattributes = {{ userName = \"dan\", note = \"{megabyte}\" }}\n"
+    );
+    let out = import(dir.path(), "big.toml", &data);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("big.toml:9:"), "names file and line: {}", &message[..message.len().min(500)]);
+    assert!(message.contains("key `assignments[0].attributes.note`"), "{}", &message[..message.len().min(500)]);
+    assert!(message.contains("1048576 bytes long; at most 65536 bytes"), "{}", &message[..message.len().min(500)]);
+    assert!(message.len() < 2000, "the message does not repeat the value: {} bytes", message.len());
+
+    // An entitlement over its limit is named by its place in the file's list.
+    let long = "g".repeat(1025);
+    let data = format!(
+        "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"dan\"\n\n[[assignments]]\nidentity = \"dan\"\n\
+         resource_type = \"SaaS_Account\"\nentitlements = [\n  \"Users\",\n  \"{long}\",\n]\n"
+    );
+    let out = import(dir.path(), "groups.toml", &data);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("groups.toml:10:3: key `assignments[0].entitlements[1]`"), "{message}");
+
+    // Nothing of either file was written: the next run has nothing new to do for `dan`.
+    let config = dir.path().join("demo/provision.toml");
+    let out = provision(&["job", "run", "--config", config.to_str().unwrap(), "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["counters"]["orders_created"], 0, "{report}");
+}
