@@ -8,7 +8,7 @@ use super::{JobError, JobReport, isolate, single};
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Order, ResourceContent};
-use crate::plugins::Resource;
+use crate::plugins::{Malformed, Resource};
 use crate::store::Transition;
 
 /// Pages one read may take before the host gives up on a connector that never ends.
@@ -47,6 +47,11 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
 
 /// Reads every page; only a complete read removes the resources it did not see. The inner
 /// error is a failed read, which leaves the previous actual state in place.
+///
+/// A malformed resource (over a limit) fails alone: it is logged and reported, and the stored
+/// resource of its id or owner keeps its last good state, marked seen, so that it is neither
+/// removed nor taken for absent by compute; its owner's orders keep their state. One whose id
+/// is unusable cannot be matched to anything stored, so that read removes nothing.
 fn read_all(
     host: &mut Host,
     resource_type: &str,
@@ -60,7 +65,8 @@ fn read_all(
         Err(why) => return Ok(Err(why)),
     };
     let mut cursor: Option<String> = None;
-    let mut unwritten: Vec<Resource> = Vec::new();
+    let mut unwritten = Unwritten::default();
+    let mut unidentified = false;
     for _ in 0..MAX_PAGES {
         // The connector reads a page on a second thread while this one writes the page before.
         let (read, written) = std::thread::scope(|scope| {
@@ -77,7 +83,23 @@ fn read_all(
             Ok(Err(error)) => return Ok(Err(format!("the connector could not read: {error}"))),
             Err(error) => return Ok(Err(error.to_string())),
         };
-        unwritten = page.resources;
+        for bad in &page.malformed {
+            tracing::warn!(
+                resource_type,
+                plugin,
+                resource = bad.id.as_deref().unwrap_or("(unusable)"),
+                "a malformed resource is skipped; it keeps its last synchronised state: {}",
+                bad.problem
+            );
+            let consequence = if bad.id.is_some() {
+                "skipped; it keeps its last synchronised state and its orders theirs"
+            } else {
+                unidentified = true;
+                "skipped; resources this read did not see are not removed"
+            };
+            report.problems.push(format!("synchronise {resource_type}: {bad}; {consequence}"));
+        }
+        unwritten = Unwritten { resources: page.resources, malformed: page.malformed };
         match page.next_cursor {
             Some(next) if Some(&next) == cursor.as_ref() => {
                 return Ok(Err(format!("the connector returned the same cursor `{next}` twice")));
@@ -85,7 +107,9 @@ fn read_all(
             Some(next) => cursor = Some(next),
             None => {
                 store_page(host, resource_type, &unwritten, stamp, report, progress)?;
-                host.store.remove_unseen_resources(resource_type, stamp)?;
+                if !unidentified {
+                    host.store.remove_unseen_resources(resource_type, stamp)?;
+                }
                 return Ok(Ok(()));
             }
         }
@@ -93,14 +117,27 @@ fn read_all(
     Ok(Err(format!("more than {MAX_PAGES} pages")))
 }
 
+/// A page read but not yet written.
+#[derive(Default)]
+struct Unwritten {
+    resources: Vec<Resource>,
+    malformed: Vec<Malformed>,
+}
+
 fn store_page(
     host: &mut Host,
     resource_type: &str,
-    resources: &[Resource],
+    page: &Unwritten,
     stamp: i64,
     report: &mut JobReport,
     progress: &ProgressBar,
 ) -> Result<(), JobError> {
+    if !page.malformed.is_empty() {
+        let ids: Vec<&str> = page.malformed.iter().filter_map(|m| m.id.as_deref()).collect();
+        let owners: Vec<&str> = page.malformed.iter().filter_map(|m| m.owner.as_deref()).collect();
+        host.store.keep_resources(resource_type, &ids, &owners, stamp)?;
+    }
+    let resources = &page.resources;
     if resources.is_empty() {
         return Ok(());
     }

@@ -15,17 +15,14 @@ use super::bindings::{describe, evaluate, fulfil, read, route, types};
 use super::guest::{GuestState, truncate};
 use super::versions::Export;
 use super::{CallError, Plugin};
+use crate::limits;
 use crate::model::{ChangeKind, Order, ResourceContent};
 use crate::permissions::Directory;
 
 /// Longest message (error, reason, reference) kept from a guest, bytes.
 const MAX_MESSAGE: usize = crate::limits::PLUGIN_MESSAGE;
-/// Longest id or cursor accepted from a guest, bytes.
-const MAX_ID: usize = 1024;
-/// Most resources accepted in one page of `read`.
-const MAX_PAGE: usize = 10_000;
-/// Longest attribute value accepted from `read`, bytes.
-const MAX_VALUE: usize = 64 * 1024;
+/// Longest name, version or resource type in a plugin's description, bytes.
+const MAX_DESCRIBED: usize = 1024;
 /// Most messages one routed event may produce.
 const MAX_MESSAGES: usize = 100;
 /// Longest message body from a router, bytes.
@@ -100,8 +97,61 @@ pub struct Resource {
 pub struct Page {
     /// The resources.
     pub resources: Vec<Resource>,
+    /// Resources of the page over a limit of `limits` (or with an empty id, name or
+    /// entitlement): left out of `resources`, so that one bad resource fails alone.
+    pub malformed: Vec<Malformed>,
     /// Where the next page starts; none on the last.
     pub next_cursor: Option<String>,
+}
+
+/// A resource a connector's `read` returned that the host refuses to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// Its id, when the id itself is usable (not empty, within its limit).
+    pub id: Option<String>,
+    /// Its owner's key, when given and usable.
+    pub owner: Option<String>,
+    /// What is wrong, with the limit (names and values in it cut).
+    pub problem: String,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.id, &self.owner) {
+            (Some(id), Some(owner)) => write!(f, "resource `{id}` (owner `{owner}`): {}", self.problem),
+            (Some(id), None) => write!(f, "resource `{id}`: {}", self.problem),
+            (None, Some(owner)) => write!(f, "a resource of owner `{owner}` without a usable id: {}", self.problem),
+            (None, None) => write!(f, "a resource without a usable id: {}", self.problem),
+        }
+    }
+}
+
+/// A resource from `read` as the host stores it, or why not.
+fn checked(r: read::ManagedResource) -> Result<Resource, Malformed> {
+    let usable = |what, text: &str, limit| limits::check_id(what, text, limit);
+    let id_problem = usable("the resource id", &r.id, limits::RESOURCE_ID).err();
+    let owner = r.owner.filter(|o| !o.is_empty());
+    let owner_problem = owner.as_deref().and_then(|o| usable("the owner", o, limits::IDENTITY_KEY).err());
+    let data = limits::check_data(
+        r.attributes.iter().map(|a| (a.name.as_str(), a.value.as_str())),
+        r.entitlements.iter().map(String::as_str),
+    );
+    let problem = id_problem.clone().or(owner_problem.clone()).or(data.err().map(|e| e.message));
+    match problem {
+        None => Ok(Resource {
+            id: r.id,
+            owner,
+            content: ResourceContent {
+                attributes: r.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
+                entitlements: r.entitlements.into_iter().collect(),
+            },
+        }),
+        Some(problem) => Err(Malformed {
+            id: id_problem.is_none().then_some(r.id),
+            owner: owner.filter(|_| owner_problem.is_none()),
+            problem,
+        }),
+    }
 }
 
 /// A connector's own report that it could not read.
@@ -290,7 +340,7 @@ impl Plugin {
             Ok(Some(describe.call_async(&mut *store, ()).await?.0))
         })?;
         let Some(d) = description else { return Ok(None) };
-        let short = |text: &str| !text.is_empty() && text.len() <= MAX_ID;
+        let short = |text: &str| !text.is_empty() && text.len() <= MAX_DESCRIBED;
         if !short(&d.name) || !short(&d.version) {
             return Err(self.invalid("a description whose name or version is empty or longer than 1024 bytes"));
         }
@@ -320,7 +370,7 @@ impl Plugin {
             .map(|(outcome, order)| match outcome {
                 fulfil::Outcome::Executed(id) => {
                     let resource_id = id.filter(|id| {
-                        let ok = !id.is_empty() && id.len() <= MAX_ID;
+                        let ok = limits::check_id("the resource id", id, limits::RESOURCE_ID).is_ok();
                         if !ok {
                             tracing::warn!(plugin = %self.name, order = order.id, "ignoring an invalid resource id from the connector");
                         }
@@ -359,36 +409,27 @@ impl Plugin {
                 }));
             }
         };
-        if page.resources.len() > MAX_PAGE {
-            return Err(
-                self.invalid(format!("a page of {} resources; at most {MAX_PAGE} are accepted", page.resources.len()))
-            );
+        if page.resources.len() > limits::READ_PAGE {
+            return Err(self.invalid(format!(
+                "a page of {} resources; at most {} are accepted",
+                page.resources.len(),
+                limits::READ_PAGE
+            )));
         }
-        if page.next_cursor.as_ref().is_some_and(|c| c.is_empty() || c.len() > MAX_ID) {
-            return Err(self.invalid("a next-cursor that is empty or longer than 1024 bytes"));
+        if let Some(cursor) = &page.next_cursor {
+            limits::check_id("the next-cursor", cursor, limits::RESOURCE_ID).map_err(|e| self.invalid(e))?;
         }
+        // A resource over a limit is left out and reported, not the page refused: one bad
+        // resource must not stop a type's synchronisation (and so every verification of it).
         let mut resources = Vec::with_capacity(page.resources.len());
+        let mut malformed = Vec::new();
         for r in page.resources {
-            if r.id.is_empty() || r.id.len() > MAX_ID {
-                return Err(self.invalid("a resource id that is empty or longer than 1024 bytes"));
+            match checked(r) {
+                Ok(resource) => resources.push(resource),
+                Err(bad) => malformed.push(Malformed { problem: self.said(bad.problem), ..bad }),
             }
-            if r.attributes.iter().any(|a| a.name.is_empty() || a.name.len() > MAX_ID || a.value.len() > MAX_VALUE) {
-                return Err(self
-                    .invalid(format!("resource `{}` has an attribute with an empty or oversize name or value", r.id)));
-            }
-            if r.entitlements.iter().any(|e| e.is_empty() || e.len() > MAX_ID) {
-                return Err(self.invalid(format!("resource `{}` has an empty or oversize entitlement", r.id)));
-            }
-            resources.push(Resource {
-                id: r.id,
-                owner: r.owner.filter(|o| !o.is_empty()),
-                content: ResourceContent {
-                    attributes: r.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
-                    entitlements: r.entitlements.into_iter().collect(),
-                },
-            });
         }
-        Ok(Ok(Page { resources, next_cursor: page.next_cursor }))
+        Ok(Ok(Page { resources, malformed, next_cursor: page.next_cursor }))
     }
 
     /// Calls a review rule's `evaluate` on a batch: one decision per order, in order.

@@ -40,7 +40,9 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::config::{PluginConfig, PluginSource};
 use crate::permissions::Directory;
 use cache::CompileCache;
-pub use calls::{Decision, Description, Event, EventKind, Message, OrderSummary, Outcome, Page, ReadError, Resource};
+pub use calls::{
+    Decision, Description, Event, EventKind, Malformed, Message, OrderSummary, Outcome, Page, ReadError, Resource,
+};
 pub use guest::LogLine;
 use guest::{GuestState, MemoryLimiter, OutputTail};
 

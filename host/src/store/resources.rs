@@ -30,6 +30,36 @@ impl Store {
         Ok(())
     }
 
+    /// Marks the stored resources of a type that have one of `ids` or one of `owners` as seen by
+    /// the run stamped `synced_at`, their content unchanged: a resource read back malformed keeps
+    /// its last good state instead of being removed as unseen (and so re-created by compute).
+    pub fn keep_resources(
+        &mut self,
+        resource_type: &str,
+        ids: &[&str],
+        owners: &[&str],
+        synced_at: i64,
+    ) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut kept = 0;
+        {
+            let mut by_id = tx.prepare_cached(
+                "UPDATE resources SET synced_at = ?3 WHERE resource_type = ?1 AND id = ?2 AND synced_at < ?3",
+            )?;
+            for id in ids {
+                kept += by_id.execute(params![resource_type, id, synced_at])?;
+            }
+            let mut by_owner = tx.prepare_cached(
+                "UPDATE resources SET synced_at = ?3 WHERE resource_type = ?1 AND owner = ?2 AND synced_at < ?3",
+            )?;
+            for owner in owners {
+                kept += by_owner.execute(params![resource_type, owner, synced_at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(kept)
+    }
+
     /// A stamp for a new synchronisation of a resource type: the current time, but always
     /// above the previous run's stamp, so that "not seen by this run" is exact.
     pub fn next_sync_stamp(&self, resource_type: &str) -> Result<i64> {
