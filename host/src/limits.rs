@@ -270,4 +270,30 @@ mod tests {
         assert!(error.contains("1026 bytes long; at most 1024"), "{error}");
         assert!(check_id("the key", "", IDENTITY_KEY).unwrap_err().contains("empty"));
     }
+
+    #[test]
+    fn the_documented_data_limits_are_these() {
+        let kib = |n: usize| {
+            if n >= 1 << 20 { format!("{n} bytes ({} MiB)", n >> 20) } else { format!("{n} bytes ({} KiB)", n >> 10) }
+        };
+        let rows = [
+            ("identity key (an order's or resource's owner)", format!("{IDENTITY_KEY} bytes, not empty")),
+            ("resource id, `read`'s next cursor", format!("{RESOURCE_ID} bytes, not empty")),
+            ("attribute name", format!("{ATTRIBUTE_NAME} bytes, not empty")),
+            ("attribute value", kib(ATTRIBUTE_VALUE)),
+            ("attributes of one resource or identity", ATTRIBUTES.to_string()),
+            ("entitlement", format!("{ENTITLEMENT} bytes, not empty")),
+            ("entitlements of one resource", ENTITLEMENTS.to_string()),
+            ("one resource's content (attribute names and values and entitlements together)", kib(RESOURCE)),
+            ("resources in one `read` page", READ_PAGE.to_string()),
+        ];
+        for (name, text) in
+            [("README.md", include_str!("../../README.md")), ("docs/plugins.md", include_str!("../../docs/plugins.md"))]
+        {
+            for (what, limit) in &rows {
+                let row = format!("| {what} | {limit} |");
+                assert!(text.lines().any(|l| l == row), "{name} lacks the row {row}");
+            }
+        }
+    }
 }
