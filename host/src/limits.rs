@@ -190,6 +190,25 @@ pub fn check_id(what: &str, id: &str, limit: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an order as it goes to a plugin. Its change is made of a desired and a synchronised
+/// resource, each bounded where it entered, so what it sets and grants is within one resource's
+/// limits and what it clears and revokes within another's. Only data stored before these
+/// limits existed can fail this.
+pub fn check_order(order: &crate::model::Order) -> Result<(), String> {
+    check_id("the owner", &order.owner, IDENTITY_KEY)?;
+    if let Some(id) = &order.resource_id {
+        check_id("the resource id", id, RESOURCE_ID)?;
+    }
+    let change = &order.change;
+    check_data(
+        change.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        change.granted.iter().map(String::as_str),
+    )
+    .map_err(|e| e.message)?;
+    check_data(change.cleared.iter().map(|n| (n.as_str(), "")), change.revoked.iter().map(String::as_str))
+        .map_err(|e| format!("what it clears or revokes: {}", e.message))
+}
+
 /// A text over its limit, naming what it is and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} is {length} characters long; at most {limit} characters are accepted")]

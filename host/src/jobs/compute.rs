@@ -470,8 +470,41 @@ fn compute_chunk(
 
 /// Runs the resource type's review rule on orders, in batches, isolating orders it fails on:
 /// per order (in order), the event that decides its state, the reason and the actor. Without
-/// a rule, every order is released.
+/// a rule, every order is released. An order over a data limit (only one made of desired
+/// state stored before the limits can be) is not shown to the rule: its evaluation fails with
+/// the limit, so it never reaches a connector either.
 fn review(
+    host: &mut Host,
+    resource_type: &str,
+    orders: &[Order],
+    problems: &mut Vec<String>,
+) -> Vec<(Event, String, String)> {
+    let over: Vec<Option<String>> = orders.iter().map(|o| crate::limits::check_order(o).err()).collect();
+    if over.iter().all(Option::is_none) {
+        return review_within_limits(host, resource_type, orders, problems);
+    }
+    let within: Vec<Order> = orders.iter().zip(&over).filter(|(_, o)| o.is_none()).map(|(o, _)| o.clone()).collect();
+    let mut decided = review_within_limits(host, resource_type, &within, problems).into_iter();
+    let mut all = Vec::with_capacity(orders.len());
+    for (order, over) in orders.iter().zip(over) {
+        match over {
+            Some(problem) => {
+                let reason = format!("not evaluated, over a data limit: {problem}");
+                tracing::warn!(resource_type, order = order.id, "{reason}");
+                problems.push(format!("review of {resource_type}: order {}: {reason}", order.id));
+                all.push((Event::RuleFailed, reason, "job:compute".to_string()));
+            }
+            None => {
+                let Some(decision) = decided.next() else { break };
+                all.push(decision);
+            }
+        }
+    }
+    all
+}
+
+/// [`review`] of orders within the data limits.
+fn review_within_limits(
     host: &mut Host,
     resource_type: &str,
     orders: &[Order],
@@ -540,16 +573,22 @@ fn reevaluate_errors(
             }
             continue;
         }
-        let Some(actor) = decisions.first().map(|(_, _, actor)| actor.clone()) else { continue };
-        let transitions: Vec<Transition> = orders
-            .iter()
-            .zip(&decisions)
-            .map(|(o, (event, reason, _))| Transition::new(o.id, *event, reason.clone()))
-            .collect();
-        let results = host.store.apply(&transitions, &actor)?;
-        for (t, result) in transitions.iter().zip(results) {
-            if result.is_ok() {
-                tally_decision(&mut tally.reevaluated, t.event);
+        // One actor per write: the rule, or the host for an order over a data limit.
+        let mut actors: Vec<&str> = decisions.iter().map(|(_, _, actor)| actor.as_str()).collect();
+        actors.sort_unstable();
+        actors.dedup();
+        for actor in actors {
+            let transitions: Vec<Transition> = orders
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, (_, _, by))| by == actor)
+                .map(|(o, (event, reason, _))| Transition::new(o.id, *event, reason.clone()))
+                .collect();
+            let results = host.store.apply(&transitions, actor)?;
+            for (t, result) in transitions.iter().zip(results) {
+                if result.is_ok() {
+                    tally_decision(&mut tally.reevaluated, t.event);
+                }
             }
         }
     }

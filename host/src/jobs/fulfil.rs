@@ -73,6 +73,7 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             })?;
             let Some(last) = batch.last() else { break };
             after = last.id;
+            let count = batch.len();
             match &connection.kind {
                 ConnectionKind::ManualTicket => {
                     let transitions: Vec<Transition> = batch
@@ -82,13 +83,19 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
                     write(host, &transitions, &actor, report, progress)?;
                 }
                 ConnectionKind::Connector { plugin } => {
+                    let (batch, refused) = within_limits(batch);
+                    report.problems.extend(refused.iter().map(|t| format!("order {}: {}", t.order, t.reason)));
+                    write(host, &refused, "job:fulfil", report, progress)?;
+                    if batch.is_empty() {
+                        continue;
+                    }
                     let previous = std::mem::take(&mut unwritten);
                     unwritten = send(host, &connection, plugin, &batch, report, |host, report| {
                         write(host, &previous, &actor, report, progress)
                     })?;
                 }
             }
-            tracing::info!(connection = %connection.name, orders = batch.len(), "fulfilled a batch");
+            tracing::info!(connection = %connection.name, orders = count, "fulfilled a batch");
         }
         write(host, &unwritten, &actor, report, progress)?;
         if host.stopping() {
@@ -96,6 +103,29 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
         }
     }
     Ok(())
+}
+
+/// Splits off the orders over a data limit (`limits::check_order`): they are not sent, since a
+/// connector carrying one out would write what no `read` accepts back; each goes to Errored,
+/// permanently, with the limit in its history. Only orders from before the limits can be.
+fn within_limits(batch: Vec<Order>) -> (Vec<Order>, Vec<Transition>) {
+    let mut refused = Vec::new();
+    let batch = batch
+        .into_iter()
+        .filter(|order| match crate::limits::check_order(order) {
+            Ok(()) => true,
+            Err(problem) => {
+                tracing::warn!(order = order.id, "not sent, over a data limit: {problem}");
+                refused.push(Transition::new(
+                    order.id,
+                    Event::ConnectorError,
+                    format!("permanent error: not sent, over a data limit: {problem}"),
+                ));
+                false
+            }
+        })
+        .collect();
+    (batch, refused)
 }
 
 /// Applies a batch's outcomes and counts them.

@@ -79,6 +79,10 @@ impl Store {
                     attributes = excluded.attributes",
             )?;
             for identity in identities {
+                crate::limits::check_id("the key", &identity.key, crate::limits::IDENTITY_KEY)
+                    .map_err(|e| StoreError::OverLimit(format!("identity of {}: {e}", identity.entity_type)))?;
+                crate::limits::check_data(identity.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())), [])
+                    .map_err(|e| StoreError::OverLimit(format!("identity `{}`: {e}", identity.key)))?;
                 stmt.execute(params![
                     identity.entity_type,
                     identity.key,
@@ -125,6 +129,14 @@ impl Store {
             )?;
             let mut keep = tx.prepare_cached("INSERT INTO temp.kept VALUES (?1, ?2)")?;
             for a in assignments {
+                // The import checks too, naming file and line; this holds for every caller.
+                crate::limits::check_data(
+                    a.content.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    a.content.entitlements.iter().map(String::as_str),
+                )
+                .map_err(|e| {
+                    StoreError::OverLimit(format!("assignment of {} to `{}`: {e}", a.resource_type, a.identity))
+                })?;
                 let identity: Option<i64> =
                     find.query_row(params![a.resource_type, a.identity], |r| r.get(0)).optional()?;
                 let identity = identity.ok_or_else(|| {

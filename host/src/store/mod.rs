@@ -66,6 +66,9 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// Data over a limit of `crate::limits` (an identity, an assignment); nothing was written.
+    #[error("{0}")]
+    OverLimit(String),
     /// A text over its limit (`crate::limits`); nothing was written.
     #[error(transparent)]
     TooLong(#[from] crate::limits::TooLong),
