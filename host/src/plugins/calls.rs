@@ -3,7 +3,8 @@
 //!
 //! **Architecture invariant**: the host never trusts a plugin. Every answer is checked here:
 //! one result per item, sizes within bounds; a bad answer fails the call with
-//! [`CallError::Invalid`], as a trap would.
+//! [`CallError::Invalid`], as a trap would. The one exception is a resource of a `read` page
+//! over a data limit: it is left out of the page ([`Page::malformed`]), so it fails alone.
 
 use std::sync::Arc;
 use std::time::Duration;
