@@ -49,6 +49,11 @@ fn journal(deployment: &Deployment) -> std::path::PathBuf {
 /// `fields` are the line's JSON members after the resource's `id` and `owner`; `prev` points
 /// at the resource's last line, when it has one.
 fn plant(deployment: &Deployment, id: &str, change: &str, fields: &str) {
+    plant_owned(deployment, id, id, change, fields);
+}
+
+/// [`plant`] with an owner other than the id.
+fn plant_owned(deployment: &Deployment, id: &str, owner: &str, change: &str, fields: &str) {
     let path = journal(deployment);
     let text = std::fs::read_to_string(&path).expect("the journal");
     let mut offset = 0;
@@ -62,7 +67,7 @@ fn plant(deployment: &Deployment, id: &str, change: &str, fields: &str) {
     }
     let prev = prev.map(|p| format!(r#","prev":{p}"#)).unwrap_or_default();
     let line = format!(
-        r#"{{"key":"planted-{offset}","order":999999,"change":"{change}","id":{id:?},"owner":{id:?}{fields}{prev}}}"#
+        r#"{{"key":"planted-{offset}","order":999999,"change":"{change}","id":{id:?},"owner":{owner:?}{fields}{prev}}}"#
     );
     std::fs::write(&path, format!("{text}{line}\n")).expect("write the journal");
 }
@@ -151,4 +156,23 @@ fn a_resource_without_a_usable_id_stops_removals_but_not_the_rest() {
         report.problems
     );
     assert_eq!(stored_ids(&deployment), ["alice", "bob", "carol"], "nothing removed on an incomplete picture");
+}
+
+/// A malformed resource under a new id keeps what its owner had: the owner's slot is not taken
+/// for empty (compute would add the resource again).
+#[test]
+fn a_malformed_resource_under_a_new_id_keeps_its_owners_resource() {
+    let deployment = Deployment::quickstart();
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    complete(&mut host);
+
+    plant(&deployment, "bob", "deleted", "");
+    let megabyte = "x".repeat(1 << 20);
+    plant_owned(&deployment, "bob-2", "bob", "added", &format!(r#","attributes":{{"note":"{megabyte}"}}"#));
+    let report = complete(&mut host);
+
+    assert!(report.problems.iter().any(|p| p.contains("`bob-2` (owner `bob`)")), "{:?}", report.problems);
+    assert_eq!(report.counters.orders_created, 0, "{:?}", report.counters);
+    assert_eq!(stored_ids(&deployment), ["alice", "bob", "carol"]);
 }

@@ -49,8 +49,12 @@ impl Store {
             for id in ids {
                 kept += by_id.execute(params![resource_type, id, synced_at])?;
             }
+            // By the owner's identity, through `resources_by_owner`; an owner the host does not
+            // know has no slot compute could take for empty.
             let mut by_owner = tx.prepare_cached(
-                "UPDATE resources SET synced_at = ?3 WHERE resource_type = ?1 AND owner = ?2 AND synced_at < ?3",
+                "UPDATE resources SET synced_at = ?3 WHERE resource_type = ?1 AND synced_at < ?3 AND identity_id =
+                    (SELECT i.id FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
+                     WHERE t.name = ?1 AND i.key = ?2)",
             )?;
             for owner in owners {
                 kept += by_owner.execute(params![resource_type, owner, synced_at])?;
