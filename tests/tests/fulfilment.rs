@@ -235,7 +235,7 @@ fn with_threshold() -> Deployment {
     let config = std::fs::read_to_string(deployment.config_path()).unwrap();
     let config = config.replace(
         "[resource_types.Finance_Group_Membership]",
-        "[resource_types.SaaS_Account.thresholds]\nadded = 2\ndeleted_percent = 10\n\n[resource_types.Finance_Group_Membership]",
+        "[resource_types.SaaS_Account.thresholds]\nadded = 2\ndeleted_percent = 10\nmin_known = 3\n\n[resource_types.Finance_Group_Membership]",
     );
     deployment.set_config(&config);
     deployment
@@ -298,6 +298,98 @@ fn a_cancelled_run_drops_its_held_orders_and_the_next_run_holds_again() {
     assert_eq!(next.counters.held, 3);
     assert_eq!(of_type(&host, "SaaS_Account").len(), 6);
     assert!(!deployment.path("managed/SaaS_Account.jsonl").exists());
+}
+
+/// The quickstart with `thresholds` (TOML lines) on SaaS_Account.
+fn with_thresholds(thresholds: &str) -> Deployment {
+    let deployment = Deployment::quickstart();
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    let config = config.replace(
+        "[resource_types.Finance_Group_Membership]",
+        &format!("[resource_types.SaaS_Account.thresholds]\n{thresholds}\n\n[resource_types.Finance_Group_Membership]"),
+    );
+    deployment.set_config(&config);
+    deployment
+}
+
+#[test]
+fn a_percent_limit_is_not_applied_to_a_type_with_too_few_known_resources() {
+    // 10% of no resources would allow no order at all: every first run would be held.
+    let deployment = with_thresholds("added_percent = 10");
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    let report = complete(&mut host);
+    assert_eq!(report.counters.held, 0, "{:?}", report.problems);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(
+        report
+            .notes
+            .contains(&"SaaS_Account: added_percent not applied: 0 known resources (below min_known = 100)".into()),
+        "{:?}",
+        report.notes
+    );
+    for order in of_type(&host, "SaaS_Account") {
+        assert_eq!(state_path(&host, order.id), [1, 8, 4]);
+    }
+}
+
+#[test]
+fn a_percent_limit_holds_once_the_type_has_min_known_resources() {
+    let deployment = with_thresholds("deleted_percent = 10\nmin_known = 3");
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    let first = complete(&mut host);
+    assert_eq!(first.counters.held, 0);
+    assert!(first.notes.is_empty(), "no deletion, nothing to say about its limit: {:?}", first.notes);
+    // Three accounts are known now; bob leaves: 1 deletion of 3 is over 10%.
+    let data = std::fs::read_to_string(deployment.path("data.toml")).unwrap();
+    let bob = "[[assignments]]\nidentity = \"bob\"\nresource_type = \"SaaS_Account\"";
+    let start = data.find(bob).unwrap();
+    let end = data[start + 1..].find("[[assignments]]").map_or(data.len(), |e| start + 1 + e);
+    deployment.write("data2.toml", format!("{}{}", &data[..start], &data[end..]));
+    deployment.import(&mut host, "data2.toml", true);
+    let second = complete(&mut host);
+    assert_eq!(second.counters.held, 1, "{:?}", second.notes);
+    assert!(
+        second.problems.iter().any(|p| p.contains("threshold exceeded for SaaS_Account: deleted 1 > 0")),
+        "{:?}",
+        second.problems
+    );
+    assert!(
+        second.notes.contains(&"SaaS_Account: deleted_percent applied: 10% of 3 known resources allows 0".into()),
+        "{:?}",
+        second.notes
+    );
+}
+
+#[test]
+fn percent_limits_never_apply_to_a_connection_that_cannot_read() {
+    // The faulty connector cannot read: its type's resources are never known.
+    let deployment = faulty("ok", "", &["bob", "carol"]);
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment
+        .set_config(&format!("{config}\n[resource_types.Ticket.thresholds]\nadded_percent = 10\nmin_known = 0\n"));
+    let mut host = open(&deployment);
+    let report = complete(&mut host);
+    assert_eq!((report.counters.held, report.counters.executed), (0, 2), "{:?}", report.problems);
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("Ticket: added_percent not applied: connection desk cannot read")),
+        "{:?}",
+        report.notes
+    );
+
+    // An absolute limit still holds.
+    let deployment = faulty("ok", "", &["bob", "carol"]);
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment.set_config(&format!("{config}\n[resource_types.Ticket.thresholds]\nadded = 1\nadded_percent = 10\n"));
+    let mut host = open(&deployment);
+    let report = complete(&mut host);
+    assert_eq!((report.counters.held, report.counters.executed), (2, 0));
+    assert!(
+        report.problems.iter().any(|p| p.contains("threshold exceeded for Ticket: added 2 > 1")),
+        "{:?}",
+        report.problems
+    );
 }
 
 /// Every table's rows, in a stable order: the database's content, whatever its file layout.

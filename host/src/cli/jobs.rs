@@ -237,6 +237,9 @@ fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {
         if !notes.is_empty() {
             println!("{}", output::message(&format!("{resource_type}: {}", notes.join("; "))));
         }
+        for note in &tally.notes {
+            println!("note: {}", output::message(note));
+        }
     }
     for problem in &simulation.problems {
         println!("problem: {}", output::message(problem));

@@ -259,5 +259,8 @@ pub fn job_report(report: &JobReport, as_json: bool) -> anyhow::Result<()> {
     for problem in &report.problems {
         println!("problem: {}", message(problem));
     }
+    for note in &report.notes {
+        println!("note: {}", message(note));
+    }
     Ok(())
 }

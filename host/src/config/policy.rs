@@ -87,9 +87,17 @@ pub struct Limit {
     pub percent: f64,
 }
 
+/// Known resources a type needs before its percent limits apply, unless the config says.
+pub const DEFAULT_MIN_KNOWN: u64 = 100;
+
 /// Per resource type: how many orders of each change kind one run may create before the run
-/// holds them for an operator. The lowest limit that is on wins.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// holds them for an operator. The lowest limit that applies wins.
+///
+/// A percentage needs a size to be a percentage of: percent limits apply only when the type's
+/// resources are known (its connection can read) and there are at least `min_known` of them.
+/// Below that, 10% of a handful would hold every small change (and of none, every first run);
+/// absolute limits always apply.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     /// Limits for `added` orders.
     pub added: Limit,
@@ -97,20 +105,45 @@ pub struct Thresholds {
     pub modified: Limit,
     /// Limits for `deleted` orders.
     pub deleted: Limit,
+    /// Known resources the type needs before its percent limits apply.
+    pub min_known: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            added: Limit::default(),
+            modified: Limit::default(),
+            deleted: Limit::default(),
+            min_known: DEFAULT_MIN_KNOWN,
+        }
+    }
 }
 
 impl Thresholds {
-    /// The effective limit for a change kind given the existing resources, or none when both
-    /// of its limits are off.
-    pub fn limit(&self, kind: ChangeKind, existing: u64) -> Option<u64> {
-        let limit = match kind {
+    /// The limits of a change kind.
+    pub fn of(&self, kind: ChangeKind) -> Limit {
+        match kind {
             ChangeKind::Added => self.added,
             ChangeKind::Modified => self.modified,
             ChangeKind::Deleted => self.deleted,
-        };
+        }
+    }
+
+    /// Whether percent limits apply to a type with `known` resources (none: its connection
+    /// cannot read, so their number is unknown).
+    pub fn percent_applies(&self, known: Option<u64>) -> bool {
+        known.is_some_and(|known| known >= self.min_known)
+    }
+
+    /// The effective limit for a change kind given the type's known resources, or none when
+    /// no limit of it applies.
+    pub fn limit(&self, kind: ChangeKind, known: Option<u64>) -> Option<u64> {
+        let limit = self.of(kind);
         let absolute = (limit.absolute > 0).then_some(limit.absolute);
         // Rounded down: 10% of 15 resources allows 1 order, not 2.
-        let percent = (limit.percent > 0.0).then(|| (existing as f64 * limit.percent / 100.0).floor() as u64);
+        let percent = (limit.percent > 0.0 && self.percent_applies(known))
+            .then(|| (known.unwrap_or_default() as f64 * limit.percent / 100.0).floor() as u64);
         match (absolute, percent) {
             (Some(a), Some(p)) => Some(a.min(p)),
             (a, p) => a.or(p),
@@ -148,6 +181,7 @@ pub(super) struct RawThresholds {
     deleted: u64,
     #[serde(default)]
     deleted_percent: f64,
+    min_known: Option<u64>,
 }
 
 pub(super) fn retry(source: &Source, key: &str, raw: Option<RawRetry>) -> Result<RetryPolicy, SourceError> {
@@ -185,6 +219,7 @@ pub(super) fn thresholds(source: &Source, key: &str, raw: Option<RawThresholds>)
         added: Limit { absolute: raw.added, percent: raw.added_percent },
         modified: Limit { absolute: raw.modified, percent: raw.modified_percent },
         deleted: Limit { absolute: raw.deleted, percent: raw.deleted_percent },
+        min_known: raw.min_known.unwrap_or(DEFAULT_MIN_KNOWN),
     })
 }
 
@@ -198,14 +233,33 @@ mod tests {
             added: Limit { absolute: 100, percent: 10.0 },
             modified: Limit { absolute: 0, percent: 50.0 },
             deleted: Limit { absolute: 3, percent: 0.0 },
+            min_known: 10,
         };
-        assert_eq!(t.limit(ChangeKind::Added, 500), Some(50));
-        assert_eq!(t.limit(ChangeKind::Added, 5000), Some(100));
-        assert_eq!(t.limit(ChangeKind::Modified, 15), Some(7));
-        assert_eq!(t.limit(ChangeKind::Deleted, 1_000_000), Some(3));
-        assert_eq!(Thresholds::default().limit(ChangeKind::Added, 10), None);
+        assert_eq!(t.limit(ChangeKind::Added, Some(500)), Some(50));
+        assert_eq!(t.limit(ChangeKind::Added, Some(5000)), Some(100));
+        assert_eq!(t.limit(ChangeKind::Modified, Some(15)), Some(7));
+        assert_eq!(t.limit(ChangeKind::Deleted, Some(1_000_000)), Some(3));
+        assert_eq!(Thresholds::default().limit(ChangeKind::Added, Some(10)), None);
         assert!(!Thresholds::default().any());
-        assert_eq!(t.limit(ChangeKind::Added, 0), Some(0), "a percentage of nothing allows nothing");
+    }
+
+    #[test]
+    fn percent_limits_wait_for_min_known_resources_and_absolute_ones_do_not() {
+        let t = Thresholds {
+            added: Limit { absolute: 0, percent: 10.0 },
+            deleted: Limit { absolute: 5, percent: 10.0 },
+            ..Thresholds::default()
+        };
+        assert_eq!(t.min_known, DEFAULT_MIN_KNOWN);
+        assert_eq!(t.limit(ChangeKind::Added, Some(0)), None, "a percentage of nothing is no limit");
+        assert_eq!(t.limit(ChangeKind::Added, Some(99)), None);
+        assert_eq!(t.limit(ChangeKind::Added, Some(100)), Some(10));
+        assert_eq!(t.limit(ChangeKind::Added, None), None, "unknown size: no percent limit");
+        assert_eq!(t.limit(ChangeKind::Deleted, None), Some(5));
+        assert_eq!(t.limit(ChangeKind::Deleted, Some(3)), Some(5));
+        let always = Thresholds { min_known: 0, ..t };
+        assert_eq!(always.limit(ChangeKind::Added, Some(0)), Some(0), "min_known = 0 applies percentages always");
+        assert_eq!(always.limit(ChangeKind::Added, None), None, "but never to an unknown size");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct TypeTally {
     pub reevaluated: KindTally,
     /// The threshold the run exceeded, holding its orders of this type.
     pub exceeded: Option<Exceeded>,
+    /// Per change kind with orders and a percent limit: whether the limit applied, and why
+    /// not (too few known resources, a connection that cannot read).
+    pub notes: Vec<String>,
 }
 
 impl TypeTally {
@@ -127,6 +130,7 @@ pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBa
             ));
         }
         tally.add_to(&mut report.counters);
+        report.notes.extend(tally.notes);
     }
     Ok(())
 }
@@ -169,7 +173,7 @@ fn compute_type(
     end_windows(host, resource_type, run.is_some(), &mut tally)?;
     // Before the diff, so that orders this run creates in Error wait for the next run.
     reevaluate_errors(host, resource_type, run.is_some(), &mut tally, problems)?;
-    tally.exceeded = thresholds(host, resource_type)?;
+    (tally.exceeded, tally.notes) = thresholds(host, resource_type)?;
     if let (Some(run), Some(exceeded)) = (run, &tally.exceeded) {
         host.store.record_hold(run, resource_type, &exceeded.counts, &exceeded.limits)?;
     }
@@ -196,13 +200,21 @@ fn compute_type(
     Ok(tally)
 }
 
-/// The first pass for thresholds: counts the writes per change kind (reading only).
-fn thresholds(host: &Host, resource_type: &str) -> Result<Option<Exceeded>, JobError> {
-    let thresholds = host.config.resource_types[resource_type].thresholds;
+/// The first pass for thresholds: counts the writes per change kind (reading only). Also
+/// says, per change kind with orders and a percent limit, whether that limit applied.
+fn thresholds(host: &Host, resource_type: &str) -> Result<(Option<Exceeded>, Vec<String>), JobError> {
+    let rt = &host.config.resource_types[resource_type];
+    let thresholds = rt.thresholds;
     if !thresholds.any() {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
-    let existing = u64::try_from(host.store.resource_count(resource_type)?).unwrap_or_default();
+    // Resources are known only through synchronisation: without `read`, their count says
+    // nothing about the managed system's size.
+    let reads = host.connector(&rt.connection).is_some_and(|c| c.can_read());
+    let known = match reads {
+        true => Some(u64::try_from(host.store.resource_count(resource_type)?).unwrap_or_default()),
+        false => None,
+    };
     let now = host.now();
     let mut counts: BTreeMap<ChangeKind, u64> = BTreeMap::new();
     let mut after = 0;
@@ -218,10 +230,33 @@ fn thresholds(host: &Host, resource_type: &str) -> Result<Option<Exceeded>, JobE
     }
     let limits: BTreeMap<ChangeKind, u64> = [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted]
         .into_iter()
-        .filter_map(|kind| thresholds.limit(kind, existing).map(|limit| (kind, limit)))
+        .filter_map(|kind| thresholds.limit(kind, known).map(|limit| (kind, limit)))
         .collect();
+    let mut notes = Vec::new();
+    for (kind, _) in counts.iter().filter(|(_, n)| **n > 0) {
+        let percent = thresholds.of(*kind).percent;
+        if percent <= 0.0 {
+            continue;
+        }
+        let why = match known {
+            None => format!(
+                "not applied: connection {} cannot read its managed system, so its number of resources is unknown",
+                rt.connection
+            ),
+            Some(n) if !thresholds.percent_applies(known) => {
+                format!("not applied: {n} known resources (below min_known = {})", thresholds.min_known)
+            }
+            Some(n) => {
+                let allows = (n as f64 * percent / 100.0).floor() as u64;
+                format!("applied: {percent}% of {n} known resources allows {allows}")
+            }
+        };
+        let note = format!("{resource_type}: {kind}_percent {why}");
+        tracing::info!("{note}");
+        notes.push(note);
+    }
     let over = limits.iter().any(|(kind, limit)| counts.get(kind).copied().unwrap_or_default() > *limit);
-    Ok(over.then_some(Exceeded { counts, limits }))
+    Ok((over.then_some(Exceeded { counts, limits }), notes))
 }
 
 /// Open orders of the resource type whose assignment's validity ended before they were

@@ -82,6 +82,10 @@ pub struct JobReport {
     /// could not read, a notification that could not be routed or was given up). Each is also
     /// in the affected orders' history, the outbox or the log.
     pub problems: Vec<String>,
+    /// What the run decided that an operator should know but that is no problem, such as a
+    /// percent threshold not applied because the type has too few known resources. Shown with
+    /// the report; the exit code does not change.
+    pub notes: Vec<String>,
 }
 
 /// Why a job could not run to the end. What it wrote before is kept; every order is in a state
