@@ -98,6 +98,9 @@ impl Host {
     /// Opens the database and loads every plugin of `config`, checking that each is used as a
     /// world it implements.
     pub fn open(config: Config) -> Result<Host, OpenError> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let runtime = Arc::new(Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?);
         let plugins = Plugins::new(load_plugins(&config, &runtime)?);
         let mut store = Store::open(&config.database)

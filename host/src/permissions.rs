@@ -157,6 +157,80 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The segments below `/Custom/ProvisioningPolicy` that guard something, in the order they are
+/// listed to people.
+pub const KNOWN_ACTIONS: [&str; 6] = [
+    "ReviewProvisioning",
+    "BulkReviewProvisioning",
+    "PerformManualProvisioning",
+    "BulkPerformManualProvisioning",
+    "View",
+    "Operate",
+];
+
+/// Checks what a permission path means, beyond its shape ([`check_path`]). A path that can
+/// never match anything the host checks is refused: matching is by segment and case-sensitive,
+/// so `/custom/provisioningpolicy` or `.../Review/...` would silently allow nothing. A path
+/// naming an entity type that `entity_types` does not hold is allowed (the type may be added
+/// later) but comes back as a warning, with the type it probably meant when only the case
+/// differs.
+pub fn validate<'a>(path: &str, entity_types: impl IntoIterator<Item = &'a String>) -> Result<Option<String>, String> {
+    check_path(path)?;
+    let refuse = |why: String| {
+        format!(
+            "permission path `{path}` can never match: {why}. Paths are /Custom/ProvisioningPolicy/ACTION[/ENTITY_TYPE], \
+             compared segment by segment and case-sensitively; the actions are {}",
+            KNOWN_ACTIONS.join(", ")
+        )
+    };
+    let parts: Vec<&str> = segments(path).collect();
+    for (i, expected) in ["Custom", "ProvisioningPolicy"].into_iter().enumerate() {
+        match parts.get(i) {
+            Some(&part) if part == expected => {}
+            Some(part) if part.eq_ignore_ascii_case(expected) => {
+                return Err(refuse(format!("`{part}` is not `{expected}` (case matters)")));
+            }
+            Some(part) => {
+                return Err(refuse(format!("the host guards nothing under `{part}`, only under `{expected}`")));
+            }
+            None => return Ok(None),
+        }
+    }
+    let Some(&action) = parts.get(2) else { return Ok(None) };
+    if !KNOWN_ACTIONS.contains(&action) {
+        let hint = KNOWN_ACTIONS
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(action))
+            .map(|known| format!(" (did you mean {known}?)"))
+            .unwrap_or_default();
+        return Err(refuse(format!("unknown action `{action}`{hint}")));
+    }
+    let Some(&entity_type) = parts.get(3) else { return Ok(None) };
+    if matches!(action, "View" | "Operate") {
+        return Err(refuse(format!("nothing lies below `{action}`, which is for every entity type")));
+    }
+    if parts.len() > 4 {
+        return Err(refuse(format!("nothing lies below the entity type `{entity_type}`")));
+    }
+    let known: Vec<&String> = entity_types.into_iter().collect();
+    if known.iter().any(|k| k.as_str() == entity_type) {
+        return Ok(None);
+    }
+    let warning = match known.iter().find(|k| k.eq_ignore_ascii_case(entity_type)) {
+        Some(meant) => format!(
+            "permission path `{path}` names the unknown entity type `{entity_type}`: did you mean {meant}? (case matters)"
+        ),
+        None => {
+            let defined: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
+            format!(
+                "permission path `{path}` names the unknown entity type `{entity_type}` (defined: {}); it allows nothing until the config defines it",
+                if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+            )
+        }
+    };
+    Ok(Some(warning))
+}
+
 /// Whether holding `held` allows the action guarded by `wanted`: the same path or a parent.
 /// Paths compare segment by segment, so `/A/B` is a parent of `/A/B/C` but not of `/A/BC`,
 /// and a trailing slash does not matter.
@@ -254,6 +328,23 @@ mod tests {
         assert!(check_path("/").is_err());
         assert!(check_path("/a//b").is_err());
         assert!(check_path("/a/../b").is_err());
+    }
+
+    #[test]
+    fn the_known_actions_are_the_ones_the_host_checks() {
+        for action in [
+            Action::ReviewProvisioning,
+            Action::BulkReviewProvisioning,
+            Action::PerformManualProvisioning,
+            Action::BulkPerformManualProvisioning,
+        ] {
+            assert!(KNOWN_ACTIONS.contains(&action.name()), "{action:?}");
+            assert_eq!(validate(&action.path("Device"), &["Device".to_string()]), Ok(None));
+        }
+        for capability in [Capability::View, Capability::Operate] {
+            assert_eq!(validate(capability.path(), &[]), Ok(None), "{capability:?}");
+        }
+        assert!(validate("/Custom/Other", &[]).is_err(), "outside the policy tree");
     }
 
     #[test]

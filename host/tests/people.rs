@@ -316,3 +316,32 @@ fn manual_provisioning_single_and_bulk_with_every_refusal() {
         }
     }
 }
+
+#[test]
+fn profiles_allow_refuses_a_path_that_can_never_match_and_warns_about_an_unknown_entity_type() {
+    let demo = Demo::new();
+    demo.ok(&["profiles", "add", "Auditors"]);
+    for path in ["/custom/provisioningpolicy", "/Custom/ProvisioningPolicy/Review/directory_user"] {
+        let out = demo.run(&["profiles", "allow", "Auditors", path]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{path} should be refused: {stderr}");
+        assert!(stderr.contains(path), "{path}: {stderr}");
+        assert!(
+            stderr.contains("ReviewProvisioning, BulkReviewProvisioning, PerformManualProvisioning, BulkPerformManualProvisioning, View, Operate"),
+            "the known actions: {stderr}"
+        );
+    }
+    let profiles = demo.json(&["profiles", "list"]);
+    let auditors = profiles.as_array().unwrap().iter().find(|p| p["name"] == "Auditors").unwrap().clone();
+    assert_eq!(auditors["permissions"], serde_json::json!([]), "a refused path was added");
+
+    // A path naming an entity type the config does not define is added, with a warning.
+    let out =
+        demo.run(&["profiles", "allow", "Auditors", "/Custom/ProvisioningPolicy/ReviewProvisioning/directory_user"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning:") && stderr.contains("did you mean Directory_User?"), "{stderr}");
+    let out =
+        demo.run(&["profiles", "allow", "Auditors", "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User"]);
+    assert!(out.status.success() && !text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+}

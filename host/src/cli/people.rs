@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::output::{Cell, message};
-use super::{ConfigArg, JsonArg, bounded, open, print_json, table};
+use super::{ConfigArg, InvalidInput, JsonArg, bounded, open, print_json, table};
 use clap::Subcommand;
 use provision::host::Host;
 use provision::limits;
@@ -239,10 +239,20 @@ pub fn profiles(command: ProfilesCommand) -> anyhow::Result<ExitCode> {
         ProfilesCommand::Allow { config, name, paths } => {
             for path in &paths {
                 bounded("a permission path", path, limits::PERMISSION_PATH)?;
-                provision::permissions::check_path(path).map_err(anyhow::Error::msg)?;
             }
             let mut host = open(&config)?;
             not_from_config(&host, "profiles", &name)?;
+            // Every path is checked before any is added: all or nothing.
+            let mut warnings = Vec::new();
+            for path in &paths {
+                match provision::permissions::validate(path, host.config.entity_types.keys()) {
+                    Ok(warning) => warnings.extend(warning),
+                    Err(problem) => return Err(InvalidInput(problem).into()),
+                }
+            }
+            for warning in &warnings {
+                eprintln!("warning: {}", message(warning));
+            }
             host.store.allow(&name, &paths)?;
             println!("{}", message(&format!("Profile `{name}` allows {}.", paths.join(", "))));
         }

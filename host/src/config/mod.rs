@@ -45,6 +45,9 @@ pub struct Config {
     pub serve: ServeConfig,
     /// How job runs share the database.
     pub jobs: JobsConfig,
+    /// What is valid but probably not meant (a permission path naming an entity type the
+    /// config does not define), each naming its key; the host logs them when it opens.
+    pub warnings: Vec<String>,
 }
 
 /// How job runs share the database: one at a time, under the job lock.
@@ -529,7 +532,8 @@ impl Config {
             );
         }
 
-        let profiles = operators::profiles(&source, raw.profiles)?;
+        let mut warnings = Vec::new();
+        let profiles = operators::profiles(&source, raw.profiles, entity_types.keys(), &mut warnings)?;
         let users = operators::users(&source, raw.users, &profiles)?;
         let notifications = operators::notifications(&source, raw.notifications, &base)?;
         let defaults = ServeConfig::default();
@@ -579,6 +583,7 @@ impl Config {
             notifications,
             serve,
             jobs,
+            warnings,
         })
     }
 

@@ -236,17 +236,24 @@ pub(super) fn users(
     Ok(users)
 }
 
-pub(super) fn profiles(
+/// The profiles; a permission path that can never match is an error, one naming an entity type
+/// the config does not define a warning (pushed to `warnings`, naming file, line and key).
+pub(super) fn profiles<'a>(
     source: &Source,
     raw: BTreeMap<String, RawProfile>,
+    entity_types: impl Iterator<Item = &'a String> + Clone,
+    warnings: &mut Vec<String>,
 ) -> Result<BTreeMap<String, ProfileConfig>, SourceError> {
     let mut profiles = BTreeMap::new();
     for (name, raw) in raw {
         let key = format!("profiles.{name}");
         check_name(source, &key, &name)?;
         for (i, path) in raw.permissions.iter().enumerate() {
-            if let Err(problem) = crate::permissions::check_path(path) {
-                return Err(source.error(format!("{key}.permissions[{i}]"), problem));
+            let key = format!("{key}.permissions[{i}]");
+            match crate::permissions::validate(path, entity_types.clone()) {
+                Ok(None) => {}
+                Ok(Some(warning)) => warnings.push(source.error(key, warning).to_string()),
+                Err(problem) => return Err(source.error(key, problem)),
             }
         }
         profiles

@@ -175,3 +175,48 @@ fn secret_config_values_come_from_the_environment_and_never_print() {
     let err = load(&BASE.replace("page-size = 100", "groups = [\"a\", \"b\"]")).unwrap_err();
     assert_eq!(err.key, "plugins.files.config.groups");
 }
+
+#[test]
+fn a_permission_path_that_can_never_match_is_refused_with_its_line() {
+    let with = |path: &str| {
+        load(&format!(
+            "{BASE}\n[profiles.Reviewers]\ndescription = \"reviews\"\npermissions = [\n    \"/Custom/ProvisioningPolicy/View\",\n    \"{path}\",\n]\n"
+        ))
+    };
+    for (path, says) in [
+        ("/Custom/ProvisioningPolicy/Review/Directory_User", "unknown action `Review`"),
+        ("/custom/provisioningpolicy", "`custom`"),
+        ("/Custom/ProvisioningPolicy/reviewprovisioning/Directory_User", "did you mean ReviewProvisioning?"),
+        ("/Custom/ProvisioningPolicy/View/Directory_User", "nothing lies below"),
+        ("/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User/alice", "nothing lies below"),
+    ] {
+        let err = with(path).unwrap_err();
+        assert_eq!(err.key, "profiles.Reviewers.permissions[1]", "{path}: {err}");
+        assert_eq!(err.position.map(|p| p.0), Some(24), "{path}: {err}");
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/provision/provision.toml:24:"), "{text}");
+        assert!(text.contains(says) && text.contains(path), "{path}: {text}");
+        assert!(text.contains("ReviewProvisioning, BulkReviewProvisioning"), "the known actions: {text}");
+    }
+}
+
+#[test]
+fn a_permission_path_naming_an_unknown_entity_type_is_a_warning() {
+    let with =
+        |path: &str| load(&format!("{BASE}\n[profiles.Reviewers]\npermissions = [\"{path}\"]\n")).map(|c| c.warnings);
+    let warnings = with("/Custom/ProvisioningPolicy/ReviewProvisioning/directory_user").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("profiles.Reviewers.permissions[0]"), "{warnings:?}");
+    assert!(warnings[0].contains("unknown entity type `directory_user`: did you mean Directory_User?"), "{warnings:?}");
+    let warnings = with("/Custom/ProvisioningPolicy/ReviewProvisioning/Device").unwrap();
+    assert!(warnings[0].contains("unknown entity type `Device` (defined: Directory_User)"), "{warnings:?}");
+    for fine in [
+        "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User/",
+        "/Custom/ProvisioningPolicy/BulkPerformManualProvisioning",
+        "/Custom/ProvisioningPolicy/Operate",
+        "/Custom/ProvisioningPolicy",
+        "/Custom",
+    ] {
+        assert_eq!(with(fine).unwrap(), Vec::<String>::new(), "{fine}");
+    }
+}
