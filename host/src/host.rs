@@ -89,6 +89,9 @@ pub enum PluginFailure {
     /// It is not loaded (not in the config).
     #[error("plugin `{0}` is not configured")]
     Missing(String),
+    /// A secret of its config cannot be read now (its calls would fail before starting).
+    #[error(transparent)]
+    Secret(#[from] crate::config::UnresolvedSecret),
     /// The call failed.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -161,18 +164,27 @@ impl Host {
         self.clock.unwrap_or_else(crate::model::now_ms)
     }
 
-    /// Why a plugin may not be called now, if it is disabled or missing.
+    /// Why a plugin may not be called now, if it is disabled, missing, or a secret of its
+    /// config cannot be read.
     pub fn unavailable(&self, name: &str) -> Option<PluginFailure> {
         if !self.plugins.contains_key(name) {
             return Some(PluginFailure::Missing(name.to_string()));
         }
-        let health = self.health.get(name)?;
-        health.disabled_at.map(|since| PluginFailure::Disabled {
-            plugin: name.to_string(),
-            since,
-            failures: health.consecutive_failures,
-            last_error: health.last_error.clone().unwrap_or_default(),
-        })
+        if let Some(health) = self.health.get(name)
+            && let Some(since) = health.disabled_at
+        {
+            return Some(PluginFailure::Disabled {
+                plugin: name.to_string(),
+                since,
+                failures: health.consecutive_failures,
+                last_error: health.last_error.clone().unwrap_or_default(),
+            });
+        }
+        // Checked before each batch, not at open: only a job that calls the plugin needs its
+        // secrets. A missing one is the operator's to fix, not the plugin's failure: its
+        // orders wait, and it does not count towards `disable_after`.
+        let plugin = self.config.plugins.get(name)?;
+        plugin.resolve().err().map(PluginFailure::Secret)
     }
 
     /// Calls a plugin unless it is disabled, and records the call's success or failure in its

@@ -345,3 +345,61 @@ fn profiles_allow_refuses_a_path_that_can_never_match_and_warns_about_an_unknown
         demo.run(&["profiles", "allow", "Auditors", "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User"]);
     assert!(out.status.success() && !text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn people_need_no_secret_that_their_command_does_not_use() {
+    let demo = Demo::new();
+    let config = std::fs::read_to_string(&demo.config).unwrap();
+    let config = config.replace(
+        "[plugins.files.config]\ndir = \"/data\"",
+        "[plugins.files.config]\ndir = \"/data\"\ntoken = { env = \"FILESTOKEN\" }",
+    );
+    assert!(config.contains("FILESTOKEN"), "the quickstart's files plugin moved");
+    std::fs::write(
+        &demo.config,
+        format!("{config}\n[notifications.webhooks.chat]\nurl = \"http://127.0.0.1:9/hooks\"\nsecret = {{ env = \"HOOKSECRET\" }}\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", demo.config.to_str().unwrap()]);
+        common::command(demo.dir.path(), &all).env_remove("HOOKSECRET").env_remove("FILESTOKEN").output().unwrap()
+    };
+    for args in [
+        &["review", "list", "--user", "rita"][..],
+        &["manual", "list", "--user", "hank"],
+        &["orders", "list"],
+        &["orders", "show", "3"],
+        &["users", "list"],
+        &["profiles", "list"],
+        &["review", "approve", "3", "--user", "rita", "--comment", "agreed"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?} needed a secret it does not use: {}", text(&out.stderr));
+    }
+
+    // The job calls the files connector and delivers (a new badge for the help desk): each
+    // says which secret it lacks.
+    demo.import(
+        "dave.toml",
+        "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"dave\"\n\n\
+         [[assignments]]\nidentity = \"dave\"\nresource_type = \"Badge_Access\"\nattributes = { building = \"HQ\" }\n",
+    );
+    let out = run(&["job", "run"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("plugin `files` cannot be called: its secret config value `token`: environment variable FILESTOKEN is not set"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "delivery via webhook:chat failed: webhook `chat`: its secret: environment variable HOOKSECRET is not set"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("connection saas: plugin `files` cannot be called"), "{stdout}");
+    // The approved order waits for its connector; nothing was lost.
+    let order = demo.json(&["orders", "show", "3"]);
+    assert_eq!(order["state"]["number"], 1, "{order}");
+}

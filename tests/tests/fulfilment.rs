@@ -567,3 +567,29 @@ fn an_order_carried_out_before_a_crash_recorded_it_is_found_done_and_not_sent_ag
         assert_eq!(lines, 1, "order {} in:\n{journal}", order.id);
     }
 }
+
+#[test]
+fn a_connector_whose_secret_is_missing_is_not_called_and_its_orders_wait() {
+    // Unique to this test: no other test reads or writes it.
+    const VAR: &str = "PROVISION_TEST_DESK_TOKEN";
+    let deployment = faulty_with(&format!("mode = \"ok\"\ntoken = {{ env = \"{VAR}\" }}"), "2s", "", &["bob", "carol"]);
+    // SAFETY: no other test touches this variable (see above).
+    unsafe { std::env::remove_var(VAR) };
+    let mut host = open(&deployment);
+    // More runs than `disable_after` (2): a missing secret is the config's fault, not the plugin's.
+    for _ in 0..3 {
+        let report = complete(&mut host);
+        assert_eq!(report.counters.executed, 0);
+        assert!(
+            report.problems.iter().any(|p| p.contains(&format!(
+                "plugin `desk` cannot be called: its secret config value `token`: environment variable {VAR} is not set"
+            ))),
+            "{:?}",
+            report.problems
+        );
+    }
+    assert!(all(&host).iter().all(|o| o.state == ProvisioningState::Pending && o.attempts == 0));
+    assert!(host.health.get("desk").is_none_or(|h| h.disabled_at.is_none()), "disabled for a missing secret");
+    unsafe { std::env::set_var(VAR, "t0ken") };
+    assert_eq!(complete(&mut host).counters.executed, 2);
+}

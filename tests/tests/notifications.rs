@@ -173,3 +173,50 @@ fn a_delivery_given_up_can_be_retried_and_notifications_can_be_switched_off() {
     assert_eq!((report.routed, report.notifications), (1, 0));
     assert_eq!(host.store.notifications(None, None).unwrap().len(), before);
 }
+
+#[test]
+fn a_webhook_secret_missing_at_delivery_fails_that_delivery_and_keeps_it() {
+    // Unique to this test: no other test reads or writes it.
+    const VAR: &str = "PROVISION_TEST_HOOKSECRET";
+    let hooks = WebhookReceiver::start();
+    let deployment = Deployment::quickstart();
+    let config = std::fs::read_to_string(deployment.config_path()).unwrap();
+    deployment.set_config(&format!(
+        "{config}\n[notifications]\nretry_initial = \"0s\"\nmax_attempts = 5\n\n\
+         [notifications.webhooks.chat]\nurl = \"http://127.0.0.1:{}/hooks/provision\"\nsecret = {{ env = \"{VAR}\" }}\n",
+        hooks.port
+    ));
+    // SAFETY: no other test touches this variable (see above).
+    unsafe { std::env::remove_var(VAR) };
+    // Opening the host (what every command does) does not need the secret.
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    let report = complete(&mut host);
+    assert_eq!((report.notifications.notifications, report.notifications.delivered), (2, 0), "{report:?}");
+    assert_eq!(report.notifications.retrying, 2);
+    assert!(
+        report.problems.iter().any(|p| p.contains("webhook:chat")
+            && p.contains(&format!("environment variable {VAR} is not set"))
+            && p.contains("kept for retry")),
+        "{:?}",
+        report.problems
+    );
+    assert!(hooks.received().is_empty(), "sent unsigned");
+    let pending = host.store.notifications(Some("pending"), None).unwrap();
+    assert_eq!(pending.len(), 2);
+    for d in pending.iter().flat_map(|n| &n.deliveries) {
+        assert_eq!((d.status.as_str(), d.attempts), ("pending", 1), "{d:?}");
+        assert!(d.last_error.as_deref().is_some_and(|e| e.contains(VAR)), "{d:?}");
+    }
+
+    // Once it is set, the kept deliveries go out, signed with it.
+    unsafe { std::env::set_var(VAR, SECRET) };
+    let again = notify::route_and_deliver(&mut host).unwrap();
+    assert_eq!(again.delivered, 2, "{again:?}");
+    for request in hooks.received() {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(&request.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(request.header("x-provision-signature"), Some(expected.as_str()), "bad HMAC");
+    }
+}

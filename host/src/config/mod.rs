@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use operators::{NotificationsConfig, ProfileConfig, Secret, SmtpConfig, SmtpTls, UserConfig, WebhookConfig};
+pub use operators::{
+    NotificationsConfig, ProfileConfig, Secret, SecretError, SmtpConfig, SmtpTls, UserConfig, WebhookConfig,
+};
 pub use policy::{Backoff, Limit, RetryPolicy, Thresholds};
 pub use source::{Source, SourceError};
 
@@ -177,21 +179,77 @@ impl PluginConfig {
 }
 
 impl PluginConfig {
-    /// The config values as the plugin sees them (secrets revealed).
-    pub fn values(&self) -> BTreeMap<String, String> {
-        self.config.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()
+    /// The config values as the plugin sees them, its secrets read now (at each call: a
+    /// command that never calls the plugin never needs them).
+    pub fn resolve(&self) -> Result<ResolvedValues, UnresolvedSecret> {
+        resolve_values(&self.name, &self.config)
     }
+}
 
-    /// The secret values, for scrubbing them from whatever the plugin says.
-    pub fn secrets(&self) -> Vec<String> {
-        self.config
-            .values()
-            .filter_map(|v| match v {
-                ConfigValue::Secret(secret) => Some(secret.expose().to_string()),
-                ConfigValue::Plain(_) => None,
-            })
-            .collect()
+/// A plugin's config values with its secrets read, for one call. No `Debug`: it holds them.
+#[derive(Clone, Default)]
+pub struct ResolvedValues {
+    /// Every value by key, as the plugin's `config` import returns it.
+    pub values: BTreeMap<String, String>,
+    /// The secret values among them, scrubbed from whatever the plugin says in that call.
+    pub secrets: Vec<String>,
+}
+
+/// A plugin's secret config value that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}` cannot be called: its secret config value `{key}`: {error}")]
+pub struct UnresolvedSecret {
+    /// The plugin.
+    pub plugin: String,
+    /// The config key.
+    pub key: String,
+    /// Why.
+    pub error: SecretError,
+}
+
+/// Reads a plugin's config values, secrets included; the first secret that cannot be read is
+/// the error.
+pub fn resolve_values(
+    plugin: &str,
+    config: &BTreeMap<String, ConfigValue>,
+) -> Result<ResolvedValues, UnresolvedSecret> {
+    let mut resolved = ResolvedValues::default();
+    for (key, value) in config {
+        let value = match value {
+            ConfigValue::Plain(value) => value.clone(),
+            ConfigValue::Secret(secret) => {
+                let value = secret.resolve().map_err(|error| UnresolvedSecret {
+                    plugin: plugin.to_string(),
+                    key: key.clone(),
+                    error,
+                })?;
+                resolved.secrets.push(value.clone());
+                value
+            }
+        };
+        resolved.values.insert(key.clone(), value);
     }
+    Ok(resolved)
+}
+
+/// Like [`resolve_values`], leaving out the secrets that cannot be read: for `describe` at
+/// load, which every command does and which must not need secrets.
+pub fn available_values(config: &BTreeMap<String, ConfigValue>) -> ResolvedValues {
+    let mut resolved = ResolvedValues::default();
+    for (key, value) in config {
+        let value = match value {
+            ConfigValue::Plain(value) => value.clone(),
+            ConfigValue::Secret(secret) => match secret.resolve() {
+                Ok(value) => {
+                    resolved.secrets.push(value.clone());
+                    value
+                }
+                Err(_) => continue,
+            },
+        };
+        resolved.values.insert(key.clone(), value);
+    }
+    resolved
 }
 
 /// A plugin config value.
@@ -199,17 +257,17 @@ impl PluginConfig {
 pub enum ConfigValue {
     /// Shown as is.
     Plain(String),
-    /// From `{ env = ... }` or `{ file = ... }`: given to the plugin, never printed or logged,
-    /// and scrubbed from anything the plugin says.
+    /// From `{ env = ... }` or `{ file = ... }`: read at each call, given to the plugin, never
+    /// printed or logged, and scrubbed from anything the plugin says.
     Secret(Secret),
 }
 
 impl ConfigValue {
-    /// The value.
-    pub fn expose(&self) -> &str {
+    /// The value, unless it is a secret.
+    pub fn plain(&self) -> Option<&str> {
         match self {
-            ConfigValue::Plain(value) => value,
-            ConfigValue::Secret(secret) => secret.expose(),
+            ConfigValue::Plain(value) => Some(value),
+            ConfigValue::Secret(_) => None,
         }
     }
 }

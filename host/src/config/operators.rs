@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,21 +36,75 @@ pub struct ProfileConfig {
     pub permissions: Vec<String>,
 }
 
-/// A secret value: from an environment variable, a file, or (discouraged) the config itself.
-/// It never appears in `Debug` output, logs or errors.
+/// A secret value as the config names it: an environment variable, a file, or (discouraged)
+/// the config itself. The config holds only the reference, checked for shape at load; the value
+/// is read by [`Secret::resolve`] when the part that uses it runs (a delivery, a plugin call),
+/// so a command that never delivers or calls that plugin does not need it. It never appears in
+/// `Debug` output, logs or errors.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(SecretSource);
+
+#[derive(Clone, PartialEq, Eq)]
+enum SecretSource {
+    Inline(String),
+    Env(String),
+    File(PathBuf),
+}
+
+/// Why a secret could not be read; names the variable or file, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is missing.
+    #[error("environment variable {0} is not set (or not UTF-8)")]
+    Unset(String),
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// It is there but empty.
+    #[error("the secret in {0} is empty")]
+    Empty(String),
+}
 
 impl Secret {
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// A secret given in the config itself (tests, `plugin test`).
+    pub fn inline(value: impl Into<String>) -> Secret {
+        Secret(SecretSource::Inline(value.into()))
+    }
+
+    /// Reads the value now, from where the config says it lives.
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        let (value, from) = match &self.0 {
+            SecretSource::Inline(value) => (value.clone(), "the config".to_string()),
+            SecretSource::Env(var) => (
+                std::env::var(var).map_err(|_| SecretError::Unset(var.clone()))?,
+                format!("environment variable {var}"),
+            ),
+            SecretSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| SecretError::File { path: path.display().to_string(), message: e.to_string() })?;
+                (text.trim_end_matches(['\n', '\r']).to_string(), format!("file {}", path.display()))
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty(from));
+        }
+        Ok(value)
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        // Where it lives is not secret; the value is.
+        match &self.0 {
+            SecretSource::Inline(_) => f.write_str("Secret(***)"),
+            SecretSource::Env(var) => write!(f, "Secret(env {var})"),
+            SecretSource::File(path) => write!(f, "Secret(file {})", path.display()),
+        }
     }
 }
 
@@ -182,22 +236,21 @@ struct RawWebhook {
     timeout: Option<String>,
 }
 
+/// A secret reference, checked for shape only: the value is read when it is used.
 pub(super) fn secret(source: &Source, key: &str, raw: RawSecret, base: &Path) -> Result<Secret, SourceError> {
-    let value = match raw {
-        RawSecret::Inline(value) => value,
-        RawSecret::Env { env } => std::env::var(&env)
-            .map_err(|_| source.error(key, format!("environment variable {env} is not set (or not UTF-8)")))?,
-        RawSecret::File { file } => {
-            let path = base.join(&file);
-            std::fs::read_to_string(&path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| source.error(key, format!("cannot read secret file {}: {e}", path.display())))?
+    let secret = match raw {
+        RawSecret::Inline(value) if value.is_empty() => return Err(source.error(key, "the secret is empty")),
+        RawSecret::Inline(value) => SecretSource::Inline(value),
+        RawSecret::Env { env } => {
+            if env.is_empty() || env.contains(['=', '\0']) {
+                return Err(source.error(key, format!("`{env}` is not an environment variable name")));
+            }
+            SecretSource::Env(env)
         }
+        RawSecret::File { file } if file.is_empty() => return Err(source.error(key, "the secret file has no name")),
+        RawSecret::File { file } => SecretSource::File(base.join(file)),
     };
-    if value.is_empty() {
-        return Err(source.error(key, "the secret is empty"));
-    }
-    Ok(Secret(value))
+    Ok(Secret(secret))
 }
 
 pub(super) fn users(

@@ -34,7 +34,7 @@ fn a_valid_config_resolves_defaults_and_paths() {
     let files = &config.plugins["files"];
     assert_eq!(files.timeout, Duration::from_millis(250));
     assert_eq!(files.memory, 16 * 1024 * 1024);
-    assert_eq!(files.config["page-size"].expose(), "100", "numbers reach plugins as text");
+    assert_eq!(files.config["page-size"].plain(), Some("100"), "numbers reach plugins as text");
     assert_eq!(config.resource_types["SaaS_Account"].classification, "basic");
     assert_eq!(config.connections["saas"].batch_size, DEFAULT_BATCH);
 }
@@ -161,19 +161,49 @@ fn secret_config_values_come_from_the_environment_and_never_print() {
     let text = BASE.replace("page-size = 100", "page-size = 100\ntoken = { env = \"PROVISION_TEST_SECRET_TOKEN\" }");
     let config = load(&text).unwrap();
     let files = &config.plugins["files"];
-    assert_eq!(files.values()["token"], "s3cr3t-t0ken");
-    assert_eq!(files.secrets(), ["s3cr3t-t0ken"]);
+    let resolved = files.resolve().unwrap();
+    assert_eq!(resolved.values["token"], "s3cr3t-t0ken");
+    assert_eq!(resolved.secrets, ["s3cr3t-t0ken"]);
     assert!(!format!("{config:?}").contains("s3cr3t-t0ken"), "a secret in Debug output");
-    let err =
-        load(&BASE.replace("page-size = 100", "token = { env = \"PROVISION_TEST_UNSET_VARIABLE\" }")).unwrap_err();
-    assert_eq!(err.key, "plugins.files.config.token");
-    assert!(err.message.contains("PROVISION_TEST_UNSET_VARIABLE is not set"), "{err}");
     // Other tables flatten into dotted keys.
     let nested =
         load(&BASE.replace("page-size = 100", "map = { email = \"emails\", phone = \"phoneNumbers\" }")).unwrap();
-    assert_eq!(nested.plugins["files"].values()["map.email"], "emails");
+    assert_eq!(nested.plugins["files"].resolve().unwrap().values["map.email"], "emails");
     let err = load(&BASE.replace("page-size = 100", "groups = [\"a\", \"b\"]")).unwrap_err();
     assert_eq!(err.key, "plugins.files.config.groups");
+}
+
+#[test]
+fn a_secret_is_read_when_used_not_when_the_config_loads() {
+    let with = |secret: &str| {
+        load(&format!(
+            "{}\n[notifications.webhooks.chat]\nurl = \"https://hooks.example.com/x\"\nsecret = {secret}\n",
+            BASE.replace("page-size = 100", &format!("token = {secret}"))
+        ))
+    };
+    // Loading needs neither the variable nor the file: a command that never delivers or calls
+    // the plugin never reads them.
+    let config = with("{ env = \"PROVISION_TEST_UNSET_VARIABLE\" }").unwrap();
+    let err = config.plugins["files"].resolve().err().expect("the variable is not set");
+    assert_eq!((err.plugin.as_str(), err.key.as_str()), ("files", "token"));
+    assert!(err.to_string().contains("environment variable PROVISION_TEST_UNSET_VARIABLE is not set"), "{err}");
+    let hook = &config.notifications.webhooks[0].secret;
+    assert_eq!(hook.resolve(), Err(SecretError::Unset("PROVISION_TEST_UNSET_VARIABLE".into())));
+    assert!(format!("{hook:?}").contains("PROVISION_TEST_UNSET_VARIABLE"), "where it lives may be shown");
+
+    let config = with("{ file = \"no-such-secret\" }").unwrap();
+    let err = config.notifications.webhooks[0].secret.resolve().unwrap_err();
+    assert!(err.to_string().contains("/etc/provision/no-such-secret"), "{err}");
+
+    // The shape is still checked at load.
+    for (bad, says) in [
+        ("{ env = \"\" }", "is not an environment variable name"),
+        ("{ env = \"A=B\" }", "is not an environment variable name"),
+    ] {
+        let err = load(&BASE.replace("page-size = 100", &format!("token = {bad}"))).unwrap_err();
+        assert_eq!(err.key, "plugins.files.config.token", "{bad}: {err}");
+        assert!(err.message.contains(says), "{bad}: {err}");
+    }
 }
 
 #[test]

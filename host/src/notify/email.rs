@@ -16,15 +16,16 @@ pub(super) struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(config: &SmtpConfig) -> Result<Mailer, String> {
+    /// `password` is the relay's, read for this pass (none when it wants no login).
+    pub fn new(config: &SmtpConfig, password: Option<String>) -> Result<Mailer, String> {
         let builder = match config.tls {
             SmtpTls::None => SmtpTransport::builder_dangerous(&config.host),
             SmtpTls::Starttls => SmtpTransport::starttls_relay(&config.host).map_err(|e| format!("SMTP relay: {e}"))?,
             SmtpTls::Tls => SmtpTransport::relay(&config.host).map_err(|e| format!("SMTP relay: {e}"))?,
         };
         let mut builder = builder.port(config.port).timeout(Some(config.timeout));
-        if let Some((user, password)) = &config.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_string()));
+        if let (Some((user, _)), Some(password)) = (&config.credentials, password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password));
         }
         let from = config.from.parse::<Mailbox>().map_err(|e| format!("From address `{}`: {e}", config.from))?;
         Ok(Mailer { transport: builder.build(), from, host: config.host.clone() })

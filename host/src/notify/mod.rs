@@ -184,36 +184,53 @@ fn next_delay(config: &NotificationsConfig, attempts: u32) -> Option<std::time::
 /// Delivers the deliveries due now.
 pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut NotifyReport) -> Result<(), StoreError> {
     let due = store.due_deliveries(now_ms(), DELIVER_BATCH)?;
-    let mut mailer: Option<Result<email::Mailer, String>> = None;
+    // A failure is (whether a secret could not be read, the error). Secrets are read here,
+    // when delivering, so that no other command needs them.
+    let mut mailer: Option<Result<email::Mailer, (bool, String)>> = None;
     for (delivery, notification) in due {
-        let result = if delivery.channel == "email" {
+        let result: Result<(), (bool, String)> = if delivery.channel == "email" {
             match &config.smtp {
-                None => Err("e-mail is no longer configured ([notifications.smtp])".to_string()),
-                Some(smtp) => match mailer.get_or_insert_with(|| email::Mailer::new(smtp)) {
-                    Ok(mailer) => mailer.send(&notification, delivery.id),
+                None => Err((false, "e-mail is no longer configured ([notifications.smtp])".to_string())),
+                Some(smtp) => match mailer.get_or_insert_with(|| {
+                    let password = match &smtp.credentials {
+                        None => None,
+                        Some((_, secret)) => Some(secret.resolve().map_err(|e| (true, format!("SMTP password: {e}")))?),
+                    };
+                    email::Mailer::new(smtp, password).map_err(|e| (false, e))
+                }) {
+                    Ok(mailer) => mailer.send(&notification, delivery.id).map_err(|e| (false, e)),
                     Err(error) => Err(error.clone()),
                 },
             }
         } else if let Some(name) = delivery.channel.strip_prefix("webhook:") {
             match config.webhooks.iter().find(|w| w.name == name) {
-                None => Err(format!("webhook `{name}` is no longer configured")),
-                Some(hook) => webhook::send(hook, &notification, delivery.id),
+                None => Err((false, format!("webhook `{name}` is no longer configured"))),
+                Some(hook) => match hook.secret.resolve() {
+                    Ok(secret) => webhook::send(hook, &secret, &notification, delivery.id).map_err(|e| (false, e)),
+                    Err(e) => Err((true, format!("webhook `{name}`: its secret: {e}"))),
+                },
             }
         } else {
-            Err(format!("unknown channel `{}`", delivery.channel))
+            Err((false, format!("unknown channel `{}`", delivery.channel)))
         };
         match result {
             Ok(()) => {
                 store.delivery_sent(delivery.id)?;
                 report.delivered += 1;
             }
-            Err(error) => {
+            Err((secret, error)) => {
                 let next = next_delay(config, delivery.attempts);
                 let retry_at = next.map(|d| now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
                 tracing::warn!(delivery = delivery.id, channel = %delivery.channel, "delivery failed: {error}");
                 store.delivery_failed(delivery.id, &error, retry_at)?;
                 if retry_at.is_some() {
                     report.retrying += 1;
+                    // A secret that cannot be read is the config's problem, not the channel's:
+                    // said in the report (once per channel) even while the delivery is retried.
+                    let problem = format!("delivery via {} failed: {error}; kept for retry", delivery.channel);
+                    if secret && !report.problems.contains(&problem) {
+                        report.problems.push(problem);
+                    }
                 } else {
                     report.gave_up += 1;
                     report.problems.push(format!(

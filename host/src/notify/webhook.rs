@@ -16,7 +16,13 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-pub(super) fn send(hook: &WebhookConfig, notification: &Notification, delivery: i64) -> Result<(), String> {
+/// POSTs one notification, signed with `secret` (the hook's, read for this delivery).
+pub(super) fn send(
+    hook: &WebhookConfig,
+    secret: &str,
+    notification: &Notification,
+    delivery: i64,
+) -> Result<(), String> {
     let body = serde_json::json!({
         "delivery": delivery,
         "notification": notification.id,
@@ -35,7 +41,7 @@ pub(super) fn send(hook: &WebhookConfig, notification: &Notification, delivery: 
         .post(&hook.url)
         .header("Content-Type", "application/json")
         .header("X-Provision-Delivery", delivery.to_string())
-        .header("X-Provision-Signature", signature(hook.secret.expose().as_bytes(), &body))
+        .header("X-Provision-Signature", signature(secret.as_bytes(), &body))
         .send(&body[..])
         .map_err(|e| format!("POST {}: {e}", hook.url))?;
     let status = response.status();

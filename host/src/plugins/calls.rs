@@ -285,14 +285,15 @@ fn wit_order(order: &Order) -> WitOrder<'_> {
     }
 }
 
-impl Plugin {
-    /// Text from the guest, as the host keeps it: secrets scrubbed, length bounded.
-    fn said(&self, text: String) -> String {
-        let mut text = super::guest::scrub(&text, &self.shared.secrets);
-        truncate(&mut text, MAX_MESSAGE);
-        text
-    }
+/// Text from the guest, as the host keeps it: the secrets the call was given scrubbed, length
+/// bounded.
+fn said(secrets: &[String], text: String) -> String {
+    let mut text = super::guest::scrub(&text, secrets);
+    truncate(&mut text, MAX_MESSAGE);
+    text
+}
 
+impl Plugin {
     fn invalid(&self, message: impl Into<String>) -> CallError {
         CallError::Invalid { plugin: self.name.clone(), message: message.into() }
     }
@@ -315,7 +316,7 @@ impl Plugin {
     /// to describe itself.
     pub(super) fn describe(&self) -> Result<Option<Description>, CallError> {
         let exports = &self.exports;
-        let description = self.call(None, async |store, instance| {
+        let (description, secrets) = self.call_with(super::SecretUse::Available, None, async |store, instance| {
             if let Some(export) = &exports.fulfil {
                 typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", export))?;
             }
@@ -351,7 +352,7 @@ impl Plugin {
         Ok(Some(Description {
             name: d.name,
             version: d.version,
-            summary: self.said(d.summary),
+            summary: said(&secrets, d.summary),
             resource_types: d.resource_types,
         }))
     }
@@ -360,7 +361,7 @@ impl Plugin {
     pub fn fulfil(&self, orders: &[Order]) -> Result<Vec<Outcome>, CallError> {
         let export = self.exports.fulfil.ok_or_else(|| self.wrong_world("connector"))?;
         let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
-        let output = self.call(None, async |store, instance| {
+        let (output, secrets) = self.call(None, async |store, instance| {
             let fulfil = typed::<(&[WitOrder<'_>],), (Vec<fulfil::Outcome>,)>(store, instance, ("fulfil", &export))?;
             Ok(fulfil.call_async(&mut *store, (&input,)).await?.0)
         })?;
@@ -379,10 +380,10 @@ impl Plugin {
                     });
                     Outcome::Executed { resource_id }
                 }
-                fulfil::Outcome::Transmitted(reference) => Outcome::Transmitted { reference: self.said(reference) },
+                fulfil::Outcome::Transmitted(reference) => Outcome::Transmitted { reference: said(&secrets, reference) },
                 fulfil::Outcome::Failed(failure) => Outcome::Failed {
                     transient: failure.kind == fulfil::ErrorKind::Transient,
-                    message: self.said(failure.message),
+                    message: said(&secrets, failure.message),
                     retry_after: failure.retry_after_seconds.map(|s| Duration::from_secs(u64::from(s))),
                 },
             })
@@ -393,7 +394,7 @@ impl Plugin {
     /// one is the connector's own report that it could not read.
     pub fn read(&self, resource_type: &str, cursor: Option<&str>) -> Result<Result<Page, ReadError>, CallError> {
         let export = self.exports.read.ok_or_else(|| self.wrong_world("synchronising connector"))?;
-        let output = self.call(None, async |store, instance| {
+        let (output, secrets) = self.call(None, async |store, instance| {
             let read = typed::<(&str, Option<&str>), (Result<read::Page, fulfil::Failure>,)>(
                 store,
                 instance,
@@ -406,7 +407,7 @@ impl Plugin {
             Err(failure) => {
                 return Ok(Err(ReadError {
                     transient: failure.kind == fulfil::ErrorKind::Transient,
-                    message: self.said(failure.message),
+                    message: said(&secrets, failure.message),
                 }));
             }
         };
@@ -437,7 +438,7 @@ impl Plugin {
     pub fn evaluate(&self, orders: &[Order]) -> Result<Vec<Decision>, CallError> {
         let export = self.exports.evaluate.ok_or_else(|| self.wrong_world("review rule"))?;
         let input: Vec<WitOrder<'_>> = orders.iter().map(wit_order).collect();
-        let output = self.call(None, async |store, instance| {
+        let (output, secrets) = self.call(None, async |store, instance| {
             let evaluate =
                 typed::<(&[WitOrder<'_>],), (Vec<evaluate::Decision>,)>(store, instance, ("evaluate", &export))?;
             Ok(evaluate.call_async(&mut *store, (&input,)).await?.0)
@@ -447,8 +448,8 @@ impl Plugin {
             .into_iter()
             .map(|decision| match decision {
                 evaluate::Decision::NoReview => Decision::NoReview,
-                evaluate::Decision::ReviewNeeded(reason) => Decision::ReviewNeeded(self.said(reason)),
-                evaluate::Decision::Blocked(reason) => Decision::Blocked(self.said(reason)),
+                evaluate::Decision::ReviewNeeded(reason) => Decision::ReviewNeeded(said(&secrets, reason)),
+                evaluate::Decision::Blocked(reason) => Decision::Blocked(said(&secrets, reason)),
             })
             .collect())
     }
@@ -484,7 +485,7 @@ impl Plugin {
             })
             .collect();
         let known = directory.clone();
-        let output = self.call(Some(directory), async |store, instance| {
+        let (output, secrets) = self.call(Some(directory), async |store, instance| {
             let route = typed::<(&[route::Event],), (Vec<Result<Vec<route::Message>, String>>,)>(
                 store,
                 instance,
@@ -496,7 +497,7 @@ impl Plugin {
         output
             .into_iter()
             .map(|result| match result {
-                Err(error) => Ok(Err(self.said(error))),
+                Err(error) => Ok(Err(said(&secrets, error))),
                 Ok(messages) => {
                     if messages.len() > MAX_MESSAGES {
                         return Err(
@@ -515,7 +516,7 @@ impl Plugin {
                                 return Err(self
                                     .invalid(format!("a message body of {} bytes; at most {MAX_BODY}", m.body.len())));
                             }
-                            Ok(Message { recipients: m.recipients, subject: self.said(m.subject), body: m.body })
+                            Ok(Message { recipients: m.recipients, subject: said(&secrets, m.subject), body: m.body })
                         })
                         .collect::<Result<Vec<_>, _>>()
                         .map(Ok)

@@ -314,8 +314,7 @@ impl Runtime {
             shared: Arc::new(Shared {
                 stats: Arc::default(),
                 name: config.name.as_str().into(),
-                config: Arc::new(config.values()),
-                secrets: Arc::new(config.secrets()),
+                config: Arc::new(config.config.clone()),
                 grants: Arc::new(config.http.clone()),
                 http_limits: config.http_limits,
                 memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
@@ -364,12 +363,21 @@ pub struct CallStats {
     pub http_time: Duration,
 }
 
+/// Which of its secrets a call needs.
+#[derive(Clone, Copy)]
+enum SecretUse {
+    /// Every one: a secret that cannot be read fails the call.
+    Required,
+    /// Those that can be read now (`describe` at load, which every command does).
+    Available,
+}
+
 /// What every call of one plugin shares.
 struct Shared {
     stats: Arc<Stats>,
     name: Arc<str>,
-    config: Arc<std::collections::BTreeMap<String, String>>,
-    secrets: Arc<Vec<String>>,
+    /// Secrets unresolved: each call reads them (see [`SecretUse`]).
+    config: Arc<std::collections::BTreeMap<String, crate::config::ConfigValue>>,
     grants: Arc<Vec<crate::config::HttpGrant>>,
     http_limits: crate::config::HttpLimits,
     memory: usize,
@@ -470,12 +478,32 @@ impl Plugin {
     /// that runs is stopped by the epoch deadline (a trap at the next tick), a guest that waits
     /// (a sleep, a poll, an HTTP request, a host import) by dropping the call's future when the
     /// limit is reached. Either way the call ends within [`TIME_MARGIN`] of its limit.
+    ///
+    /// The plugin's secrets are read for the call (a missing one fails it, naming the variable
+    /// or file) and come back with the result, so what the plugin said can be scrubbed of
+    /// exactly the values it was given.
     fn call<R>(
         &self,
         directory: Option<Arc<Directory>>,
         f: impl AsyncFnOnce(&mut Store<GuestState>, &Instance) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<(R, Arc<Vec<String>>), CallError> {
+        self.call_with(SecretUse::Required, directory, f)
+    }
+
+    fn call_with<R>(
+        &self,
+        secrets: SecretUse,
+        directory: Option<Arc<Directory>>,
+        f: impl AsyncFnOnce(&mut Store<GuestState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<(R, Arc<Vec<String>>), CallError> {
         let plugin = self.name.clone();
+        let resolved = match secrets {
+            SecretUse::Required => crate::config::resolve_values(&plugin, &self.shared.config)
+                .map_err(|e| CallError::Setup { plugin: plugin.clone(), message: e.to_string() })?,
+            SecretUse::Available => crate::config::available_values(&self.shared.config),
+        };
+        let config = Arc::new(resolved.values);
+        let secrets = Arc::new(resolved.secrets);
         let stderr = OutputTail::default();
         let mut wasi = WasiCtxBuilder::new();
         // Plugins run on the job's thread; blocking file calls on it avoid a round trip
@@ -505,10 +533,10 @@ impl Plugin {
             table: Default::default(),
             limiter: MemoryLimiter { limit: self.shared.memory, refused: None, peak: 0 },
             plugin: self.shared.name.clone(),
-            config: self.shared.config.clone(),
+            config,
             directory,
             log_lines: 0,
-            secrets: self.shared.secrets.clone(),
+            secrets: secrets.clone(),
             captured: self.probe.as_ref().map(|_| Vec::new()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -541,12 +569,11 @@ impl Plugin {
                 time: started.elapsed(),
                 peak_memory: store.data().limiter.peak,
                 logs: store.data_mut().captured.take().unwrap_or_default(),
-                output: guest::scrub(&stderr.text(), &self.shared.secrets),
+                output: guest::scrub(&stderr.text(), &secrets),
             };
             *probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
         }
-        let secrets = self.shared.secrets.clone();
-        result.map_err(|error| {
+        result.map(|r| (r, secrets.clone())).map_err(|error| {
             if let Some(wanted) = store.data().limiter.refused {
                 return CallError::MemoryLimit { plugin: plugin.clone(), limit: self.shared.memory, wanted };
             }
