@@ -428,7 +428,7 @@ impl Plugin {
         for r in page.resources {
             match checked(r) {
                 Ok(resource) => resources.push(resource),
-                Err(bad) => malformed.push(Malformed { problem: self.said(bad.problem), ..bad }),
+                Err(bad) => malformed.push(Malformed { problem: said(&secrets, bad.problem), ..bad }),
             }
         }
         Ok(Ok(Page { resources, malformed, next_cursor: page.next_cursor }))
