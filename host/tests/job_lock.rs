@@ -143,6 +143,17 @@ fn exits<const N: usize>(events: &Receiver<Event>, names: [&str; N]) -> [(ExitSt
     })
 }
 
+/// Waits until the run named "first" holds the lock, observably: its webhook delivery arrived.
+fn until_delivering(events: &Receiver<Event>) {
+    loop {
+        match next(events) {
+            Event::Hook => break,
+            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
+            _ => {}
+        }
+    }
+}
+
 fn exit_of(events: &Receiver<Event>, name: &str) -> (ExitStatus, String, Vec<String>) {
     let [exit] = exits(events, [name]);
     exit
@@ -276,13 +287,7 @@ fn a_second_run_refuses_while_one_holds_the_lock_and_names_it() {
     let dir = dir.path();
 
     spawn(dir, &["job", "run", "--json"], "first", &events);
-    loop {
-        match next(&rx) {
-            Event::Hook => break,
-            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
-            _ => {}
-        }
-    }
+    until_delivering(&rx);
     // The first run is inside its run, waiting on the webhook. Another run now:
     spawn(dir, &["job", "run"], "second", &events);
     let status = loop {
@@ -312,13 +317,7 @@ fn the_refusal_names_the_holder() {
     let dir = dir.path();
 
     let first = spawn(dir, &["job", "run"], "first", &events);
-    loop {
-        match next(&rx) {
-            Event::Hook => break,
-            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
-            _ => {}
-        }
-    }
+    until_delivering(&rx);
     let out = run(dir, &["job", "run", "--only", "compute"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(EXIT_LOCKED), "{stderr}");
@@ -347,13 +346,7 @@ fn with_wait_the_second_run_starts_when_the_first_is_done() {
     let dir = dir.path();
 
     let first = spawn(dir, &["job", "run", "--json"], "first", &events);
-    loop {
-        match next(&rx) {
-            Event::Hook => break,
-            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
-            _ => {}
-        }
-    }
+    until_delivering(&rx);
     spawn(dir, &["job", "run", "--wait", "--json"], "second", &events);
     loop {
         match next(&rx) {
@@ -539,13 +532,7 @@ fn serve_skips_scheduled_runs_and_refuses_api_runs_while_another_holds_the_lock(
     let token = text(&out.stdout).trim().to_string();
 
     let first = spawn(dir, &["job", "run"], "first", &events);
-    loop {
-        match next(&rx) {
-            Event::Hook => break,
-            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
-            _ => {}
-        }
-    }
+    until_delivering(&rx);
     let server = common::server::Server::start(dir, &dir.join("provision.toml"));
     let logged = |what: &str| server.log.lock().unwrap().iter().any(|line| line.contains(what));
     // The scheduler ticks every second; wait (bounded) for a tick that found the lock held.
@@ -600,13 +587,7 @@ fn a_paused_run_whose_lock_was_taken_over_stops_and_stays_interrupted() {
     let dir = dir.path();
 
     let first = spawn(dir, &["job", "run"], "first", &events);
-    loop {
-        match next(&rx) {
-            Event::Hook => break,
-            Event::Exited("first", status, _) => panic!("the first run ended ({status}) before delivering"),
-            _ => {}
-        }
-    }
+    until_delivering(&rx);
     // Paused where it holds the lock but no transaction: waiting on the webhook.
     signal(first, libc::SIGSTOP);
     spawn(dir, &["job", "run", "--wait"], "second", &events);

@@ -94,23 +94,7 @@ impl Store {
     ) -> Result<Taken> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = crate::model::now_ms();
-        let current = tx
-            .query_row(
-                "SELECT run, kind, host, pid, started_at, heartbeat_at, expires_at FROM job_lock WHERE id = 1",
-                [],
-                |r| {
-                    Ok(LockHolder {
-                        run: r.get(0)?,
-                        kind: r.get(1)?,
-                        host: r.get(2)?,
-                        pid: r.get(3)?,
-                        started_at: r.get(4)?,
-                        heartbeat_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
-            )
-            .optional()?;
+        let current = holder(&tx)?;
         if let Some(holder) = &current
             && holder.expires_at > now
         {
@@ -188,24 +172,7 @@ impl Store {
 
     /// The lock's current holder, if any (expired or not).
     pub fn job_lock(&self) -> Result<Option<LockHolder>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT run, kind, host, pid, started_at, heartbeat_at, expires_at FROM job_lock WHERE id = 1",
-                [],
-                |r| {
-                    Ok(LockHolder {
-                        run: r.get(0)?,
-                        kind: r.get(1)?,
-                        host: r.get(2)?,
-                        pid: r.get(3)?,
-                        started_at: r.get(4)?,
-                        heartbeat_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
-            )
-            .optional()?)
+        holder(&self.conn)
     }
 }
 
@@ -220,4 +187,25 @@ pub fn heartbeat(conn: &rusqlite::Connection, token: &str, expiry_ms: i64) -> ru
         params![token, now, expiry_ms],
     )?;
     Ok(refreshed == 1)
+}
+
+/// The lock row, if any: on the store's connection or inside a transaction taking the lock.
+fn holder(conn: &rusqlite::Connection) -> Result<Option<LockHolder>> {
+    Ok(conn
+        .query_row(
+            "SELECT run, kind, host, pid, started_at, heartbeat_at, expires_at FROM job_lock WHERE id = 1",
+            [],
+            |r| {
+                Ok(LockHolder {
+                    run: r.get(0)?,
+                    kind: r.get(1)?,
+                    host: r.get(2)?,
+                    pid: r.get(3)?,
+                    started_at: r.get(4)?,
+                    heartbeat_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                })
+            },
+        )
+        .optional()?)
 }
