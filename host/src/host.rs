@@ -47,20 +47,20 @@ pub struct Host {
     /// Set when the host shuts down: jobs stop after the batch at hand (what is left waits,
     /// Pending, for the next run).
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// What a job run does when another process holds the job lock.
+    /// What a job run does when a run of another kind is unfinished.
     pub lock_wait: LockWait,
-    /// Set by the job lock's heartbeat when the lock is no longer this run's (it expired and
-    /// was taken over): the run stops before its next batch.
-    pub lock_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set by the lease renewer when this host's worker lost the lease on its unit (it lapsed
+    /// and was taken over): the worker stops before its next chunk.
+    pub lease_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What a job run does when another process holds the job lock.
+/// What a job run does when a run of another kind is unfinished.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LockWait {
-    /// Refuse at once, naming the holder.
+    /// Refuse at once, naming the run.
     #[default]
     Refuse,
-    /// Wait until the lock is free (or expired), at most `timeout` if given.
+    /// Wait until that run ends, at most `timeout` if given.
     Wait {
         /// Give up after this long.
         timeout: Option<std::time::Duration>,
@@ -122,7 +122,7 @@ impl Host {
             simulation: false,
             stop: Default::default(),
             lock_wait: LockWait::default(),
-            lock_lost: Default::default(),
+            lease_lost: Default::default(),
         })
     }
 
@@ -144,19 +144,42 @@ impl Host {
             simulation: true,
             stop: Default::default(),
             lock_wait: LockWait::default(),
-            lock_lost: Default::default(),
+            lease_lost: Default::default(),
         })
     }
 
     /// Whether the job at hand must stop after its batch: the host is shutting down, or the
-    /// run's job lock was taken over.
+    /// worker's lease on its unit was lost.
     pub fn stopping(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::Relaxed) || self.lost_lock()
+        self.stop.load(std::sync::atomic::Ordering::Relaxed) || self.lost_lease()
     }
 
-    /// Whether the running job's lock was taken over (its heartbeat found it another's).
-    pub fn lost_lock(&self) -> bool {
-        self.lock_lost.load(std::sync::atomic::Ordering::Relaxed)
+    /// Whether this worker's lease on its unit lapsed and was taken over.
+    pub fn lost_lease(&self) -> bool {
+        self.lease_lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A second host on the same database and the same loaded plugins (shared, not compiled
+    /// again), with its own connection: a worker beside this one, or a writer for people's
+    /// actions beside a job. It shares the stop flag, not the lease flag.
+    pub fn sibling(&self) -> Result<Host, StoreError> {
+        let path = self
+            .store
+            .path()
+            .ok_or_else(|| StoreError::Unknown("an in-memory database cannot be shared with a second host".into()))?;
+        let store = Store::open(&path)?;
+        Ok(Host {
+            config: self.config.clone(),
+            store,
+            plugins: self.plugins.clone(),
+            runtime: self.runtime.clone(),
+            health: self.health.clone(),
+            clock: self.clock,
+            simulation: self.simulation,
+            stop: self.stop.clone(),
+            lock_wait: self.lock_wait,
+            lease_lost: Default::default(),
+        })
     }
 
     /// "Now" for the jobs' decisions, Unix ms.

@@ -38,9 +38,9 @@ batch_size = 100
 entity_type = "Directory_User"
 connection = "saas"
 
-# The killed run's job lock is taken over 2 s after its last heartbeat (see job_lock.rs).
+# The killed worker's units are taken over 2 s after its last lease renewal (see work_units.rs).
 [jobs]
-lock_expiry = "2s"
+lease = "2s"
 "#;
 
 fn provision(dir: &Path, args: &[&str]) -> Command {
@@ -103,13 +103,18 @@ fn a_killed_run_loses_and_doubles_nothing() {
     assert!(done_at_kill < ORDERS, "the kill came after fulfilment: {at_kill:?}");
     assert_eq!(at_kill.values().sum::<usize>(), ORDERS, "compute had not finished: {at_kill:?}");
 
-    // Run again, to the end, once the killed run's lock has expired.
+    // Run again, to the end: it joins the killed run and takes its units over once their lease
+    // has lapsed.
     let again = Instant::now();
     let out = provision(dir, &["job", "run", "--wait", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rerun = again.elapsed();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["counters"]["orders_created"], 0, "orders were created twice: {report}");
+    assert_eq!(report["run"], 1, "the second run did not join the killed one: {report}");
+    assert_eq!(
+        report["counters"]["orders_created"], ORDERS as u64,
+        "orders created (once, by the killed run): {report}"
+    );
 
     // Every order Verified, carried out exactly once.
     let orders = json(dir, &["orders", "list", "--json"]);

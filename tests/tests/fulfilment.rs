@@ -531,7 +531,7 @@ fn an_order_carried_out_before_a_crash_recorded_it_is_found_done_and_not_sent_ag
     let (written, unsent) = (&pending[0], &pending[1]);
     // The host records both attempts, the connector carries out `written`, and the host dies
     // before recording that outcome; `unsent` never reached the connector.
-    host.store.start_attempts(&[written.id, unsent.id], "saas", None).unwrap();
+    host.store.start_attempts(&[written.id, unsent.id], "saas", None, None).unwrap();
     let outcomes = host.plugins.get("files").unwrap().fulfil(std::slice::from_ref(written)).unwrap();
     assert_eq!(outcomes.len(), 1);
     drop(host);

@@ -90,20 +90,21 @@ impl From<StoreError> for ApiError {
             StoreError::Unknown(message) if message.starts_with("there is no") => ApiError::not_found(message),
             StoreError::Unknown(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::TooLong(_) => ApiError::bad_request(error.to_string()),
-            StoreError::LockLost => ApiError::new(StatusCode::CONFLICT, "lock-lost", error.to_string()),
+            StoreError::LeaseLost => ApiError::new(StatusCode::CONFLICT, "lease-lost", error.to_string()),
             other => ApiError::internal(other),
         }
     }
 }
 
-/// The code of a job refused because another process holds the job lock.
+/// The code of a job refused because a run of another kind is unfinished.
 pub const JOB_RUNNING: &str = "job-running";
 
 impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         match error {
             JobError::Store(store) => store.into(),
-            JobError::Locked(_) => ApiError::new(StatusCode::CONFLICT, JOB_RUNNING, error.to_string()),
+            JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, JOB_RUNNING, error.to_string()),
+            JobError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", error.to_string()),
         }
     }
 }

@@ -33,8 +33,9 @@ pub enum JobCommand {
         /// system
         #[arg(long)]
         dry_run: bool,
-        /// If another job holds the database's job lock, wait for it to finish (or for its
-        /// lock to expire) instead of refusing with exit code 6
+        /// If a run of another kind is unfinished on the database, wait for it to end instead of
+        /// refusing with exit code 6 (an unfinished run of the same kind is always joined: this
+        /// process's workers claim its units beside the others)
         #[arg(long, conflicts_with = "dry_run")]
         wait: bool,
         /// With --wait: give up (exit code 6) after this long, e.g. `10m`
@@ -44,7 +45,7 @@ pub enum JobCommand {
         json: JsonArg,
     },
     /// Recent job runs with their status and counters, and the resource types they hold; a run
-    /// whose process died is `interrupted` once the next run took its job lock over
+    /// `running` with nobody at work waits for the next `job run` or `serve` to finish it
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -93,7 +94,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
             if wait {
                 host.lock_wait = LockWait::Wait { timeout: wait_timeout };
             }
-            let bar = progress();
+            let bar = super::units_progress();
             let report = match only {
                 None => provision::jobs::complete(&mut host, &bar),
                 Some(Step::Synchronise) => provision::jobs::synchronise(&mut host, &bar),
@@ -103,7 +104,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
             bar.finish_and_clear();
             let report = match report {
                 // Refused before it began: nothing stopped.
-                Err(locked @ provision::jobs::JobError::Locked(_)) => return Err(locked.into()),
+                Err(busy @ provision::jobs::JobError::Busy(_)) => return Err(busy.into()),
                 report => report.context("the job stopped")?,
             };
             output::job_report(&report, json.json)?;

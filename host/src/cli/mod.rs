@@ -40,8 +40,8 @@ pub const EXIT_JOB_PROBLEMS: u8 = 4;
 /// Exit code: a person's action was refused (no permission, their own order, an order in the
 /// wrong state); nothing was changed.
 pub const EXIT_REFUSED: u8 = 5;
-/// Exit code: another job run holds the database's job lock (the message names its run, host
-/// and pid); nothing was done. `job run --wait` waits instead.
+/// Exit code: a run of another kind is unfinished on the database (the message names it);
+/// nothing was done. `job run --wait` waits instead.
 pub const EXIT_LOCKED: u8 = 6;
 
 const EXIT_CODES: &str = "\
@@ -53,7 +53,7 @@ Exit codes:
   4  the job ran but reported problems (failed plugin calls, unreadable systems,
      undeliverable notifications)
   5  an action was refused (no permission, own order, wrong state); nothing changed
-  6  another job holds the database's job lock (named); nothing was done
+  6  a run of another kind is unfinished on the database (named); nothing was done
      (`job run --wait` waits for it)";
 
 /// The provisioning policy host.
@@ -190,7 +190,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     let refused = error
         .chain()
         .any(|cause| matches!(cause.downcast_ref::<ActionError>(), Some(e) if !matches!(e, ActionError::Store(_))));
-    let locked = error.chain().any(|cause| matches!(cause.downcast_ref::<JobError>(), Some(JobError::Locked(_))));
+    let locked = error.chain().any(|cause| matches!(cause.downcast_ref::<JobError>(), Some(JobError::Busy(_))));
     // Only `bounded` returns a bare `TooLong`; the library's are inside its own errors.
     let too_long = error.chain().any(|cause| cause.downcast_ref::<provision::limits::TooLong>().is_some());
     if locked {
@@ -230,6 +230,18 @@ pub fn progress() -> ProgressBar {
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({pos} items, {elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Progress of a job run: the units of its current step done of those planned, with an
+/// estimate of the time left for that step.
+pub fn units_progress() -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:24}] {pos}/{len} units, {elapsed}, about {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar

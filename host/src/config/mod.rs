@@ -52,28 +52,38 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// How job runs share the database: one at a time, under the job lock.
+/// How job runs share the database: a run is a set of work units, each claimed by one worker
+/// at a time under a lease (see `store::units`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobsConfig {
-    /// A lock holder without a heartbeat for this long is taken for dead and its lock taken
-    /// over; the holder beats every third of it.
-    pub lock_expiry: Duration,
+    /// A unit whose worker gave no sign of life for this long is taken for dead and taken
+    /// over; the worker renews its leases every third of it.
+    pub lease: Duration,
+    /// Worker threads of this process that pull units (`[runtime] workers`).
+    pub workers: usize,
 }
 
-/// The job lock's default expiry: long enough that a busy machine never misses a heartbeat
-/// (every 10 s), short enough that a killed run holds the next one up for half a minute only.
-pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(30);
+/// The default lease: long enough that a busy machine never misses a renewal (every 10 s),
+/// short enough that a killed worker holds its unit up for half a minute only.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lock_expiry: DEFAULT_LOCK_EXPIRY }
+        JobsConfig { lease: DEFAULT_LEASE, workers: default_workers() }
     }
+}
+
+/// One worker per core: a worker is busy in a plugin or in SQLite, both CPU-bound here.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawJobs {
-    lock_expiry: Option<String>,
+    // The name of the hardening issue's job lock, which units with leases replaced.
+    #[serde(alias = "lock_expiry")]
+    lease: Option<String>,
 }
 
 /// `provision serve`: where it listens, how often it runs the complete job, its sessions.
@@ -351,6 +361,8 @@ pub struct Connection {
     pub kind: ConnectionKind,
     /// Orders per connector call.
     pub batch_size: usize,
+    /// Batches in flight to the managed system at once, across every worker and process.
+    pub concurrency: usize,
     /// How long an order may stay Transmitted before the next job run moves it to Errored.
     pub transmitted_validity: Option<Duration>,
     /// What happens after a transient connector error.
@@ -419,11 +431,12 @@ struct RawDatabase {
 struct RawRuntime {
     cache_dir: Option<String>,
     cache: bool,
+    workers: Option<usize>,
 }
 
 impl Default for RawRuntime {
     fn default() -> Self {
-        RawRuntime { cache_dir: None, cache: true }
+        RawRuntime { cache_dir: None, cache: true, workers: None }
     }
 }
 
@@ -448,6 +461,7 @@ struct RawConnection {
     kind: Option<RawKind>,
     plugin: Option<String>,
     batch_size: Option<usize>,
+    concurrency: Option<usize>,
     transmitted_validity: Option<String>,
     retry: Option<policy::RawRetry>,
 }
@@ -548,13 +562,18 @@ impl Config {
             if !(1..=100_000).contains(&batch_size) {
                 return Err(source.error(format!("{key}.batch_size"), "must be between 1 and 100000"));
             }
+            let concurrency = raw.concurrency.unwrap_or(1);
+            if !(1..=1000).contains(&concurrency) {
+                return Err(source.error(format!("{key}.concurrency"), "must be between 1 and 1000"));
+            }
             let validity_key = format!("{key}.transmitted_validity");
             let transmitted_validity = duration(&source, &validity_key, raw.transmitted_validity.as_deref())?;
             if transmitted_validity.is_some_and(|d| d.is_zero()) {
                 return Err(source.error(validity_key, "must be more than 0"));
             }
             let retry = policy::retry(&source, &format!("{key}.retry"), raw.retry)?;
-            connections.insert(name.clone(), Connection { name, kind, batch_size, transmitted_validity, retry });
+            connections
+                .insert(name.clone(), Connection { name, kind, batch_size, concurrency, transmitted_validity, retry });
         }
 
         let mut resource_types = BTreeMap::new();
@@ -619,14 +638,17 @@ impl Config {
             },
         };
 
-        let lock_expiry =
-            duration(&source, "jobs.lock_expiry", raw.jobs.lock_expiry.as_deref())?.unwrap_or(DEFAULT_LOCK_EXPIRY);
-        if lock_expiry < Duration::from_secs(1) {
+        let lease = duration(&source, "jobs.lease", raw.jobs.lease.as_deref())?.unwrap_or(DEFAULT_LEASE);
+        if lease < Duration::from_secs(1) {
             return Err(
-                source.error("jobs.lock_expiry", "must be at least 1s (the lock's holder beats every third of it)")
+                source.error("jobs.lease", "must be at least 1s (a worker renews its leases every third of it)")
             );
         }
-        let jobs = JobsConfig { lock_expiry };
+        let workers = raw.runtime.workers.unwrap_or_else(default_workers);
+        if !(1..=256).contains(&workers) {
+            return Err(source.error("runtime.workers", "must be between 1 and 256"));
+        }
+        let jobs = JobsConfig { lease, workers };
 
         Ok(Config {
             source,

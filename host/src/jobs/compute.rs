@@ -14,16 +14,16 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::isolate::{Item, isolate};
-use super::{COMPUTE_CHUNK, Counters, JobError, JobReport, REVIEW_BATCH, single};
+use super::{COMPUTE_CHUNK, Counters, JobError, JobReport, REVIEW_BATCH};
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Change, ChangeKind, Order, ProvisioningState};
 use crate::plugins::Decision;
-use crate::store::{NewOrder, OrderFilter, Slot, Transition};
+use crate::store::{NewOrder, OrderFilter, Slot, Transition, Unit, UnitKind, UnitSpec};
 
 /// Runs compute alone, as a job run.
 pub fn compute(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
-    single(host, "compute", progress, run)
+    super::work::run(host, super::Step::Compute, progress)
 }
 
 /// New orders of one change kind, by the first state their review rule gave them.
@@ -118,20 +118,74 @@ pub struct Simulation {
     pub problems: Vec<String>,
 }
 
-pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    let resource_types: Vec<String> = host.config.resource_types.keys().cloned().collect();
-    for resource_type in resource_types {
-        let tally = compute_type(host, &resource_type, Some(report.run), progress, &mut report.problems)?;
-        if let Some(exceeded) = &tally.exceeded {
-            report.problems.push(format!(
-                "threshold exceeded for {resource_type}: {}; its orders are held until `provision job resume {}` (or `cancel`)",
-                describe(exceeded),
-                report.run
-            ));
-        }
-        tally.add_to(&mut report.counters);
-        report.notes.extend(tally.notes);
+/// The plan unit of one resource type: validity windows, rules that failed before, thresholds
+/// (a whole-type decision, so taken once, before any range is computed); then one compute unit
+/// per range of `COMPUTE_CHUNK` identities, the last open-ended.
+pub(super) fn plan_unit(
+    host: &mut Host,
+    unit: &Unit,
+    report: &mut JobReport,
+    spawn: &mut Vec<UnitSpec>,
+) -> Result<(), JobError> {
+    let resource_type = unit.target.as_str();
+    if !host.config.resource_types.contains_key(resource_type) {
+        return Ok(());
     }
+    let mut tally = TypeTally::default();
+    end_windows(host, resource_type, true, &mut tally)?;
+    // Before the diff, so that orders this run creates in Error wait for the next run.
+    reevaluate_errors(host, resource_type, true, &mut tally, &mut report.problems)?;
+    let (exceeded, notes) = thresholds(host, resource_type)?;
+    if let Some(exceeded) = &exceeded {
+        host.store.record_hold(unit.run, resource_type, &exceeded.counts, &exceeded.limits)?;
+        report.problems.push(format!(
+            "threshold exceeded for {resource_type}: {}; its orders are held until `provision job resume {}` (or `cancel`)",
+            describe(exceeded),
+            unit.run
+        ));
+    }
+    let mut lo = 0;
+    for hi in host.store.identity_bounds(resource_type, COMPUTE_CHUNK)?.into_iter().chain([i64::MAX]) {
+        spawn.push(UnitSpec {
+            kind: UnitKind::Compute,
+            target: resource_type.to_string(),
+            range: Some((lo, hi)),
+            held: exceeded.is_some(),
+        });
+        lo = hi;
+    }
+    tally.add_to(&mut report.counters);
+    report.notes.extend(notes);
+    Ok(())
+}
+
+/// A compute unit: the identities of one range of one resource type.
+pub(super) fn range_unit(host: &mut Host, unit: &Unit, report: &mut JobReport) -> Result<(), JobError> {
+    let resource_type = unit.target.as_str();
+    let (Some((lo, hi)), true) = (unit.range, host.config.resource_types.contains_key(resource_type)) else {
+        return Ok(());
+    };
+    let mut tally = TypeTally { exceeded: unit.held.then(Exceeded::default), ..TypeTally::default() };
+    let held_run = unit.held.then_some(unit.run);
+    let mut provisional = 0;
+    let mut after = lo;
+    loop {
+        if host.stopping() {
+            return Err(JobError::Stopped);
+        }
+        let slots = host.store.slots(resource_type, after, hi, COMPUTE_CHUNK)?;
+        let Some(last) = slots.last() else { break };
+        after = last.identity_id;
+        compute_chunk(
+            host,
+            resource_type,
+            &slots,
+            Chunk { run: Some(unit.run), held_run, provisional: &mut provisional },
+            &mut tally,
+            &mut report.problems,
+        )?;
+    }
+    tally.add_to(&mut report.counters);
     Ok(())
 }
 
@@ -184,7 +238,7 @@ fn compute_type(
         if host.stopping() {
             break;
         }
-        let slots = host.store.slots(resource_type, after, COMPUTE_CHUNK)?;
+        let slots = host.store.slots(resource_type, after, i64::MAX, COMPUTE_CHUNK)?;
         let Some(last) = slots.last() else { break };
         after = last.identity_id;
         progress.inc(slots.len() as u64);
@@ -219,7 +273,7 @@ fn thresholds(host: &Host, resource_type: &str) -> Result<(Option<Exceeded>, Vec
     let mut counts: BTreeMap<ChangeKind, u64> = BTreeMap::new();
     let mut after = 0;
     loop {
-        let slots = host.store.slots(resource_type, after, COMPUTE_CHUNK)?;
+        let slots = host.store.slots(resource_type, after, i64::MAX, COMPUTE_CHUNK)?;
         let Some(last) = slots.last() else { break };
         after = last.identity_id;
         for slot in &slots {

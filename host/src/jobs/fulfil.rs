@@ -11,97 +11,135 @@
 use indicatif::ProgressBar;
 
 use super::isolate::{self, Item};
-use super::{JobError, JobReport, single};
+use super::{JobError, JobReport};
 use crate::config::{Connection, ConnectionKind};
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState, format_time};
 use crate::plugins::Outcome;
-use crate::store::{OrderFilter, Transition};
+use crate::store::{OrderFilter, Transition, Unit, UnitKind, UnitSpec};
 
 /// Runs fulfil alone, as a job run.
 pub fn fulfil(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
-    single(host, "fulfil", progress, run)
+    super::work::run(host, super::Step::Fulfil, progress)
 }
 
-pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    // Under the job lock, open attempts of other runs are a dead run's (see the store).
-    let interrupted = host.store.close_interrupted_attempts(report.run)?;
+/// The plan unit of one connection: attempts cut short by a dead worker, Transmitted orders
+/// past their validity, due retries; then one fulfil unit per batch of its Pending orders.
+pub(super) fn plan_unit(
+    host: &mut Host,
+    unit: &Unit,
+    report: &mut JobReport,
+    spawn: &mut Vec<UnitSpec>,
+) -> Result<(), JobError> {
+    let Some(connection) = host.config.connections.get(&unit.target).cloned() else { return Ok(()) };
+    let resource_types: Vec<String> =
+        host.config.resource_types_of(&connection.name).map(|rt| rt.name.clone()).collect();
+    if resource_types.is_empty() {
+        return Ok(());
+    }
+    // No live worker holds these attempts' units: their worker died between recording them
+    // and recording the outcomes. The orders, still Pending, go out again in this run.
+    let interrupted = host.store.close_orphaned_attempts(&connection.name)?;
     if !interrupted.is_empty() {
-        tracing::warn!("{} orders had an attempt cut short (a crash?); they are sent again", interrupted.len());
+        tracing::warn!(
+            connection = %connection.name,
+            "{} orders had an attempt cut short (a crash?); they are sent again with their idempotency keys",
+            interrupted.len()
+        );
         report.counters.resumed += interrupted.len() as u64;
     }
-    let connections: Vec<Connection> = host.config.connections.values().cloned().collect();
-    for connection in connections {
-        let resource_types: Vec<String> =
-            host.config.resource_types_of(&connection.name).map(|rt| rt.name.clone()).collect();
-        if resource_types.is_empty() {
-            continue;
-        }
-        progress.set_message(format!("fulfil {}", connection.name));
-        if let Some(validity) = connection.transmitted_validity {
-            expire_transmitted(host, &resource_types, validity, report)?;
-        }
-        retry_due(host, &connection, &resource_types, report)?;
-        if let ConnectionKind::Connector { plugin } = &connection.kind
-            && let Some(failure) = host.unavailable(plugin)
-        {
-            report.problems.push(format!("connection {}: {failure}; its Pending orders wait", connection.name));
-            continue;
-        }
-        let actor = match &connection.kind {
-            ConnectionKind::ManualTicket => "job:fulfil".to_string(),
-            ConnectionKind::Connector { plugin } => format!("plugin:{plugin}"),
-        };
-        // A connector's outcomes are written while it works on the next batch: the plugin and
-        // SQLite each keep a core busy. Attempts are recorded before every call, so a crash
-        // with outcomes unwritten sends those orders again with their idempotency keys.
-        let mut unwritten: Vec<Transition> = Vec::new();
-        let mut after = 0;
-        loop {
-            // Between batches, never inside one: a batch's outcomes are recorded before stopping.
-            if host.stopping() {
-                break;
-            }
-            let batch = host.store.orders(&OrderFilter {
-                states: vec![ProvisioningState::Pending],
-                resource_types: resource_types.clone(),
-                held: Some(false),
-                after: Some(after),
-                limit: Some(connection.batch_size),
-                ..OrderFilter::default()
-            })?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            let count = batch.len();
-            match &connection.kind {
-                ConnectionKind::ManualTicket => {
-                    let transitions: Vec<Transition> = batch
-                        .iter()
-                        .map(|o| Transition::new(o.id, Event::HandOver, "handed to manual provisioning"))
-                        .collect();
-                    write(host, &transitions, &actor, report, progress)?;
-                }
-                ConnectionKind::Connector { plugin } => {
-                    let (batch, refused) = within_limits(batch);
-                    report.problems.extend(refused.iter().map(|t| format!("order {}: {}", t.order, t.reason)));
-                    write(host, &refused, "job:fulfil", report, progress)?;
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    let previous = std::mem::take(&mut unwritten);
-                    unwritten = send(host, &connection, plugin, &batch, report, |host, report| {
-                        write(host, &previous, &actor, report, progress)
-                    })?;
-                }
-            }
-            tracing::info!(connection = %connection.name, orders = count, "fulfilled a batch");
-        }
-        write(host, &unwritten, &actor, report, progress)?;
-        if host.stopping() {
-            return Ok(());
+    if let Some(validity) = connection.transmitted_validity {
+        expire_transmitted(host, &resource_types, validity, report)?;
+    }
+    retry_due(host, &connection, &resource_types, report)?;
+    if let ConnectionKind::Connector { plugin } = &connection.kind
+        && let Some(failure) = host.unavailable(plugin)
+    {
+        report.problems.push(format!("connection {}: {failure}; its Pending orders wait", connection.name));
+        return Ok(());
+    }
+    let pending = host.store.order_ids(&pending_of(&resource_types))?;
+    let mut lo = 0;
+    for batch in pending.chunks(connection.batch_size) {
+        let hi = batch.last().copied().unwrap_or(lo);
+        spawn.push(UnitSpec {
+            kind: UnitKind::Fulfil,
+            target: connection.name.clone(),
+            range: Some((lo, hi)),
+            held: false,
+        });
+        lo = hi;
+    }
+    Ok(())
+}
+
+/// The Pending orders of these resource types that no threshold holds.
+fn pending_of(resource_types: &[String]) -> OrderFilter {
+    OrderFilter {
+        states: vec![ProvisioningState::Pending],
+        resource_types: resource_types.to_vec(),
+        held: Some(false),
+        ..OrderFilter::default()
+    }
+}
+
+/// A fulfil unit: one batch of one connection's Pending orders, to its connector (or to people,
+/// for a manual-ticket connection).
+///
+/// Taken over from a worker whose lease lapsed, its open attempts are closed first: their orders,
+/// still Pending, go out again with the same idempotency keys; those the dead worker did record
+/// an outcome for are no longer Pending and are not sent again.
+pub(super) fn batch_unit(host: &mut Host, unit: &Unit, report: &mut JobReport) -> Result<(), JobError> {
+    let (Some(connection), Some((lo, hi))) = (host.config.connections.get(&unit.target).cloned(), unit.range) else {
+        return Ok(());
+    };
+    if unit.taken_over {
+        let interrupted = host.store.close_unit_attempts(unit.id)?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                connection = %connection.name,
+                unit = unit.id,
+                "took over a batch whose worker died: {} orders are sent again with their idempotency keys",
+                interrupted.len()
+            );
+            report.counters.resumed += interrupted.len() as u64;
         }
     }
+    let resource_types: Vec<String> =
+        host.config.resource_types_of(&connection.name).map(|rt| rt.name.clone()).collect();
+    let batch = host.store.orders(&OrderFilter {
+        after: Some(lo),
+        upto: Some(hi),
+        limit: Some(connection.batch_size),
+        ..pending_of(&resource_types)
+    })?;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let count = batch.len();
+    let progress = ProgressBar::hidden();
+    match &connection.kind {
+        ConnectionKind::ManualTicket => {
+            let transitions: Vec<Transition> =
+                batch.iter().map(|o| Transition::new(o.id, Event::HandOver, "handed to manual provisioning")).collect();
+            write(host, &transitions, "job:fulfil", report, &progress)?;
+        }
+        ConnectionKind::Connector { plugin } => {
+            if let Some(failure) = host.unavailable(plugin) {
+                report.problems.push(format!("connection {}: {failure}; its Pending orders wait", connection.name));
+                return Ok(());
+            }
+            let (batch, refused) = within_limits(batch);
+            report.problems.extend(refused.iter().map(|t| format!("order {}: {}", t.order, t.reason)));
+            write(host, &refused, "job:fulfil", report, &progress)?;
+            if !batch.is_empty() {
+                let transitions = send(host, unit, &connection, plugin, &batch, report)?;
+                write(host, &transitions, &format!("plugin:{plugin}"), report, &progress)?;
+            }
+        }
+    }
+    tracing::info!(connection = %connection.name, orders = count, "fulfilled a batch");
     Ok(())
 }
 
@@ -154,36 +192,29 @@ fn write(
 }
 
 /// Sends a batch through a connector: attempts first, then the call (isolating poisoned
-/// orders) on a second thread while `meanwhile` writes on this one, then the outcome of each
-/// order as a transition. Orders the plugin did not answer for stay Pending.
+/// orders), then the outcome of each order as a transition. Orders the plugin did not answer
+/// for stay Pending. Once the call returned, the batch is no longer in flight: another worker
+/// may send the connection's next batch while this one's outcomes are written.
 fn send(
     host: &mut Host,
+    unit: &Unit,
     connection: &Connection,
     plugin: &str,
     batch: &[Order],
     report: &mut JobReport,
-    meanwhile: impl FnOnce(&mut Host, &mut JobReport) -> Result<(), JobError>,
 ) -> Result<Vec<Transition>, JobError> {
     let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
-    host.store.start_attempts(&ids, &connection.name, Some(report.run).filter(|r| *r > 0))?;
+    host.store.start_attempts(&ids, &connection.name, Some(unit.run), Some(unit.id))?;
     tracing::info!(connection = %connection.name, orders = ids.len(), "sending a batch");
     let items = match isolate::available(host, plugin) {
-        Err(why) => {
-            meanwhile(host, report)?;
-            isolate::skipped(batch, &why)
-        }
+        Err(why) => isolate::skipped(batch, &why),
         Ok(connector) => {
-            let (called, written) = std::thread::scope(|scope| {
-                let call = scope.spawn(|| isolate::isolate_calls(&connector, batch, |p, orders| p.fulfil(orders)));
-                let written = meanwhile(host, report);
-                (call.join(), written)
-            });
-            let called = called.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let called = isolate::isolate_calls(&connector, batch, |p, orders| p.fulfil(orders));
             isolate::record(host, plugin, &called);
-            written?;
             called.items
         }
     };
+    host.store.end_calling(unit.fence)?;
     let now = host.now();
     let mut transitions = Vec::with_capacity(batch.len());
     let mut unsent = Vec::new();

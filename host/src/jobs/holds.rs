@@ -1,9 +1,10 @@
 //! Runs held by a threshold: an operator resumes them (their orders go on to fulfilment) or
 //! cancels them (their orders are closed unfulfilled; the next run computes afresh and, if the
-//! desired state still asks for that many changes, holds again). Both write orders, so both
-//! take the job lock: never beside a running job.
+//! desired state still asks for that many changes, holds again). Both are short transactions
+//! beside any running job: resuming only unmarks orders, and cancelling goes through the
+//! machine, which refuses an order a worker moved meanwhile.
 
-use super::{JobError, locked};
+use super::JobError;
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::ProvisioningState;
@@ -23,19 +24,19 @@ fn held(host: &Host, run: i64) -> Result<(), JobError> {
 
 /// Releases the orders a run holds; returns how many.
 pub fn resume(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
-    locked(host, "resume", |host| {
-        held(host, run)?;
-        Ok(host.store.release_holds(run, actor)?)
-    })
+    held(host, run)?;
+    Ok(host.store.release_holds(run, actor)?)
 }
 
 /// Closes the open orders a run holds (the machine's `cancel`); returns how many.
 pub fn cancel(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
-    locked(host, "cancel", |host| cancel_held(host, run, actor))
-}
-
-fn cancel_held(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError> {
     held(host, run)?;
+    // Its compute may still be creating held orders, which a cancel now would miss.
+    if host.store.job_run(run)?.status == "running" {
+        return Err(JobError::Store(StoreError::Unknown(format!(
+            "run {run} is still running; cancel its held orders once it has ended"
+        ))));
+    }
     let orders = host.store.orders(&OrderFilter {
         states: vec![ProvisioningState::Pending, ProvisioningState::AwaitingApproval, ProvisioningState::Error],
         held_run: Some(run),

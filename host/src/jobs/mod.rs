@@ -1,24 +1,32 @@
 //! The jobs: synchronise, compute (with review rules), fulfil, and the complete job that runs
 //! them in that order and synchronises again, so an order can travel from desired state to
-//! Verified in one run. Each is a function over a [`Host`]; each records a job run.
+//! Verified in one run.
+//!
+//! A run is a plan of phases stored with it, each a set of work units (see `store::units` for
+//! the rules that make this safe across workers, processes and hosts): synchronise per resource
+//! type, compute per resource type and range of identities, fulfil per batch of one
+//! connection's Pending orders, notify once. `work.rs` is the worker loop and what each unit
+//! kind does; `lease.rs` renews the leases of the units this process works on.
 
 mod compute;
 mod fulfil;
 mod holds;
 mod isolate;
-mod lock;
+mod lease;
 mod synchronise;
+mod work;
 
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
-use crate::store::{LockHolder, StoreError};
+use crate::store::{Running, StoreError};
 
 pub use compute::{Exceeded, KindTally, Simulation, TypeTally, compute, describe, simulate};
 pub use fulfil::fulfil;
 pub use holds::{cancel, resume};
 pub use synchronise::synchronise;
+pub use work::Step;
 
 /// Orders handed to a review rule per call.
 const REVIEW_BATCH: usize = 500;
@@ -26,7 +34,8 @@ const REVIEW_BATCH: usize = 500;
 const COMPUTE_CHUNK: usize = 1000;
 
 /// What a job run did, by counter. Also stored with the run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Resources read from managed systems.
     pub resources_read: u64,
@@ -88,100 +97,55 @@ pub struct JobReport {
     pub notes: Vec<String>,
 }
 
-/// Why a job could not run to the end. What it wrote before is kept; every order is in a state
-/// the machine allowed, with its history.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The database failed (or this run's job lock was taken over: `StoreError::LockLost`).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Another process runs a job on this database; nothing was done.
-    #[error("another job holds the job lock: {0}")]
-    Locked(LockHolder),
-}
-
-/// One step of a job run.
-type Step = fn(&mut Host, &mut JobReport, &ProgressBar) -> Result<(), JobError>;
-
-/// The problem a job reports when it stopped early for a shutdown.
-pub const STOPPED: &str = "stopped early: the host is shutting down; what is left waits for the next run";
-
-/// Runs the complete job: synchronise, compute, fulfil, synchronise.
-pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
-    locked_run(host, "complete", progress, &[synchronise::run, compute::run, fulfil::run, synchronise::run, notify])
-}
-
-/// Runs steps as one job run of `kind`, under the job lock: taken (with the run recorded)
-/// before the first step, let go after the run's end is recorded, so a run found `running`
-/// while nobody holds the lock is known dead.
-fn locked_run(host: &mut Host, kind: &str, progress: &ProgressBar, steps: &[Step]) -> Result<JobReport, JobError> {
-    let lock = lock::acquire(host, kind, true)?;
-    let Some(run) = lock.run else {
-        lock.release(&mut host.store);
-        return Err(StoreError::Unknown("the job lock was taken without recording a run".into()).into());
-    };
-    let mut report = JobReport { run, ..JobReport::default() };
-    let result = (|| {
-        for step in steps {
-            if host.lost_lock() {
-                return Err(JobError::Store(StoreError::LockLost));
-            }
-            if host.stopping() {
-                report.problems.push(STOPPED.to_string());
-                break;
-            }
-            step(host, &mut report, progress)?;
-        }
-        // A step that stopped early for a lost lock returns as if done, and a run paused past
-        // its expiry may get here before its heartbeat noticed: ask the database itself, so
-        // such a run never reports an end it did not reach.
-        if host.lost_lock() || !host.store.holds_job_lock()? {
-            return Err(JobError::Store(StoreError::LockLost));
-        }
-        Ok(())
-    })();
-    let finished = finish(host, &report, result);
-    lock.release(&mut host.store);
-    finished?;
-    Ok(report)
-}
-
-/// Runs `f` under the job lock, without recording a run (resuming or cancelling a held run).
-fn locked<R>(host: &mut Host, kind: &str, f: impl FnOnce(&mut Host) -> Result<R, JobError>) -> Result<R, JobError> {
-    let lock = lock::acquire(host, kind, false)?;
-    let result = f(host);
-    lock.release(&mut host.store);
-    result
-}
-
-/// Routes the notifications the run queued (one event per entity type and kind) and delivers
-/// what is due.
-fn notify(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    progress.set_message("notifications");
-    let notified = crate::notify::route_and_deliver(host)?;
-    report.problems.extend(notified.problems.iter().cloned());
-    report.notifications = notified;
-    Ok(())
-}
-
-/// Records the end of a run; a failed run keeps its counters and says why.
-fn finish(host: &mut Host, report: &JobReport, result: Result<(), JobError>) -> Result<(), JobError> {
-    match result {
-        Ok(()) => {
-            let message = (!report.problems.is_empty()).then(|| report.problems.join("\n"));
-            let status = if report.counters.held > 0 { "threshold exceeded" } else { "succeeded" };
-            host.store.finish_job(report.run, status, &report.counters, message.as_deref())?;
-            Ok(())
-        }
-        Err(error) => {
-            // Best effort: the store may be what failed.
-            let _ = host.store.finish_job(report.run, "failed", &report.counters, Some(&error.to_string()));
-            Err(error)
+impl Counters {
+    /// Adds another's counts (a unit's, into its run's).
+    pub fn add(&mut self, other: &Counters) {
+        let fields = [
+            (&mut self.resources_read, other.resources_read),
+            (&mut self.orders_created, other.orders_created),
+            (&mut self.already_matching, other.already_matching),
+            (&mut self.window_over, other.window_over),
+            (&mut self.released, other.released),
+            (&mut self.awaiting_approval, other.awaiting_approval),
+            (&mut self.blocked, other.blocked),
+            (&mut self.rule_errors, other.rule_errors),
+            (&mut self.superseded, other.superseded),
+            (&mut self.inactive, other.inactive),
+            (&mut self.executed, other.executed),
+            (&mut self.transmitted, other.transmitted),
+            (&mut self.errored, other.errored),
+            (&mut self.verified, other.verified),
+            (&mut self.expired, other.expired),
+            (&mut self.retried, other.retried),
+            (&mut self.resumed, other.resumed),
+            (&mut self.recovered, other.recovered),
+            (&mut self.held, other.held),
+        ];
+        for (mine, theirs) in fields {
+            *mine += theirs;
         }
     }
 }
 
-/// Runs one step as a job run of its own.
-fn single(host: &mut Host, kind: &str, progress: &ProgressBar, step: Step) -> Result<JobReport, JobError> {
-    locked_run(host, kind, progress, &[step])
+/// Why a job could not run to the end. What it wrote before is kept; every order is in a state
+/// the machine allowed, with its history.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A run of another kind is unfinished on this database; nothing was done.
+    #[error("another job run is unfinished: {0}")]
+    Busy(Running),
+    /// A unit stopped part-way for a shutdown; it is redone by the next worker.
+    #[error("stopped part-way: the host is shutting down")]
+    Stopped,
+}
+
+/// The problem a job reports when it stopped early for a shutdown.
+pub const STOPPED: &str = "stopped early: the host is shutting down; the run's remaining units wait for the next worker (the next `job run` or `serve`)";
+
+/// Runs the complete job: synchronise, compute, fulfil, synchronise, notify.
+pub fn complete(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
+    work::run(host, Step::Complete, progress)
 }

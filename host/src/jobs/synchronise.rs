@@ -4,7 +4,8 @@
 
 use indicatif::ProgressBar;
 
-use super::{JobError, JobReport, isolate, single};
+use super::work::Step;
+use super::{JobError, JobReport, isolate};
 use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Order, ResourceContent};
@@ -18,31 +19,35 @@ const VERIFY_BATCH: usize = 1000;
 
 /// Runs synchronise alone, as a job run.
 pub fn synchronise(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
-    single(host, "synchronise", progress, run)
+    super::work::run(host, Step::Synchronise, progress)
 }
 
-pub(super) fn run(host: &mut Host, report: &mut JobReport, progress: &ProgressBar) -> Result<(), JobError> {
-    let resource_types: Vec<(String, String)> =
-        host.config.resource_types.values().map(|rt| (rt.name.clone(), rt.connection.clone())).collect();
-    for (resource_type, connection) in resource_types {
-        let Some(connector) = host.connector(&connection) else { continue };
-        if !connector.can_read() {
-            continue;
-        }
-        let plugin = connector.name.clone();
-        if let Some(failure) = host.unavailable(&plugin) {
-            report.problems.push(format!("synchronise {resource_type}: {failure}"));
-            continue;
-        }
-        progress.set_message(format!("synchronise {resource_type}"));
-        if let Err(problem) = read_all(host, &resource_type, &plugin, report, progress)? {
-            tracing::warn!(resource_type, "synchronisation failed: {problem}");
-            report.problems.push(format!("synchronise {resource_type}: {problem}"));
-            continue;
-        }
-        verify(host, &resource_type, report)?;
+/// One unit: synchronises one resource type.
+pub(super) fn unit(
+    host: &mut Host,
+    resource_type: &str,
+    report: &mut JobReport,
+    progress: &ProgressBar,
+) -> Result<(), JobError> {
+    let Some(connection) = host.config.resource_types.get(resource_type).map(|rt| rt.connection.clone()) else {
+        return Ok(());
+    };
+    let Some(connector) = host.connector(&connection) else { return Ok(()) };
+    if !connector.can_read() {
+        return Ok(());
     }
-    Ok(())
+    let plugin = connector.name.clone();
+    if let Some(failure) = host.unavailable(&plugin) {
+        report.problems.push(format!("synchronise {resource_type}: {failure}"));
+        return Ok(());
+    }
+    progress.set_message(format!("synchronise {resource_type}"));
+    if let Err(problem) = read_all(host, resource_type, &plugin, report, progress)? {
+        tracing::warn!(resource_type, "synchronisation failed: {problem}");
+        report.problems.push(format!("synchronise {resource_type}: {problem}"));
+        return Ok(());
+    }
+    verify(host, resource_type, report)
 }
 
 /// Reads every page; only a complete read removes the resources it did not see. The inner

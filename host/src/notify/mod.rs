@@ -29,7 +29,8 @@ const ROUTE_BATCH: usize = 10_000;
 const DELIVER_BATCH: usize = 1_000;
 
 /// What a routing and delivery pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct NotifyReport {
     /// Queued intents routed (including those of entity types with notifications off).
     pub routed: u64,

@@ -20,42 +20,26 @@ pub struct Attempt {
 use crate::model::now_ms;
 
 impl Store {
-    /// Records an attempt for each order, about to be sent through `connection`.
-    pub fn start_attempts(&mut self, orders: &[i64], connection: &str, job_run: Option<i64>) -> Result<()> {
+    /// Records an attempt for each order, about to be sent through `connection` by the worker
+    /// holding `unit`.
+    pub fn start_attempts(
+        &mut self,
+        orders: &[i64],
+        connection: &str,
+        job_run: Option<i64>,
+        unit: Option<i64>,
+    ) -> Result<()> {
         let now = now_ms();
         let tx = self.write_tx()?;
         for order in orders {
             tx.prepare_cached(
-                "INSERT INTO order_attempts (order_id, job_run, connection, started_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO order_attempts (order_id, job_run, connection, started_at, unit) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![order, job_run, connection, now])?;
+            .execute(params![order, job_run, connection, now, unit])?;
             tx.prepare_cached("UPDATE orders SET attempts = attempts + 1 WHERE id = ?1")?.execute([order])?;
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Closes attempts left without an outcome by a crash (or a kill); returns the orders they
-    /// were for. Those orders are still Pending and go out again on this run.
-    ///
-    /// Only attempts of other runs than `run` are closed, and only the job lock's holder calls
-    /// this: every other run is dead then (a live one would hold the lock), so their open
-    /// attempts are a crash's, never a live run's work in flight.
-    pub fn close_interrupted_attempts(&mut self, run: i64) -> Result<Vec<i64>> {
-        let tx = self.write_tx()?;
-        let orders: Vec<i64> = tx
-            .prepare(
-                "SELECT DISTINCT order_id FROM order_attempts
-                 WHERE finished_at IS NULL AND job_run IS NOT ?1 ORDER BY order_id",
-            )?
-            .query_map([run], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        tx.execute(
-            "UPDATE order_attempts SET finished_at = ?1, outcome = 'interrupted' WHERE finished_at IS NULL AND job_run IS NOT ?2",
-            params![now_ms(), run],
-        )?;
-        tx.commit()?;
-        Ok(orders)
     }
 
     /// Attempts of an order, oldest first.

@@ -180,17 +180,28 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// The slots of one resource type for up to `limit` identities with a row id above `after`,
+    /// The id of every `every`-th identity of the resource type's entity type, in id order:
+    /// the bounds of compute's ranges.
+    pub fn identity_bounds(&self, resource_type: &str, every: usize) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.id FROM identities i INDEXED BY identities_by_type_id
+             WHERE i.entity_type = (SELECT entity_type FROM resource_types WHERE name = ?1) ORDER BY i.id",
+        )?;
+        let ids: Vec<i64> = stmt.query_map([resource_type], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(ids.into_iter().skip(every.saturating_sub(1)).step_by(every.max(1)).collect())
+    }
+
+    /// The slots of one resource type for up to `limit` identities with a row id above `after` and at most `upto`,
     /// in row-id order. Compute walks a resource type chunk by chunk so memory stays flat.
-    pub fn slots(&self, resource_type: &str, after: i64, limit: usize) -> Result<Vec<Slot>> {
+    pub fn slots(&self, resource_type: &str, after: i64, upto: i64, limit: usize) -> Result<Vec<Slot>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.id, i.key FROM identities i INDEXED BY identities_by_type_id
              WHERE i.entity_type = (SELECT entity_type FROM resource_types WHERE name = ?1)
-               AND i.id > ?2 ORDER BY i.id LIMIT ?3",
+               AND i.id > ?2 AND i.id <= ?4 ORDER BY i.id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let ids: Vec<(i64, String)> = stmt
-            .query_map(params![resource_type, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![resource_type, after, limit, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(Vec::new()) };
         let (lo, hi) = (first.0, last.0);
@@ -337,7 +348,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let mut slots = Vec::new();
         for resource_type in resource_types {
-            let slot = self.slots(&resource_type, id - 1, 1)?.into_iter().find(|s| s.identity_id == id);
+            let slot = self.slots(&resource_type, id - 1, id, 1)?.into_iter().find(|s| s.identity_id == id);
             let mut orders = self.orders(&super::OrderFilter {
                 owner: Some(key.to_string()),
                 resource_types: vec![resource_type.clone()],

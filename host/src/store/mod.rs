@@ -13,7 +13,6 @@ mod attempts;
 mod desired;
 mod health;
 mod jobs;
-mod lock;
 mod notifications;
 mod operators;
 mod orders;
@@ -22,6 +21,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod units;
 
 use std::path::Path;
 
@@ -34,11 +34,13 @@ pub use attempts::Attempt;
 pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};
-pub use lock::{LockHolder, LockOwner, Taken, heartbeat};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
 pub use tokens::{Session, TokenInfo, random_secret};
+pub use units::{
+    Claim, Fence, MAX_CLAIMS, PhaseProgress, RunEnd, Running, Started, Unit, UnitKind, UnitResults, UnitSpec, renew,
+};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +74,10 @@ pub enum StoreError {
     /// A text over its limit (`crate::limits`); nothing was written.
     #[error(transparent)]
     TooLong(#[from] crate::limits::TooLong),
-    /// This job run's lock was taken over (its heartbeat stopped past the expiry): it may
-    /// write nothing more; the run that took over carries on.
-    #[error("this run's job lock was taken over by another run (its heartbeat had expired); nothing more was written")]
-    LockLost,
+    /// This worker's lease on its work unit lapsed (it was paused or stalled past the expiry)
+    /// or was taken over: it may write nothing more; the unit's next claimant redoes it.
+    #[error("this worker's lease on its work unit lapsed or was taken over; nothing more was written")]
+    LeaseLost,
 }
 
 /// Shorthand for store results.
@@ -85,9 +87,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     conn: Connection,
     installation: String,
-    /// While this connection holds the job lock: its token, which every write transaction
-    /// checks (see [`Store::write_tx`]).
-    fence: Option<String>,
+    /// While this connection works on a unit: its claim's fencing token, which every write
+    /// transaction checks (see [`Store::write_tx`]).
+    fence: Option<Fence>,
 }
 
 impl Store {
@@ -155,17 +157,17 @@ impl Store {
         self.conn.path().filter(|path| !path.is_empty()).map(std::path::PathBuf::from)
     }
 
-    /// Begins a write transaction. While this connection holds the job lock it begins
-    /// IMMEDIATE (the writer lock first, so the check below cannot go stale before the writes)
-    /// and checks the lock is still this run's: a run whose lock expired and was taken over
-    /// fails here instead of writing beside the run that took over.
+    /// Begins a write transaction: IMMEDIATE, so that it waits for SQLite's writer lock up
+    /// front (a deferred one that reads and then writes fails at once with SQLITE_BUSY if another
+    /// connection wrote in between), and so that the check below cannot go stale before the
+    /// writes. While this connection works on a unit, the unit must still be claimed under its
+    /// fence and unexpired: a worker paused past its lease, or taken over, fails here.
     fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
-        let Some(token) = &self.fence else { return Ok(self.conn.transaction()?) };
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let holder: Option<String> =
-            tx.query_row("SELECT token FROM job_lock WHERE id = 1", [], |row| row.get(0)).optional()?;
-        if holder.as_deref() != Some(token.as_str()) {
-            return Err(StoreError::LockLost);
+        if let Some(fence) = self.fence
+            && !units::holds(&tx, fence)?
+        {
+            return Err(StoreError::LeaseLost);
         }
         Ok(tx)
     }

@@ -78,6 +78,8 @@ pub struct OrderFilter {
     pub entity_types: Vec<String>,
     /// Only ids above this (for paging through in id order).
     pub after: Option<i64>,
+    /// Only ids up to this (a fulfil unit's range).
+    pub upto: Option<i64>,
     /// At most this many.
     pub limit: Option<usize>,
 }
@@ -108,6 +110,7 @@ impl OrderFilter {
         compare(&mut sql, " AND o.next_attempt_at <= ?", self.retry_due_before);
         compare(&mut sql, " AND o.held_run = ?", self.held_run);
         compare(&mut sql, " AND o.id > ?", self.after);
+        compare(&mut sql, " AND o.id <= ?", self.upto);
         match self.held {
             Some(true) => sql.push_str(" AND o.held_run IS NOT NULL"),
             Some(false) => sql.push_str(" AND o.held_run IS NULL"),
@@ -328,6 +331,20 @@ impl Store {
             orders.push(self.order_from_row(row)?);
         }
         Ok(orders)
+    }
+
+    /// The ids of the orders a filter matches, in id order (its owner and entity types are
+    /// ignored: only conditions on the orders themselves).
+    pub fn order_ids(&self, filter: &OrderFilter) -> Result<Vec<i64>> {
+        let filter = OrderFilter { owner: None, entity_types: Vec::new(), ..filter.clone() };
+        let (conditions, mut values) = filter.conditions();
+        let mut sql = format!("SELECT o.id FROM orders o WHERE 1 = 1{conditions} ORDER BY o.id");
+        if let Some(limit) = filter.limit {
+            sql.push_str(" LIMIT ?");
+            values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        }
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        Ok(stmt.query_map(params_from_iter(values), |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
     /// How many orders match a filter (its `after` counts, its `limit` does not), by entity type.

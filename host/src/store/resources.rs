@@ -40,7 +40,7 @@ impl Store {
         owners: &[&str],
         synced_at: i64,
     ) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut kept = 0;
         {
             let mut by_id = tx.prepare_cached(

@@ -295,6 +295,44 @@ CREATE TABLE job_lock (
 );
 "#,
     ),
+    M::up(
+        r#"
+-- Work is claimed, not locked: a job run is a plan of phases (its steps, in order), each a set
+-- of work units. A worker claims a unit with a lease (owner, expiry) and a fencing token that
+-- every claim increments; its writes check the token, so a worker whose lease lapsed and was
+-- taken over writes nothing more. A phase's next begins once all its units are done.
+DROP TABLE job_lock;
+-- A run of the job lock's time still `running` has no units: nobody can finish it.
+UPDATE job_runs SET status = 'interrupted', finished_at = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+    message = 'interrupted: it was running when the host was upgraded to work units'
+    WHERE status = 'running';
+ALTER TABLE job_runs ADD COLUMN plan TEXT NOT NULL DEFAULT '[]';   -- JSON: the steps, in order
+ALTER TABLE job_runs ADD COLUMN phase INTEGER NOT NULL DEFAULT 0;  -- the step at work
+CREATE TABLE work_units (
+    id          INTEGER PRIMARY KEY,
+    run         INTEGER NOT NULL REFERENCES job_runs (id),
+    phase       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,       -- synchronise, compute-plan, compute, fulfil-plan, fulfil, notify
+    target      TEXT NOT NULL,       -- a resource type or a connection ('' for notify)
+    lo          INTEGER,             -- an id range (lo, hi]: identities for compute, orders for fulfil
+    hi          INTEGER,
+    held        INTEGER NOT NULL DEFAULT 0,   -- compute: a threshold holds this type's new orders
+    state       TEXT NOT NULL DEFAULT 'ready', -- ready, claimed, done, given-up (after too many claims)
+    owner       TEXT,                -- host, pid and worker of the claim
+    fence       INTEGER NOT NULL DEFAULT 0,   -- incremented by every claim
+    expires_at  INTEGER,             -- the lease: past it, the claim is taken for dead
+    calling     INTEGER NOT NULL DEFAULT 0,   -- fulfil: a batch in flight to the managed system
+    claims      INTEGER NOT NULL DEFAULT 0,
+    counters    TEXT,                -- JSON, when done
+    problems    TEXT,                -- JSON list, when done
+    notes       TEXT,                -- JSON list, when done
+    started_at  INTEGER,
+    finished_at INTEGER
+);
+CREATE INDEX work_units_open ON work_units (run, phase, state);
+ALTER TABLE order_attempts ADD COLUMN unit INTEGER REFERENCES work_units (id);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -59,7 +59,7 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     let mut store = store_with_identity();
     let pending = new_order(&mut store, Event::NoReviewNeeded);
     let waiting = new_order(&mut store, Event::ReviewNeeded);
-    store.start_attempts(&[pending], "saas", None).unwrap();
+    store.start_attempts(&[pending], "saas", None, None).unwrap();
     let results = store
         .apply(
             &[
@@ -80,7 +80,7 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
     let attempts = store.attempts(pending).unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome.as_deref(), Some("connector-ok"), "the outcome closes the attempt");
-    assert!(store.close_interrupted_attempts(1).unwrap().is_empty());
+    assert!(store.close_orphaned_attempts("saas").unwrap().is_empty());
     assert_eq!(pending_order.change.kind, ChangeKind::Added);
     let history = store.history(pending).unwrap();
     assert_eq!(
@@ -104,19 +104,19 @@ fn closing_events_record_why() {
 fn an_attempt_without_an_outcome_is_found_after_a_crash() {
     let mut store = store_with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
-    store.start_attempts(&[id], "saas", None).unwrap();
+    store.start_attempts(&[id], "saas", None, None).unwrap();
     // The process dies here; the next run finds the open attempt.
-    assert_eq!(store.close_interrupted_attempts(1).unwrap(), [id]);
+    assert_eq!(store.close_orphaned_attempts("saas").unwrap(), [id]);
     assert_eq!(store.attempts(id).unwrap()[0].outcome.as_deref(), Some("interrupted"));
     assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending, "the order is still there to send");
-    assert!(store.close_interrupted_attempts(1).unwrap().is_empty());
+    assert!(store.close_orphaned_attempts("saas").unwrap().is_empty());
 }
 
 #[test]
 fn an_operator_retry_starts_a_fresh_retry_budget() {
     let mut store = store_with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
-    store.start_attempts(&[id], "saas", None).unwrap();
+    store.start_attempts(&[id], "saas", None, None).unwrap();
     let failed = Transition { retry_at: Some(42), ..Transition::new(id, Event::ConnectorError, "transient") };
     store.apply(&[failed], "plugin:x").unwrap();
     let order = store.order(id).unwrap();
@@ -150,86 +150,111 @@ fn a_reader_sees_committed_orders_and_cannot_write() {
     assert!(write.unwrap_err().to_string().contains("readonly"));
 }
 
-fn owner(name: &str) -> super::LockOwner {
-    super::LockOwner { token: random_secret_for(name), host: "testhost".into(), pid: 4242 }
+const LEASE: i64 = 30_000;
+
+fn one_connection(_: &str) -> usize {
+    1
 }
 
-fn random_secret_for(name: &str) -> String {
-    format!("{name}-{}", super::random_secret())
-}
-
-#[test]
-fn recovery_leaves_the_running_runs_own_attempts_alone() {
-    let mut store = store_with_identity();
-    let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
-    let old_run = store.start_job("fulfil").unwrap();
-    store.start_attempts(&[dead], "saas", Some(old_run)).unwrap();
-    let super::Taken::Ours { run: Some(run), .. } =
-        store.take_job_lock(&owner("a"), "fulfil", Some("fulfil"), 30_000).unwrap()
-    else {
-        panic!("the lock is free")
-    };
-    store.start_attempts(&[live], "saas", Some(run)).unwrap();
-    assert_eq!(store.close_interrupted_attempts(run).unwrap(), [dead], "only the dead run's attempt is a crash");
-    assert_eq!(store.attempts(live).unwrap()[0].outcome, None, "the live run's attempt is still open");
-    assert_eq!(store.job_run(old_run).unwrap().status, "interrupted", "a run found running without the lock is dead");
-}
-
-#[test]
-fn the_job_lock_is_held_until_released_or_expired() {
-    let mut store = store_with_identity();
-    let a = owner("a");
-    let super::Taken::Ours { run: Some(run_a), took_over: None } =
-        store.take_job_lock(&a, "complete", Some("complete"), 30_000).unwrap()
-    else {
-        panic!("the lock is free")
-    };
-    let mut other = owner("b");
-    other.pid = 7;
-    match store.take_job_lock(&other, "compute", Some("compute"), 30_000).unwrap() {
-        super::Taken::Held(holder) => {
-            assert_eq!((holder.run, holder.pid, holder.kind.as_str()), (Some(run_a), 4242, "complete"));
-            assert!(
-                holder.to_string().contains(&format!("run {run_a} (complete) on host testhost, pid 4242")),
-                "{holder}"
-            );
-        }
-        taken => panic!("a held lock was taken: {taken:?}"),
+fn claimed(store: &mut Store, run: i64, owner: &str) -> Unit {
+    match store.claim_unit(run, owner, LEASE, &one_connection).unwrap() {
+        Claim::Unit(unit) => *unit,
+        other => panic!("nothing claimed: {other:?}"),
     }
-    assert_eq!(store.job_runs(10).unwrap().len(), 1, "a refused taker records no run");
+}
 
-    // The holder dies: no heartbeat, and the lock expires (here: at once).
-    store.conn.execute("UPDATE job_lock SET expires_at = 0", []).unwrap();
-    assert!(!super::heartbeat(&store.conn, &a.token, 30_000).unwrap(), "an expired lock is not revived");
-    let super::Taken::Ours { run: Some(run_b), took_over: Some(dead) } =
-        store.take_job_lock(&other, "compute", Some("compute"), 30_000).unwrap()
-    else {
-        panic!("an expired lock was not taken over")
-    };
-    assert_eq!(dead.run, Some(run_a));
-    let interrupted = store.job_run(run_a).unwrap();
-    assert_eq!(interrupted.status, "interrupted");
-    assert!(interrupted.message.unwrap().contains(&format!("taken over by run {run_b} (host testhost, pid 7)")));
-    // The store now writes for b only: a's writes would be refused (it is fenced as b).
-    assert!(super::heartbeat(&store.conn, &other.token, 30_000).unwrap());
-    assert!(!store.release_job_lock(&a.token).unwrap(), "a cannot release b's lock");
-    assert!(store.release_job_lock(&other.token).unwrap());
-    assert!(store.job_lock().unwrap().is_none());
+fn fulfil_units(n: usize) -> Vec<UnitSpec> {
+    (0..n).map(|_| UnitSpec::new(UnitKind::Fulfil, "saas")).collect()
 }
 
 #[test]
-fn a_run_whose_lock_was_taken_over_writes_nothing_more() {
+fn one_run_at_a_time_joined_by_its_kind_refused_to_another() {
+    let mut store = store_with_identity();
+    let Started::New(run) = store.start_run("complete", &["fulfil"], &[]).unwrap() else { panic!("no run yet") };
+    assert_eq!(store.start_run("complete", &["fulfil"], &[]).unwrap(), Started::Joined(run));
+    match store.start_run("compute", &["compute"], &[]).unwrap() {
+        Started::Busy(running) => assert_eq!((running.run, running.kind.as_str()), (run, "complete")),
+        other => panic!("a second kind started beside the first: {other:?}"),
+    }
+    assert_eq!(store.job_runs(10).unwrap().len(), 1, "a refused or joining start records no run");
+}
+
+#[test]
+fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("provision.db");
     let mut mine = Store::open(&path).unwrap();
     let mut theirs = Store::open(&path).unwrap();
-    let a = owner("a");
-    assert!(matches!(mine.take_job_lock(&a, "complete", Some("complete"), 30_000).unwrap(), super::Taken::Ours { .. }));
-    theirs.conn.execute("UPDATE job_lock SET expires_at = 0", []).unwrap();
-    assert!(matches!(
-        theirs.take_job_lock(&owner("b"), "complete", Some("complete"), 30_000).unwrap(),
-        super::Taken::Ours { .. }
-    ));
+    let Started::New(run) = mine.start_run("fulfil", &["fulfil"], &fulfil_units(1)).unwrap() else { panic!() };
+    let unit = claimed(&mut mine, run, "a");
+    assert!(!unit.taken_over);
+    assert_eq!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::Wait, "the unit is a's");
+    mine.set_fence(Some(unit.fence));
+    mine.upsert_identities(&[]).unwrap();
+
+    // a stops (paused, killed) past its lease: b takes the unit over with a new token.
+    theirs.conn.execute("UPDATE work_units SET expires_at = 0", []).unwrap();
+    assert!(!renew(&theirs.conn, unit.fence, LEASE).unwrap(), "a lapsed lease is not revived");
+    let taken = claimed(&mut theirs, run, "b");
+    assert!(taken.taken_over);
+    assert!(taken.fence.token > unit.fence.token);
     let written = mine.upsert_identities(&[]);
-    assert!(matches!(written, Err(StoreError::LockLost)), "{written:?}");
+    assert!(matches!(written, Err(StoreError::LeaseLost)), "{written:?}");
+    assert!(matches!(mine.finish_unit(&unit, &0, &[], &[], &[]), Err(StoreError::LeaseLost)));
+    assert!(renew(&mine.conn, taken.fence, LEASE).unwrap(), "b's lease renews");
+    theirs.set_fence(Some(taken.fence));
+    theirs.finish_unit(&taken, &serde_json::json!({ "executed": 1 }), &["p".into()], &[], &[]).unwrap();
+    assert!(matches!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::PhaseDone { phase: 0, .. }));
+    let results = theirs.unit_results(run).unwrap();
+    assert_eq!((results.counters.len(), results.problems), (1, vec!["p".to_string()]));
+}
+
+#[test]
+fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
+    let mut store = store_with_identity();
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(3)).unwrap() else { panic!() };
+    let two = |_: &str| 2;
+    let first = match store.claim_unit(run, "a", LEASE, &two).unwrap() {
+        Claim::Unit(unit) => unit,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(store.claim_unit(run, "b", LEASE, &two).unwrap(), Claim::Unit(_)));
+    assert_eq!(store.claim_unit(run, "c", LEASE, &two).unwrap(), Claim::Wait, "two batches are in flight");
+    // The first call returned: its outcomes are written while the third batch goes out.
+    store.set_fence(Some(first.fence));
+    store.end_calling(first.fence).unwrap();
+    store.set_fence(None);
+    assert!(matches!(store.claim_unit(run, "c", LEASE, &two).unwrap(), Claim::Unit(_)));
+}
+
+#[test]
+fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
+    let mut store = store_with_identity();
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(1)).unwrap() else { panic!() };
+    for _ in 0..MAX_CLAIMS {
+        let unit = claimed(&mut store, run, "a");
+        store.release_unit(unit.fence).unwrap();
+    }
+    assert!(matches!(store.claim_unit(run, "a", LEASE, &one_connection).unwrap(), Claim::PhaseDone { .. }));
+    let results = store.unit_results(run).unwrap();
+    assert_eq!(results.given_up, 1);
+    assert!(results.problems[0].contains("given up after 5 attempts"), "{:?}", results.problems);
+}
+
+#[test]
+fn recovery_leaves_a_live_workers_attempts_alone() {
+    let mut store = store_with_identity();
+    let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(2)).unwrap() else { panic!() };
+    let mut two = |owner: &str| match store.claim_unit(run, owner, LEASE, &|_| 2).unwrap() {
+        Claim::Unit(unit) => *unit,
+        other => panic!("{other:?}"),
+    };
+    let (a, b) = (two("a"), two("b"));
+    store.start_attempts(&[dead], "saas", Some(run), Some(a.id)).unwrap();
+    store.start_attempts(&[live], "saas", Some(run), Some(b.id)).unwrap();
+    // a's worker dies: its lease lapses.
+    store.conn.execute("UPDATE work_units SET expires_at = 0 WHERE id = ?1", [a.id]).unwrap();
+    assert_eq!(store.close_orphaned_attempts("saas").unwrap(), [dead], "only the dead worker's attempt is a crash");
+    assert_eq!(store.attempts(live).unwrap()[0].outcome, None, "the live worker's attempt is still open");
 }

@@ -1,0 +1,590 @@
+//! Work units: a job run is a plan of phases (its steps, in order), each phase a set of units
+//! that any worker of any process may claim. The rules, which hold across threads, processes
+//! and hosts on one database:
+//!
+//! - **One run at a time.** Starting a run while another is unfinished joins it when it is of
+//!   the same kind, and is refused otherwise: two computes over one slot would create two
+//!   orders.
+//! - **A claim is a lease.** Claiming sets the unit's owner and expiry and increments its
+//!   fencing token, in one immediate transaction (SQLite's writer lock), so two workers never
+//!   both hold it. The worker renews the lease while it works ([`renew`], from a thread of its
+//!   own); a claim past its expiry is taken for dead and may be claimed again.
+//! - **Every write is fenced.** While a connection works on a unit, each of its write
+//!   transactions first checks that the unit is still claimed under its token and unexpired
+//!   (see [`Store::write_tx`]). A worker paused past its lease, or taken over, fails there and
+//!   changes nothing. Its own work is redone by the next claimant, which is safe because every
+//!   unit is idempotent: compute diffs desired against actual state (an order already created
+//!   is seen), fulfil sends only Pending orders and re-sends an open attempt with its
+//!   idempotency key, synchronise reads again.
+//! - **Phases in order.** A phase's next begins, in one transaction that checks the phase is
+//!   still current and has no open unit, once every unit is done; the last ends the run with
+//!   the sum of its units' counters.
+//! - **Per-connection concurrency.** A fulfil unit's claim also marks it `calling` (a batch in
+//!   flight to its managed system) until the call returns; a claim is only granted while
+//!   fewer than the connection's `concurrency` live units are calling, whoever holds them.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{Result, Store, StoreError, from_json, json};
+use crate::model::now_ms;
+
+/// A unit given up after this many claims: its work keeps failing or killing its workers.
+pub const MAX_CLAIMS: i64 = 5;
+
+/// What a unit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKind {
+    /// Read one resource type's managed system back and verify its Executed orders.
+    Synchronise,
+    /// Prepare one resource type's compute: validity windows, rule errors, thresholds; then
+    /// split its identities into `Compute` units.
+    ComputePlan,
+    /// Compute one range of one resource type's identities.
+    Compute,
+    /// Prepare one connection's fulfilment: interrupted attempts, expired Transmitted orders,
+    /// due retries; then split its Pending orders into `Fulfil` units.
+    FulfilPlan,
+    /// Fulfil one batch of one connection's Pending orders.
+    Fulfil,
+    /// Route and deliver the notifications the run queued.
+    Notify,
+}
+
+impl UnitKind {
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Synchronise => "synchronise",
+            UnitKind::ComputePlan => "compute-plan",
+            UnitKind::Compute => "compute",
+            UnitKind::FulfilPlan => "fulfil-plan",
+            UnitKind::Fulfil => "fulfil",
+            UnitKind::Notify => "notify",
+        }
+    }
+
+    fn from_name(name: &str) -> Result<UnitKind> {
+        [
+            UnitKind::Synchronise,
+            UnitKind::ComputePlan,
+            UnitKind::Compute,
+            UnitKind::FulfilPlan,
+            UnitKind::Fulfil,
+            UnitKind::Notify,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("work unit kind `{name}`")))
+    }
+}
+
+/// A unit to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSpec {
+    /// What it does.
+    pub kind: UnitKind,
+    /// Its resource type or connection (empty for notify).
+    pub target: String,
+    /// An id range `(lo, hi]`, for compute (identities) and fulfil (orders).
+    pub range: Option<(i64, i64)>,
+    /// Compute: a threshold holds the type's new orders.
+    pub held: bool,
+}
+
+impl UnitSpec {
+    /// A unit over a whole target.
+    pub fn new(kind: UnitKind, target: impl Into<String>) -> UnitSpec {
+        UnitSpec { kind, target: target.into(), range: None, held: false }
+    }
+}
+
+/// A claimed unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Its id.
+    pub id: i64,
+    /// Its run.
+    pub run: i64,
+    /// Its phase in the run's plan.
+    pub phase: i64,
+    /// What it does.
+    pub kind: UnitKind,
+    /// Its resource type or connection.
+    pub target: String,
+    /// Its id range `(lo, hi]`.
+    pub range: Option<(i64, i64)>,
+    /// Compute: a threshold holds the type's new orders.
+    pub held: bool,
+    /// This claim's fencing token.
+    pub fence: Fence,
+    /// The unit was claimed before by a worker whose lease lapsed (killed, paused, stalled):
+    /// its work may be half done.
+    pub taken_over: bool,
+}
+
+/// A claim's fencing token: what every write for the unit checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The unit.
+    pub unit: i64,
+    /// Its token under this claim.
+    pub token: i64,
+}
+
+/// What a worker found when it asked for a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A unit to work on.
+    Unit(Box<Unit>),
+    /// Nothing to claim now: other workers hold the phase's last units (or the connections'
+    /// concurrency is taken).
+    Wait,
+    /// Every unit of the phase is done: the next phase may be planned.
+    PhaseDone {
+        /// The phase.
+        phase: i64,
+        /// The step it ran.
+        step: String,
+    },
+    /// The run is over.
+    Finished,
+}
+
+/// How starting a run went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new run, with its first phase's units.
+    New(i64),
+    /// An unfinished run of the same kind: this process works on it beside the others.
+    Joined(i64),
+    /// An unfinished run of another kind.
+    Busy(Running),
+}
+
+/// An unfinished run, as another process sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Running {
+    /// Its id.
+    pub run: i64,
+    /// Its kind.
+    pub kind: String,
+    /// When it started, Unix ms.
+    pub started_at: i64,
+    /// The step at work.
+    pub step: String,
+}
+
+impl std::fmt::Display for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} ({}, at its {} step, since {})",
+            self.run,
+            self.kind,
+            self.step,
+            crate::model::format_time(self.started_at)
+        )
+    }
+}
+
+/// A run's units, per phase, for progress and the run's page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PhaseProgress {
+    /// The step.
+    pub step: String,
+    /// Units in it (so far: plan units add more).
+    pub units: u64,
+    /// Of those, done.
+    pub done: u64,
+    /// Of those, claimed now by a live worker.
+    pub claimed: u64,
+}
+
+/// What a run's units did, summed by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct UnitResults {
+    /// Each done unit's counters.
+    pub counters: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Their problems, in unit order.
+    pub problems: Vec<String>,
+    /// Their notes, in unit order.
+    pub notes: Vec<String>,
+    /// Units given up after [`MAX_CLAIMS`] claims.
+    pub given_up: u64,
+}
+
+impl Store {
+    /// Starts a run of `kind` with its plan (the steps, in order) and its first phase's units,
+    /// or joins the unfinished run of the same kind; one immediate transaction.
+    pub fn start_run(&mut self, kind: &str, plan: &[&str], first: &[UnitSpec]) -> Result<Started> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(running) = running(&tx)? {
+            return Ok(if running.kind == kind { Started::Joined(running.run) } else { Started::Busy(running) });
+        }
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO job_runs (kind, started_at, status, plan, phase) VALUES (?1, ?2, 'running', ?3, 0)",
+            params![kind, now, json(&plan)],
+        )?;
+        let run = tx.last_insert_rowid();
+        insert_units(&tx, run, 0, first)?;
+        tx.commit()?;
+        Ok(Started::New(run))
+    }
+
+    /// The unfinished run, if any.
+    pub fn running_run(&self) -> Result<Option<Running>> {
+        running(&self.conn)
+    }
+
+    /// Claims a unit of `run`'s current phase for `owner`, leased for `lease_ms`; a fulfil unit
+    /// only while its connection has fewer than `concurrency(connection)` batches in flight.
+    pub fn claim_unit(
+        &mut self,
+        run: i64,
+        owner: &str,
+        lease_ms: i64,
+        concurrency: &dyn Fn(&str) -> usize,
+    ) -> Result<Claim> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let Some((status, phase, plan)) = tx
+            .query_row("SELECT status, phase, plan FROM job_runs WHERE id = ?1", [run], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?
+        else {
+            return Err(StoreError::Unknown(format!("there is no job run {run}")));
+        };
+        if status != "running" {
+            return Ok(Claim::Finished);
+        }
+        let candidates: Vec<Candidate> = tx
+            .prepare_cached(
+                "SELECT id, kind, target, lo, hi, held, state, claims FROM work_units
+                 WHERE run = ?1 AND phase = ?2 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?3))
+                 ORDER BY id LIMIT 64",
+            )?
+            .query_map(params![run, phase, now], |r| {
+                Ok(Candidate {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    target: r.get(2)?,
+                    range: r.get::<_, Option<i64>>(3)?.zip(r.get::<_, Option<i64>>(4)?),
+                    held: r.get(5)?,
+                    taken_over: r.get::<_, String>(6)? == "claimed",
+                    claims: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        // Nothing to claim: the phase is done, or others hold (or wait to send) what is left.
+        let nothing = |tx: rusqlite::Transaction<'_>| -> Result<Claim> {
+            let open: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM work_units WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
+                params![run, phase],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            let steps: Vec<String> = from_json(&plan, "job run plan")?;
+            let step = steps.get(usize::try_from(phase).unwrap_or(usize::MAX)).cloned().unwrap_or_default();
+            Ok(if open == 0 { Claim::PhaseDone { phase, step } } else { Claim::Wait })
+        };
+        if candidates.is_empty() {
+            return nothing(tx);
+        }
+        let mut calling: std::collections::HashMap<String, usize> = tx
+            .prepare_cached(
+                "SELECT target, COUNT(*) FROM work_units
+                 WHERE kind = 'fulfil' AND state = 'claimed' AND calling = 1 AND expires_at > ?1 GROUP BY target",
+            )?
+            .query_map([now], |r| Ok((r.get::<_, String>(0)?, usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0))))?
+            .collect::<Result<_, _>>()?;
+        for Candidate { id, kind, target, range, held, taken_over, claims } in candidates {
+            let kind = UnitKind::from_name(&kind)?;
+            if claims >= MAX_CLAIMS {
+                // Its work failed (or killed its worker) every time: given up, so the run ends.
+                tracing::error!(unit = id, "work unit {} {target} given up after {claims} claims", kind.name());
+                let problem = format!(
+                    "{} {target}: given up after {claims} attempts (each failed or its worker died); what it covers waits for the next run",
+                    kind.name()
+                );
+                tx.execute(
+                    "UPDATE work_units SET state = 'given-up', owner = NULL, calling = 0, finished_at = ?2,
+                        counters = '{}', problems = ?3, notes = '[]' WHERE id = ?1",
+                    params![id, now, json(&[problem])],
+                )?;
+                continue;
+            }
+            let fulfil = kind == UnitKind::Fulfil;
+            if fulfil {
+                let in_flight = calling.entry(target.clone()).or_default();
+                if *in_flight >= concurrency(&target) {
+                    continue;
+                }
+                *in_flight += 1;
+            }
+            let token: i64 = tx.query_row(
+                "UPDATE work_units SET state = 'claimed', owner = ?2, fence = fence + 1, expires_at = ?3,
+                    claims = claims + 1, calling = ?4, started_at = coalesce(started_at, ?5)
+                 WHERE id = ?1 RETURNING fence",
+                params![id, owner, now + lease_ms, fulfil, now],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            return Ok(Claim::Unit(Box::new(Unit {
+                id,
+                run,
+                phase,
+                kind,
+                target,
+                range,
+                held,
+                fence: Fence { unit: id, token },
+                taken_over,
+            })));
+        }
+        // Every candidate waits for its connection's concurrency, or was given up.
+        nothing(tx)
+    }
+
+    /// Marks a fulfil unit's batch no longer in flight (its call returned): another batch of
+    /// the connection may go out while this one's outcomes are written.
+    pub fn end_calling(&mut self, fence: Fence) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.execute("UPDATE work_units SET calling = 0 WHERE id = ?1 AND fence = ?2", params![fence.unit, fence.token])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a unit done with what it did, and creates the units it planned (a plan unit's
+    /// ranges) in the same phase, in one fenced transaction.
+    pub fn finish_unit(
+        &mut self,
+        unit: &Unit,
+        counters: &impl Serialize,
+        problems: &[String],
+        notes: &[String],
+        spawn: &[UnitSpec],
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        insert_units(&tx, unit.run, unit.phase, spawn)?;
+        tx.execute(
+            "UPDATE work_units SET state = 'done', calling = 0, finished_at = ?3, counters = ?4, problems = ?5, notes = ?6
+             WHERE id = ?1 AND fence = ?2",
+            params![unit.id, unit.fence.token, now_ms(), json(counters), json(&problems), json(&notes)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Gives a unit back unfinished (its work failed on an error another try may not meet):
+    /// any worker may claim it again, up to [`MAX_CLAIMS`] claims in all.
+    pub fn release_unit(&mut self, fence: Fence) -> Result<()> {
+        self.conn.execute(
+            "UPDATE work_units SET state = 'ready', owner = NULL, calling = 0, expires_at = NULL
+             WHERE id = ?1 AND fence = ?2 AND state = 'claimed'",
+            params![fence.unit, fence.token],
+        )?;
+        Ok(())
+    }
+
+    /// Moves `run` from `phase` to the next with its units, or ends the run after its last
+    /// phase with `status`; a no-op (false) when another worker did it first or a unit of the
+    /// phase is open again.
+    pub fn advance_phase(&mut self, run: i64, phase: i64, next: Option<&[UnitSpec]>, end: &RunEnd) -> Result<bool> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<(String, i64)> = tx
+            .query_row("SELECT status, phase FROM job_runs WHERE id = ?1", [run], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let open: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM work_units WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
+            params![run, phase],
+            |r| r.get(0),
+        )?;
+        if current != Some(("running".to_string(), phase)) || open > 0 {
+            return Ok(false);
+        }
+        match next {
+            Some(units) => {
+                tx.execute("UPDATE job_runs SET phase = ?2 WHERE id = ?1", params![run, phase + 1])?;
+                insert_units(&tx, run, phase + 1, units)?;
+            }
+            None => {
+                tx.execute(
+                    "UPDATE job_runs SET status = ?2, finished_at = ?3, counters = ?4, message = ?5 WHERE id = ?1",
+                    params![run, end.status, now_ms(), json(&end.counters), end.message],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// What the done units of `run` recorded, in unit order.
+    pub fn unit_results(&self, run: i64) -> Result<UnitResults> {
+        let mut results = UnitResults::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT counters, problems, notes, state FROM work_units
+             WHERE run = ?1 AND state IN ('done', 'given-up') ORDER BY id",
+        )?;
+        let mut rows = stmt.query([run])?;
+        while let Some(row) = rows.next()? {
+            let (counters, problems, notes): (Option<String>, Option<String>, Option<String>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            if row.get::<_, String>(3)? == "given-up" {
+                results.given_up += 1;
+            }
+            results.counters.push(from_json(counters.as_deref().unwrap_or("{}"), "unit counters")?);
+            for problem in from_json::<Vec<String>>(problems.as_deref().unwrap_or("[]"), "unit problems")? {
+                if !results.problems.contains(&problem) {
+                    results.problems.push(problem);
+                }
+            }
+            results.notes.extend(from_json::<Vec<String>>(notes.as_deref().unwrap_or("[]"), "unit notes")?);
+        }
+        Ok(results)
+    }
+
+    /// A run's units per phase of its plan.
+    pub fn run_progress(&self, run: i64) -> Result<Vec<PhaseProgress>> {
+        let plan: String = self
+            .conn
+            .query_row("SELECT plan FROM job_runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Unknown(format!("there is no job run {run}")))?;
+        let steps: Vec<String> = from_json(&plan, "job run plan")?;
+        let mut phases: Vec<PhaseProgress> =
+            steps.into_iter().map(|step| PhaseProgress { step, ..PhaseProgress::default() }).collect();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT phase, COUNT(*), SUM(state IN ('done', 'given-up')), SUM(state = 'claimed' AND expires_at > ?2)
+             FROM work_units WHERE run = ?1 GROUP BY phase",
+        )?;
+        let mut rows = stmt.query(params![run, now_ms()])?;
+        while let Some(row) = rows.next()? {
+            let phase: i64 = row.get(0)?;
+            if let Some(p) = usize::try_from(phase).ok().and_then(|i| phases.get_mut(i)) {
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(row.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
+                };
+                (p.units, p.done, p.claimed) = (count(1)?, count(2)?, count(3)?);
+            }
+        }
+        Ok(phases)
+    }
+
+    /// Works on `fence`'s unit from now on: every write transaction checks it (none: no unit).
+    pub fn set_fence(&mut self, fence: Option<Fence>) {
+        self.fence = fence;
+    }
+
+    /// Open fulfilment attempts of `connection` whose unit no live worker holds: cut short by
+    /// a crash or a kill. They are closed as `interrupted`; their orders, still Pending, go out
+    /// again with the same idempotency key. Returns those orders.
+    pub fn close_orphaned_attempts(&mut self, connection: &str) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let tx = self.write_tx()?;
+        let orphaned = "a.finished_at IS NULL AND a.connection = ?1 AND NOT EXISTS (
+                SELECT 1 FROM work_units u WHERE u.id = a.unit AND u.state = 'claimed' AND u.expires_at > ?2)";
+        let orders: Vec<i64> = tx
+            .prepare(&format!("SELECT DISTINCT a.order_id FROM order_attempts a WHERE {orphaned} ORDER BY a.order_id"))?
+            .query_map(params![connection, now], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            &format!("UPDATE order_attempts AS a SET finished_at = ?2, outcome = 'interrupted' WHERE {orphaned}"),
+            params![connection, now],
+        )?;
+        tx.commit()?;
+        Ok(orders)
+    }
+
+    /// Closes the open attempts of `unit` (taken over from a worker whose lease lapsed); returns
+    /// their orders.
+    pub fn close_unit_attempts(&mut self, unit: i64) -> Result<Vec<i64>> {
+        let tx = self.write_tx()?;
+        let orders: Vec<i64> = tx
+            .prepare("SELECT DISTINCT order_id FROM order_attempts WHERE unit = ?1 AND finished_at IS NULL ORDER BY order_id")?
+            .query_map([unit], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "UPDATE order_attempts SET finished_at = ?2, outcome = 'interrupted' WHERE unit = ?1 AND finished_at IS NULL",
+            params![unit, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(orders)
+    }
+}
+
+/// A unit a claim may take.
+struct Candidate {
+    id: i64,
+    kind: String,
+    target: String,
+    range: Option<(i64, i64)>,
+    held: bool,
+    /// Claimed before, its lease lapsed.
+    taken_over: bool,
+    claims: i64,
+}
+
+/// How a run ends (after its last phase).
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    /// `succeeded`, `threshold exceeded` or `failed`.
+    pub status: String,
+    /// The summed counters.
+    pub counters: serde_json::Map<String, serde_json::Value>,
+    /// Its problems, if any.
+    pub message: Option<String>,
+}
+
+/// Renews a unit's lease on `conn` (the renewing thread's own connection); false when the claim
+/// is no longer `fence`'s or already lapsed: a renewal after the expiry must not revive a unit
+/// another worker may be claiming.
+pub fn renew(conn: &rusqlite::Connection, fence: Fence, lease_ms: i64) -> rusqlite::Result<bool> {
+    let now = now_ms();
+    let renewed = conn.execute(
+        "UPDATE work_units SET expires_at = ?3 + ?4
+         WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
+        params![fence.unit, fence.token, now, lease_ms],
+    )?;
+    Ok(renewed == 1)
+}
+
+/// Whether `fence` still holds its unit (claimed, unexpired), inside a write transaction.
+pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM work_units WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
+            params![fence.unit, fence.token, now_ms()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn running(conn: &rusqlite::Connection) -> Result<Option<Running>> {
+    let found: Option<(i64, String, i64, String, i64)> = conn
+        .query_row(
+            "SELECT id, kind, started_at, plan, phase FROM job_runs WHERE status = 'running' ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((run, kind, started_at, plan, phase)) = found else { return Ok(None) };
+    let steps: Vec<String> = from_json(&plan, "job run plan")?;
+    let step = steps.get(usize::try_from(phase).unwrap_or(usize::MAX)).cloned().unwrap_or_default();
+    Ok(Some(Running { run, kind, started_at, step }))
+}
+
+fn insert_units(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, units: &[UnitSpec]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO work_units (run, phase, kind, target, lo, hi, held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for unit in units {
+        let (lo, hi) = unit.range.unzip();
+        stmt.execute(params![run, phase, unit.kind.name(), unit.target, lo, hi, unit.held])?;
+    }
+    Ok(())
+}
