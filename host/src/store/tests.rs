@@ -3,7 +3,10 @@ use crate::machine::Event;
 use crate::model::{Change, ChangeKind, ProvisioningState, ResourceContent};
 
 fn store_with_identity() -> Store {
-    let mut store = Store::open_in_memory().unwrap();
+    with_identity(Store::open_in_memory().unwrap())
+}
+
+fn with_identity(mut store: Store) -> Store {
     store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", []).unwrap();
     store
         .conn
@@ -257,4 +260,57 @@ fn recovery_leaves_a_live_workers_attempts_alone() {
     store.conn.execute("UPDATE work_units SET expires_at = 0 WHERE id = ?1", [a.id]).unwrap();
     assert_eq!(store.close_orphaned_attempts("saas").unwrap(), [dead], "only the dead worker's attempt is a crash");
     assert_eq!(store.attempts(live).unwrap()[0].outcome, None, "the live worker's attempt is still open");
+}
+
+/// What the test of waiting writes sees, in order.
+enum Seen {
+    /// The store's write found the database locked and waits (its busy handler was called).
+    Waiting,
+    /// The store's write ended.
+    Done(Result<Vec<Result<ProvisioningState>>>),
+}
+
+static WAITING: std::sync::Mutex<Option<std::sync::mpsc::Sender<Seen>>> = std::sync::Mutex::new(None);
+
+fn busy(_: i32) -> bool {
+    if let Some(seen) = WAITING.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = seen.send(Seen::Waiting);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    true
+}
+
+/// A write transaction that reads before it writes (a transition reads the order's state)
+/// waits while another connection writes, then succeeds: write transactions begin IMMEDIATE.
+/// A DEFERRED one would read first, then fail at once with SQLITE_BUSY when it tries to write
+/// (SQLite does not wait to upgrade a read transaction): a person's action beside a job.
+#[test]
+fn a_write_waits_for_another_connections_write_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provision.db");
+    let mut store = with_identity(Store::open(&path).unwrap());
+    let waiting = new_order(&mut store, Event::ReviewNeeded);
+    store.conn.busy_handler(Some(busy)).unwrap();
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; UPDATE sequences SET next = next + 1 WHERE name = 'orders';").unwrap();
+
+    let (seen, events) = std::sync::mpsc::channel();
+    *WAITING.lock().unwrap() = Some(seen.clone());
+    let writer = std::thread::spawn(move || {
+        let result = store.apply(&[Transition::new(waiting, Event::Approve, "approved")], "rita");
+        let _ = seen.send(Seen::Done(result));
+        store
+    });
+    let patience = std::time::Duration::from_secs(60);
+    match events.recv_timeout(patience).expect("the write neither waited nor ended") {
+        Seen::Waiting => {}
+        Seen::Done(result) => panic!("the write did not wait for the other connection: {result:?}"),
+    }
+    other.execute_batch("COMMIT").unwrap();
+    match events.recv_timeout(patience).expect("the write did not end") {
+        Seen::Done(result) => assert_eq!(*result.unwrap()[0].as_ref().unwrap(), ProvisioningState::Pending),
+        Seen::Waiting => unreachable!("told once"),
+    }
+    let store = writer.join().unwrap();
+    assert_eq!(store.order(waiting).unwrap().state, ProvisioningState::Pending);
 }
