@@ -52,6 +52,13 @@ pub struct Host {
     /// Set by the lease renewer when this host's worker lost the lease on its unit (it lapsed
     /// and was taken over): the worker stops before its next chunk.
     pub lease_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Told the id of each job run as soon as it is recorded (before its first step), so that
+    /// whoever started it on another thread can answer with the run before it ends.
+    pub on_run_started: Option<std::sync::mpsc::Sender<i64>>,
+    /// Held for a notification pass (`notify::route_and_deliver`); shared by a host's
+    /// siblings, because two passes at once would route the same intents and send the same
+    /// deliveries twice.
+    pub(crate) notifying: Arc<std::sync::Mutex<()>>,
 }
 
 /// What a job run does when a run of another kind is unfinished.
@@ -123,6 +130,8 @@ impl Host {
             stop: Default::default(),
             lock_wait: LockWait::default(),
             lease_lost: Default::default(),
+            on_run_started: None,
+            notifying: Default::default(),
         })
     }
 
@@ -145,7 +154,47 @@ impl Host {
             stop: Default::default(),
             lock_wait: LockWait::default(),
             lease_lost: Default::default(),
+            on_run_started: None,
+            notifying: Default::default(),
         })
+    }
+
+    /// A second host on the same database file and the same loaded plugins (shared, not
+    /// compiled again), with a connection of its own: what it writes waits only for SQLite's
+    /// one writer at a time, never for a job running on this host. It shares the shutdown flag
+    /// and the notification pass lock; its health is read from the database.
+    pub fn sibling(&self) -> Result<Host, OpenError> {
+        let path = self.config.database.display().to_string();
+        let store_error = |source| OpenError::Store { path: path.clone(), source };
+        let file = self.store.path().ok_or_else(|| {
+            store_error(StoreError::Unknown("an in-memory database cannot be opened a second time".into()))
+        })?;
+        let store =
+            if self.simulation { Store::open_read_only(&file) } else { Store::open(&file) }.map_err(store_error)?;
+        let health = store.health().map_err(store_error)?;
+        Ok(Host {
+            config: self.config.clone(),
+            store,
+            plugins: self.plugins.clone(),
+            runtime: self.runtime.clone(),
+            health,
+            clock: self.clock,
+            simulation: self.simulation,
+            stop: self.stop.clone(),
+            lock_wait: self.lock_wait,
+            lease_lost: Default::default(),
+            on_run_started: None,
+            notifying: self.notifying.clone(),
+        })
+    }
+
+    /// Reads every plugin's health from the database again: what a sibling host recorded
+    /// (an operator's `enable`, another host's calls) counts from the next call on.
+    pub fn refresh_health(&mut self) -> Result<(), StoreError> {
+        if !self.simulation {
+            self.health = self.store.health()?;
+        }
+        Ok(())
     }
 
     /// Whether the job at hand must stop after its batch: the host is shutting down, or the
@@ -157,29 +206,6 @@ impl Host {
     /// Whether this worker's lease on its unit lapsed and was taken over.
     pub fn lost_lease(&self) -> bool {
         self.lease_lost.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// A second host on the same database and the same loaded plugins (shared, not compiled
-    /// again), with its own connection: a worker beside this one, or a writer for people's
-    /// actions beside a job. It shares the stop flag, not the lease flag.
-    pub fn sibling(&self) -> Result<Host, StoreError> {
-        let path = self
-            .store
-            .path()
-            .ok_or_else(|| StoreError::Unknown("an in-memory database cannot be shared with a second host".into()))?;
-        let store = Store::open(&path)?;
-        Ok(Host {
-            config: self.config.clone(),
-            store,
-            plugins: self.plugins.clone(),
-            runtime: self.runtime.clone(),
-            health: self.health.clone(),
-            clock: self.clock,
-            simulation: self.simulation,
-            stop: self.stop.clone(),
-            lock_wait: self.lock_wait,
-            lease_lost: Default::default(),
-        })
     }
 
     /// "Now" for the jobs' decisions, Unix ms.
@@ -232,6 +258,13 @@ impl Host {
     pub fn record(&mut self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
         let now = crate::model::now_ms();
         let disable_after = self.config.plugins.get(name).map_or(0, |p| p.disable_after);
+        // Counted on the stored row, not this host's copy: a sibling host (serve's job and
+        // people's hosts) may have recorded calls or an enable since.
+        if !self.simulation
+            && let Some(stored) = self.store.health()?.remove(name)
+        {
+            self.health.insert(name.to_string(), stored);
+        }
         let health = self.health.entry(name.to_string()).or_default();
         health.calls += 1;
         health.last_call_at = Some(now);
@@ -260,6 +293,8 @@ impl Host {
 
     /// Enables a disabled plugin again (its failures in a row start from zero).
     pub fn enable(&mut self, name: &str) -> Result<bool, StoreError> {
+        // The stored row: a sibling host may have disabled it since this host last looked.
+        self.refresh_health()?;
         let Some(health) = self.health.get_mut(name) else { return Ok(false) };
         let was_disabled = health.disabled_at.take().is_some();
         health.consecutive_failures = 0;

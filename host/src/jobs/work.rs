@@ -57,6 +57,9 @@ impl Step {
 /// reports what the whole run did, whoever did it.
 pub(super) fn run(host: &mut Host, step: Step, progress: &ProgressBar) -> Result<JobReport, JobError> {
     let run = start(host, step)?;
+    if let Some(started) = &host.on_run_started {
+        let _ = started.send(run); // nobody listening any more is no reason to stop the run
+    }
     let leases = Leases::start(host.store.path(), host.config.jobs.lease);
     let owner = format!("{}:{}", hostname(), std::process::id());
     let mut siblings = Vec::new();

@@ -249,6 +249,11 @@ pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut Not
 
 /// Routes, then delivers: what a job run, or a person's action, ends with.
 pub fn route_and_deliver(host: &mut Host) -> Result<NotifyReport, StoreError> {
+    // One pass at a time among hosts sharing the lock (`Host::sibling`: serve's job host and
+    // the host of people's actions): two passes at once would route the same intents into two
+    // notifications and send the same pending deliveries twice.
+    let passes = host.notifying.clone();
+    let _pass = passes.lock().unwrap_or_else(|e| e.into_inner());
     let mut report = NotifyReport::default();
     route(host, &mut report)?;
     deliver(&mut host.store, &host.config.notifications, &mut report)?;
