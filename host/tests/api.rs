@@ -78,6 +78,20 @@ impl Api {
     fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(token), Some(&body.to_string()))
     }
+
+    /// `GET /api/v1/jobs/{run}` once the run is no longer `running`.
+    fn until_ended(&self, run: i64, token: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (status, answer) = self.get(&format!("/api/v1/jobs/{run}"), token);
+            assert_eq!(status, 200, "{answer}");
+            if answer["run"]["status"] != "running" {
+                return answer;
+            }
+            assert!(std::time::Instant::now() < deadline, "run {run} still running: {answer}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 fn forbidden(answer: (u16, Value), missing: &str) {
@@ -197,12 +211,20 @@ fn every_endpoint_answers_and_guards_its_action() {
     let (status, simulation) = api.post("/api/v1/jobs/run", &root, json!({ "dry_run": true }));
     assert_eq!(status, 200, "{simulation}");
     assert!(simulation["simulation"]["resource_types"].is_object());
-    let (status, report) = api.post("/api/v1/jobs/run", &root, json!({}));
-    assert_eq!(status, 200, "{report}");
-    assert_eq!(report["report"]["counters"]["executed"], 1, "the approved membership: {report}");
+    let (status, started) = api.post("/api/v1/jobs/run", &root, json!({}));
+    assert_eq!(status, 202, "started, not waited for: {started}");
+    let run = started["run"].as_i64().expect("the run's id");
+    assert_eq!(started["href"], format!("/api/v1/jobs/{run}"), "{started}");
+    let ended = api.until_ended(run, &vic);
+    assert_eq!(ended["run"]["status"], "succeeded", "{ended}");
+    assert_eq!(ended["run"]["counters"]["executed"], 1, "the approved membership: {ended}");
+    assert_eq!(ended["holds"], json!([]), "{ended}");
     let (status, runs) = api.get("/api/v1/jobs", &vic);
-    assert_eq!((status, runs["runs"][0]["run"]["id"].as_i64()), (200, report["report"]["run"].as_i64()));
+    assert_eq!((status, runs["runs"][0]["run"]["id"].as_i64()), (200, Some(run)));
     forbidden(api.get("/api/v1/jobs", &rita), VIEW);
+    forbidden(api.get(&format!("/api/v1/jobs/{run}"), &rita), VIEW);
+    let (status, unknown) = api.get("/api/v1/jobs/999", &vic);
+    assert_eq!((status, unknown["error"]["message"].as_str()), (404, Some("there is no job run 999")), "{unknown}");
     forbidden(api.post("/api/v1/jobs/1/resume", &vic, json!({})), OPERATE);
     forbidden(api.post("/api/v1/jobs/1/cancel", &vic, json!({})), OPERATE);
     let (status, held) = api.post("/api/v1/jobs/1/resume", &root, json!({}));
@@ -248,6 +270,7 @@ fn every_endpoint_answers_and_guards_its_action() {
         ("GET", "/api/v1/reviews?limit=1001", None, "limit must be from 1 to 1000"),
         ("GET", "/api/v1/orders?state=done", None, "unknown provisioning state `done`"),
         ("GET", "/api/v1/orders/abc", None, "abc"),
+        ("GET", "/api/v1/jobs/abc", None, "abc"),
         ("GET", "/api/v1/notifications?status=lost", None, "expected pending, sent or failed"),
     ] {
         let (status, answer) = api.call(method, path, Some(&root), body);
@@ -312,17 +335,8 @@ profiles = ["Admins"]
     let token = text(&run(dir.path(), &["tokens", "create", "--user", "admin"]).stdout).trim().to_string();
     let server = Server::start(dir.path(), &dir.path().join("provision.toml"));
 
-    let url = server.url.clone();
-    let job = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let response = agent
-            .post(format!("{url}/api/v1/jobs/run"))
-            .header("Authorization", format!("Bearer {token}"))
-            .header("Content-Type", "application/json")
-            .send("{}")
-            .unwrap();
-        serde_json::from_str::<Value>(&response.into_body().read_to_string().unwrap()).unwrap()
-    });
+    let (status, _, started) = server.call("POST", "/api/v1/jobs/run", &token, Some(json!({})));
+    assert_eq!(status, 202, "{started}");
     // Stop it once it is fulfilling.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !server.logged("sending a batch") {
@@ -330,11 +344,13 @@ profiles = ["Admins"]
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let log = server.log.clone();
+    // The server exits only once the run it started stopped (after its batch) and was recorded.
     assert_eq!(server.terminate(), Some(0), "{:?}", log.lock().unwrap());
-    let report = job.join().unwrap();
-    let problems = report["report"]["problems"].as_array().cloned().unwrap_or_default();
-    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("shutting down")), "{report}");
-    let executed = report["report"]["counters"]["executed"].as_u64().unwrap();
+    let runs: Value = serde_json::from_slice(&run(dir.path(), &["job", "list", "--json"]).stdout).unwrap();
+    let stopped = runs.as_array().unwrap().iter().find(|r| r["id"] == started["run"]).expect("the run").clone();
+    assert_eq!(stopped["status"], "succeeded", "{stopped}");
+    assert!(stopped["message"].as_str().unwrap_or_default().contains("shutting down"), "{stopped}");
+    let executed = stopped["counters"]["executed"].as_u64().unwrap();
     assert!(executed > 0 && executed < 3000, "stopped mid-run: {executed} executed");
 
     // Nothing half-done: every attempt has its outcome, every order is Pending or Executed.

@@ -1,10 +1,14 @@
 //! `provision serve`: the JSON API (`/api/v1`), the web pages, `/metrics` and `/healthz`, on
 //! axum, over the same library functions the CLI uses, with a scheduler running the complete job.
 //!
-//! Concurrency: SQLite has one writer, so every action that writes goes through the one `Host`
-//! behind a mutex (a job run holds it for its duration); reads (lists, pages) use a pool of
-//! read-only connections and never wait for a job. Plugin calls and SQLite are blocking: they
-//! run on tokio's blocking threads.
+//! Concurrency: people never wait for a job. Job runs (the scheduler's and the API's) run on a
+//! `Host` of their own, one at a time, and the API answers as soon as a run is recorded; people's
+//! actions write through another `Host` (its own SQLite connection, the same loaded plugins)
+//! in short IMMEDIATE transactions, which wait only for SQLite's one writer, never for a run.
+//! The state machine decides an action on an order a job changed meanwhile (a 409, never a
+//! lost write). Notifications an action caused go out beside its answer, on a third host.
+//! Reads (lists, pages) use a pool of read-only connections. Plugin calls and SQLite are
+//! blocking: they run on tokio's blocking threads.
 //!
 //! **Architecture invariant**: the API and the pages authorise with the same functions as the
 //! CLI (`permissions::authorize`, `operators::act`); a page shows only what its user may do.
@@ -16,7 +20,7 @@ mod pages;
 mod v1;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,21 +28,29 @@ use axum::Router;
 use axum::routing::get;
 
 use crate::config::Config;
-use crate::host::Host;
+use crate::host::{Host, OpenError};
+use crate::jobs::JobReport;
 use crate::store::Store;
 pub use auth::Caller;
 pub use error::ApiError;
 
 /// Everything a request handler reaches.
 pub struct App {
-    /// The writer: every change goes through it.
+    /// People's actions: every change a person makes, each a short transaction.
     host: Mutex<Host>,
+    /// Job runs, one at a time in this server; held from a run's start to its end.
+    jobs: Arc<tokio::sync::Mutex<Host>>,
+    /// Notification passes after people's actions, beside their answers.
+    notifier: Mutex<Host>,
+    /// A notification pass is asked for and has not begun: it will route whatever is queued
+    /// by then, so another is not needed.
+    notify_asked: AtomicBool,
     /// Read-only connections, reused.
     readers: Mutex<Vec<Store>>,
     /// The config (for pages, sessions, simulations).
     config: Config,
     /// Set on shutdown (jobs read it between batches).
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     /// Tells the scheduler the server is stopping.
     stopping: tokio::sync::watch::Sender<bool>,
     /// When the server started.
@@ -52,19 +64,43 @@ pub struct App {
 /// The shared state of the server.
 pub type AppState = Arc<App>;
 
+/// A job run started on the job host: its id, and its end.
+struct Started {
+    /// The recorded run.
+    run: i64,
+    /// Its report, once it ends.
+    done: tokio::task::JoinHandle<Result<JobReport, ApiError>>,
+}
+
+/// The job host while a run has it; the run-started hook is unset however the run ends (a
+/// panic included), so nobody waits for a run that will never be reported.
+struct Running(tokio::sync::OwnedMutexGuard<Host>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.on_run_started = None;
+    }
+}
+
 impl App {
-    /// The server's state over an opened host.
-    pub fn new(host: Host) -> AppState {
-        Arc::new(App {
+    /// The server's state over an opened host: it takes people's actions; the job host and the
+    /// notifier are its siblings (same database file and plugins, connections of their own).
+    pub fn new(host: Host) -> Result<AppState, OpenError> {
+        let jobs = host.sibling()?;
+        let notifier = host.sibling()?;
+        Ok(Arc::new(App {
             config: host.config.clone(),
             stop: host.stop.clone(),
             plugins: host.plugins.clone(),
             runtime: host.runtime.clone(),
             host: Mutex::new(host),
+            jobs: Arc::new(tokio::sync::Mutex::new(jobs)),
+            notifier: Mutex::new(notifier),
+            notify_asked: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
             stopping: tokio::sync::watch::Sender::new(false),
             started: Instant::now(),
-        })
+        }))
     }
 
     fn reader(&self) -> Result<Store, ApiError> {
@@ -98,7 +134,9 @@ impl App {
         .map_err(ApiError::internal)?
     }
 
-    /// Runs `f` with the writer host, on a blocking thread.
+    /// Runs `f` with the host of people's actions, on a blocking thread. It never waits for a
+    /// job run (those have their own host); only for another person's write, or SQLite's writer
+    /// lock while a job's transaction commits.
     pub async fn write<R: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Host) -> Result<R, ApiError> + Send + 'static,
@@ -112,6 +150,83 @@ impl App {
         .map_err(ApiError::internal)?
     }
 
+    /// A person's action ([`App::write`]), then a notification pass for what it queued, beside
+    /// the answer: delivering may wait on a slow webhook, or on a job's own pass.
+    pub async fn act<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Host) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let result = self.write(f).await;
+        if result.is_ok() {
+            self.notify_soon();
+        }
+        result
+    }
+
+    /// Routes and delivers queued notifications on the notifier host, without waiting for it.
+    fn notify_soon(self: &Arc<Self>) {
+        if self.notify_asked.swap(true, Ordering::SeqCst) {
+            return; // the pass asked for has not begun: it will see this action's intents
+        }
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut host = app.notifier.lock().unwrap_or_else(|e| e.into_inner());
+            // From here on, an action needs a pass of its own: this one may have read the queue.
+            app.notify_asked.store(false, Ordering::SeqCst);
+            if let Err(error) = crate::notify::route_and_deliver(&mut host) {
+                tracing::warn!("notifications after an action: {error}");
+            }
+        });
+    }
+
+    /// Starts a job run on the job host, on a blocking thread, and answers as soon as the run
+    /// is recorded. A run already going in this server is a 409 `job-running` naming it, as is
+    /// one of another process (the job lock).
+    async fn start_run(self: &Arc<Self>, step: v1::Step) -> Result<Started, ApiError> {
+        let Ok(host) = self.jobs.clone().try_lock_owned() else { return Err(self.running_here().await) };
+        let (started, recorded) = std::sync::mpsc::channel();
+        let mut running = Running(host);
+        running.0.on_run_started = Some(started);
+        let done = tokio::task::spawn_blocking(move || -> Result<JobReport, ApiError> {
+            let host = &mut *running.0;
+            // An operator may have enabled a plugin on another host since the last run.
+            host.refresh_health()?;
+            let hidden = indicatif::ProgressBar::hidden();
+            Ok(match step {
+                v1::Step::Complete => crate::jobs::complete(host, &hidden),
+                v1::Step::Synchronise => crate::jobs::synchronise(host, &hidden),
+                v1::Step::Compute => crate::jobs::compute(host, &hidden),
+                v1::Step::Fulfil => crate::jobs::fulfil(host, &hidden),
+            }?)
+        });
+        // The sender goes when the run ends (see `Running`): no id means it never started.
+        let run = tokio::task::spawn_blocking(move || recorded.recv().ok()).await.map_err(ApiError::internal)?;
+        match run {
+            Some(run) => Ok(Started { run, done }),
+            None => match done.await.map_err(ApiError::internal)? {
+                Err(error) => Err(error),
+                Ok(report) => Err(ApiError::internal(format!("run {} was never reported started", report.run))),
+            },
+        }
+    }
+
+    /// The refusal of a run while this server's job host is busy, naming the run that holds it.
+    async fn running_here(self: &Arc<Self>) -> ApiError {
+        let holder = self.read(|store| Ok(store.job_lock()?)).await.ok().flatten();
+        let which = match holder {
+            Some(holder) => match holder.run {
+                Some(run) => format!("{holder}; see GET /api/v1/jobs/{run}"),
+                None => holder.to_string(),
+            },
+            None => "a run that is starting".into(),
+        };
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            error::JOB_RUNNING,
+            format!("a job is already running in this server: {which}"),
+        )
+    }
+
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
@@ -121,6 +236,19 @@ impl App {
     pub fn plugins(&self) -> &crate::host::Plugins {
         &self.plugins
     }
+}
+
+/// Logs how a job run started by a person ended (nobody waits for it).
+fn log_run(started: Started, who: &str) {
+    let run = started.run;
+    let who = who.to_string();
+    tokio::spawn(async move {
+        match started.done.await {
+            Ok(Ok(report)) => tracing::info!(run, problems = report.problems.len(), "job run {run} ({who}) done"),
+            Ok(Err(error)) => tracing::error!(run, "job run {run} ({who}) failed: {}", error.message),
+            Err(error) => tracing::error!(run, "job run {run} ({who}) failed: {error}"),
+        }
+    });
 }
 
 /// Reloads one plugin from its file on a blocking thread (compiling may take a while); the
@@ -242,7 +370,7 @@ async fn read_whole_body(request: axum::extract::Request, next: axum::middleware
 /// Serves until SIGINT or SIGTERM, running the complete job every `serve.job_interval`. On a
 /// signal it stops taking requests, lets a running job finish its batch and stop, and returns.
 pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
-    let app = App::new(host);
+    let app = App::new(host)?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("serving on http://{}", listener.local_addr()?);
@@ -263,8 +391,10 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     app.stopping.send_replace(true);
     let _ = scheduler.await;
     let _ = watcher.await;
-    // Wait for a job still holding the host (it stops after its batch).
-    let _ = app.write(|_| Ok(())).await;
+    // Wait for a job still running (it stops after its batch), then for a notification pass.
+    drop(app.jobs.lock().await);
+    let notifier = app.clone();
+    let _ = tokio::task::spawn_blocking(move || drop(notifier.notifier.lock())).await;
     println!("provision serve: stopped");
     Ok(())
 }
@@ -284,8 +414,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the complete job every `serve.job_interval` until the server stops. A tick that finds
-/// the job lock held elsewhere is skipped (never waits: the host stays free for people's actions).
+/// Runs the complete job every `serve.job_interval` until the server stops, on the job host. A
+/// tick that finds a job running (here, or another process's: the job lock) is skipped; people's
+/// actions never wait for either.
 async fn schedule(app: AppState) {
     let Some(every) = app.config.serve.job_interval else { return };
     let mut ticks = tokio::time::interval(every);
@@ -300,11 +431,14 @@ async fn schedule(app: AppState) {
         if app.stop.load(Ordering::Relaxed) {
             return;
         }
-        let result = app.write(|host| Ok(crate::jobs::complete(host, &indicatif::ProgressBar::hidden())?)).await;
+        let result = match app.start_run(v1::Step::Complete).await {
+            Ok(started) => started.done.await.map_err(ApiError::internal).and_then(|r| r),
+            Err(error) => Err(error),
+        };
         match result {
             Ok(report) => tracing::info!(run = report.run, problems = report.problems.len(), "scheduled job run done"),
-            // Another process (a CLI run, another server) has the database: not an error, the
-            // next tick tries again.
+            // A run of the API, a CLI run or another server has it: not an error, the next tick
+            // tries again.
             Err(error) if error.code == error::JOB_RUNNING => {
                 tracing::info!("scheduled job run skipped: {}", error.message)
             }

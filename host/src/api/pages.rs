@@ -325,10 +325,8 @@ async fn review(
     let login = caller.user.login.clone();
     let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
     let result = app
-        .write(move |host| {
-            let orders = crate::review::decide(&mut host.store, &login, &form.orders, decision, comment.as_deref())?;
-            super::v1::notify(host);
-            Ok(orders)
+        .act(move |host| {
+            Ok(crate::review::decide(&mut host.store, &login, &form.orders, decision, comment.as_deref())?)
         })
         .await;
     after_action("/review", result)
@@ -361,17 +359,15 @@ async fn manual(
     csrf(&caller, &form.csrf)?;
     let login = caller.user.login.clone();
     let result = app
-        .write(move |host| {
-            let orders = match form.action.as_str() {
+        .act(move |host| {
+            Ok(match form.action.as_str() {
                 "confirm" => {
                     let comment = Some(form.comment.as_str()).filter(|c| !c.trim().is_empty());
                     crate::manual::confirm(&mut host.store, &login, &form.orders, comment)?
                 }
                 "report-error" => crate::manual::report_error(&mut host.store, &login, &form.orders, &form.comment)?,
                 other => return Err(ApiError::bad_request(format!("unknown action `{other}`"))),
-            };
-            super::v1::notify(host);
-            Ok(orders)
+            })
         })
         .await;
     after_action("/manual", result)
@@ -519,14 +515,16 @@ async fn run_job(
             .await?
             .into_response());
     }
-    let report = super::v1::run(&app, Default::default()).await?;
-    let c = &report.counters;
-    let problems =
-        if report.problems.is_empty() { String::new() } else { format!("; problems: {}", report.problems.join("; ")) };
-    let message = format!(
-        "Run {} done: {} orders created, {} executed, {} transmitted, {} verified{problems}",
-        report.run, c.orders_created, c.executed, c.transmitted, c.verified
-    );
+    // Started, not waited for: the list below shows it running, then how it ended.
+    let message = match app.start_run(Default::default()).await {
+        Ok(started) => {
+            let message = format!("Run {} started; reload to follow it.", started.run);
+            super::log_run(started, &format!("started by {} on the Jobs page", caller.user.login));
+            message
+        }
+        Err(error) if error.code == super::error::JOB_RUNNING => error.message,
+        Err(error) => return Err(error.into()),
+    };
     Ok(back("/jobs", &message).into_response())
 }
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use indicatif::ProgressBar;
@@ -79,6 +81,7 @@ pub fn routes() -> Router<AppState> {
         .route("/manual/report-error", post(report_error))
         .route("/jobs", get(jobs))
         .route("/jobs/run", post(run_job))
+        .route("/jobs/{run}", get(job))
         .route("/jobs/{run}/resume", post(resume))
         .route("/jobs/{run}/cancel", post(cancel))
         .route("/plugins", get(plugins))
@@ -256,13 +259,6 @@ struct DecideBody {
     comment: Option<String>,
 }
 
-/// After a person's action: route and deliver what it caused, without failing the action.
-pub(super) fn notify(host: &mut Host) {
-    if let Err(error) = crate::notify::route_and_deliver(host) {
-        tracing::warn!("notifications after an action: {error}");
-    }
-}
-
 async fn review(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -277,11 +273,8 @@ async fn review(
     };
     let login = caller.user.login;
     let orders = app
-        .write(move |host| {
-            let orders =
-                crate::review::decide(&mut host.store, &login, &body.orders, decision, body.comment.as_deref())?;
-            notify(host);
-            Ok(orders)
+        .act(move |host| {
+            Ok(crate::review::decide(&mut host.store, &login, &body.orders, decision, body.comment.as_deref())?)
         })
         .await?;
     Ok(Json(json!({ "orders": orders })))
@@ -304,11 +297,7 @@ async fn confirm(
 ) -> Result<Json<Value>, ApiError> {
     let login = caller.user.login;
     let orders = app
-        .write(move |host| {
-            let orders = crate::manual::confirm(&mut host.store, &login, &body.orders, body.comment.as_deref())?;
-            notify(host);
-            Ok(orders)
-        })
+        .act(move |host| Ok(crate::manual::confirm(&mut host.store, &login, &body.orders, body.comment.as_deref())?))
         .await?;
     Ok(Json(json!({ "orders": orders })))
 }
@@ -327,11 +316,7 @@ async fn report_error(
 ) -> Result<Json<Value>, ApiError> {
     let login = caller.user.login;
     let orders = app
-        .write(move |host| {
-            let orders = crate::manual::report_error(&mut host.store, &login, &body.orders, &body.message)?;
-            notify(host);
-            Ok(orders)
-        })
+        .act(move |host| Ok(crate::manual::report_error(&mut host.store, &login, &body.orders, &body.message)?))
         .await?;
     Ok(Json(json!({ "orders": orders })))
 }
@@ -390,30 +375,35 @@ pub(super) async fn simulate(app: &AppState) -> Result<crate::jobs::Simulation, 
     .map_err(ApiError::internal)?
 }
 
-/// Runs the complete job, or one step of it.
-pub(super) async fn run(app: &AppState, step: Step) -> Result<crate::jobs::JobReport, ApiError> {
-    app.write(move |host| {
-        let hidden = ProgressBar::hidden();
-        Ok(match step {
-            Step::Complete => crate::jobs::complete(host, &hidden),
-            Step::Synchronise => crate::jobs::synchronise(host, &hidden),
-            Step::Compute => crate::jobs::compute(host, &hidden),
-            Step::Fulfil => crate::jobs::fulfil(host, &hidden),
-        }?)
-    })
-    .await
-}
-
+/// Starts the complete job, or one step of it: `202 Accepted` with the run and where to follow
+/// it (`Location`) as soon as the run is recorded; the run goes on on the job host. A dry run is
+/// a simulation, answered when done.
 async fn run_job(
     app: axum::extract::State<AppState>,
     caller: Caller,
     Body(body): Body<RunBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Capability::Operate)?;
     if body.dry_run {
-        return Ok(Json(json!({ "simulation": simulate(&app).await? })));
+        return Ok(Json(json!({ "simulation": simulate(&app).await? })).into_response());
     }
-    Ok(Json(json!({ "report": run(&app, body.only).await? })))
+    let started = app.start_run(body.only).await?;
+    let (run, href) = (started.run, format!("/api/v1/jobs/{}", started.run));
+    super::log_run(started, &format!("started by {}", caller.user.login));
+    let location = HeaderValue::from_str(&href).map_err(ApiError::internal)?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(json!({ "run": run, "href": href })))
+        .into_response())
+}
+
+/// One run: its row (status, counters, message) and its holds.
+async fn job(
+    app: axum::extract::State<AppState>,
+    caller: Caller,
+    PathOf(run): PathOf<i64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Capability::View)?;
+    let (run, holds) = app.read(move |store| Ok((store.job_run(run)?, store.holds(Some(run))?))).await?;
+    Ok(Json(json!({ "run": run, "holds": holds })))
 }
 
 async fn resume(

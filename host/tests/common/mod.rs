@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses a part
 
+pub mod hooks;
 pub mod server;
 
 use std::path::Path;

@@ -6,6 +6,8 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::command;
 
 /// A running server and the lines it logs.
@@ -64,10 +66,32 @@ impl Server {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// A request to the server (see [`call`]).
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Option<String>, Value) {
+        call(&self.url, method, path, token, body)
+    }
+
     /// Whether a logged line contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
+}
+
+/// A request to the server at `url` with a bearer token and a JSON body: the status, the
+/// `Location` header and the answer (a text that is not JSON as a string).
+pub fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Option<String>, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let response = agent.run(request.body(body).unwrap()).expect("the server answers");
+    let status = response.status().as_u16();
+    let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+    let text = response.into_body().read_to_string().unwrap();
+    (status, location, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 impl Drop for Server {
