@@ -516,16 +516,22 @@ async fn run_job(
             .into_response());
     }
     // Started, not waited for: the list below shows it running, then how it ended.
-    let message = match app.start_run(Default::default()).await {
-        Ok(started) => {
-            let message = format!("Run {} started; reload to follow it.", started.run);
-            super::log_run(started, &format!("started by {} on the Jobs page", caller.user.login));
-            message
-        }
-        Err(error) if error.code == super::error::JOB_RUNNING => error.message,
-        Err(error) => return Err(error.into()),
-    };
-    Ok(back("/jobs", &message).into_response())
+    let started = app.start_run(Default::default()).await.map(|started| {
+        let message = format!("Run {} started; reload to follow it.", started.run);
+        super::log_run(started, &format!("started by {} on the Jobs page", caller.user.login));
+        message
+    });
+    on_jobs_page(started)
+}
+
+/// Back to the Jobs page saying what a job action did, or that a run is going (here, or
+/// another process's), which refused it; other errors are an error page.
+fn on_jobs_page(result: Result<String, ApiError>) -> Result<Response, PageError> {
+    match result {
+        Ok(message) => Ok(back("/jobs", &message).into_response()),
+        Err(error) if error.code == super::error::JOB_RUNNING => Ok(back("/jobs", &error.message).into_response()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn decide_run(
@@ -543,8 +549,8 @@ async fn decide_run(
             "cancel" => Ok(format!("Run {run} cancelled: {} orders closed", crate::jobs::cancel(host, run, &actor)?)),
             other => Err(ApiError::not_found(format!("no decision `{other}`"))),
         })
-        .await?;
-    Ok(back("/jobs", &message).into_response())
+        .await;
+    on_jobs_page(message)
 }
 
 struct PluginRow {
