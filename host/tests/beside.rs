@@ -99,6 +99,19 @@ fn provision(dir: &Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// The deployment in a new directory, its config told the receiver's port and `more`, the
+/// desired state of `data("1")` imported; with tokens for rita and root.
+fn deployment(hooks: &Hooks, more: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}{more}", CONFIG.replace("PORT", &hooks.port.to_string()));
+    std::fs::write(dir.path().join("provision.toml"), config).unwrap();
+    std::fs::write(dir.path().join("data.toml"), data("1")).unwrap();
+    provision(dir.path(), &["import", "data.toml"]);
+    let token = |user: &str| provision(dir.path(), &["tokens", "create", "--user", user]).trim().to_string();
+    let (rita, root) = (token("rita"), token("root"));
+    (dir, rita, root)
+}
+
 /// The Finance order of `owner` awaiting review, as rita's review list shows it.
 fn awaiting(url: &str, rita: &str, owner: &str) -> i64 {
     let (status, _, reviews) = call(url, "GET", "/api/v1/reviews", rita, None);
@@ -126,22 +139,14 @@ fn an_approve_during_a_running_job_answers_before_the_job_ends() {
     let hooks = Hooks::start(false, move || {
         let _ = arrived.send(());
     });
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    std::fs::write(dir.join("provision.toml"), CONFIG.replace("PORT", &hooks.port.to_string())).unwrap();
-    std::fs::write(dir.join("data.toml"), data("1")).unwrap();
-    provision(dir, &["import", "data.toml"]);
+    let (dir, rita, root) = deployment(&hooks, "");
+    let (dir, rita, root) = (dir.path(), rita.as_str(), root.as_str());
     // A first run leaves both Finance memberships awaiting review (rita is told on the hook).
     provision(dir, &["job", "run"]);
     while hook.try_recv().is_ok() {}
     // u1's membership changes: the next run supersedes its order awaiting review.
     std::fs::write(dir.join("data.toml"), data("2")).unwrap();
     provision(dir, &["import", "data.toml"]);
-    let (rita, root) = (
-        provision(dir, &["tokens", "create", "--user", "rita"]),
-        provision(dir, &["tokens", "create", "--user", "root"]),
-    );
-    let (rita, root) = (rita.trim(), root.trim());
     let server = Server::start(dir, &dir.join("provision.toml"));
     let url = server.url.as_str();
     let (kept, superseded) = (awaiting(url, rita, "u0"), awaiting(url, rita, "u1"));
@@ -205,6 +210,42 @@ fn an_approve_during_a_running_job_answers_before_the_job_ends() {
     assert_eq!(ended["run"]["status"], "succeeded", "{ended}");
     assert_eq!(ended["run"]["counters"]["superseded"], 1, "{ended}");
     assert_eq!(state(url, rita, kept), "Pending", "the approve was lost");
+    let log = server.log.clone();
+    assert_eq!(server.terminate(), Some(0), "{:?}", log.lock().unwrap());
+}
+
+/// The scheduler runs on the same job host: while its run holds at the webhook, "run a job now"
+/// is refused naming the run, and a reviewer's approve answers; released, the run ends.
+#[test]
+fn a_scheduled_run_leaves_people_free_while_it_runs() {
+    let (arrived, hook) = channel();
+    let hooks = Hooks::start(true, move || {
+        let _ = arrived.send(());
+    });
+    let (dir, rita, root) = deployment(&hooks, "\n[serve]\njob_interval = \"1s\"\n");
+    let (dir, rita, root) = (dir.path(), rita.as_str(), root.as_str());
+    let server = Server::start(dir, &dir.join("provision.toml"));
+    let url = server.url.as_str();
+
+    // The first scheduled run tells rita of the two memberships awaiting review, and holds there.
+    hook.recv_timeout(PATIENCE).expect("the scheduled run never delivered to the webhook");
+    let (status, _, refused) = server.call("POST", "/api/v1/jobs/run", root, Some(json!({})));
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("job-running")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("see GET /api/v1/jobs/1"), "{refused}");
+    let order = awaiting(url, rita, "u0");
+    let (status, _, approved) =
+        server.call("POST", "/api/v1/reviews/approve", rita, Some(json!({ "orders": [order] })));
+    assert_eq!((status, approved["orders"][0]["state"]["name"].as_str()), (200, Some("Pending")), "{approved}");
+    assert_eq!(job_run(url, rita, 1)["run"]["status"], "running", "the approve waited for the run");
+
+    hooks.release();
+    let deadline = Instant::now() + PATIENCE;
+    while !server.logged("scheduled job run done") {
+        assert!(Instant::now() < deadline, "the scheduled run did not end: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(job_run(url, rita, 1)["run"]["status"], "succeeded");
+    assert!(!server.logged("scheduled job run failed"), "{:?}", server.log.lock().unwrap());
     let log = server.log.clone();
     assert_eq!(server.terminate(), Some(0), "{:?}", log.lock().unwrap());
 }
