@@ -180,8 +180,8 @@ impl App {
     }
 
     /// Starts a job run on the job host, on a blocking thread, and answers as soon as the run
-    /// is recorded. A run already going in this server is a 409 `job-running` naming it, as is
-    /// one of another process (the job lock).
+    /// is recorded (or joined: an unfinished run of the same kind, another process's). A run
+    /// already going in this server, or one of another kind, is a 409 `job-running` naming it.
     async fn start_run(self: &Arc<Self>, step: v1::Step) -> Result<Started, ApiError> {
         let Ok(host) = self.jobs.clone().try_lock_owned() else { return Err(self.running_here().await) };
         let (started, recorded) = std::sync::mpsc::channel();
@@ -212,12 +212,9 @@ impl App {
 
     /// The refusal of a run while this server's job host is busy, naming the run that holds it.
     async fn running_here(self: &Arc<Self>) -> ApiError {
-        let holder = self.read(|store| Ok(store.job_lock()?)).await.ok().flatten();
-        let which = match holder {
-            Some(holder) => match holder.run {
-                Some(run) => format!("{holder}; see GET /api/v1/jobs/{run}"),
-                None => holder.to_string(),
-            },
+        let running = self.read(|store| Ok(store.running_run()?)).await.ok().flatten();
+        let which = match running {
+            Some(running) => format!("{running}; see GET /api/v1/jobs/{}", running.run),
             None => "a run that is starting".into(),
         };
         ApiError::new(
