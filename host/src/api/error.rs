@@ -17,7 +17,7 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
-    /// `bad-request`, `too-large`, `job-running` (another process holds the job lock; the
+    /// `bad-request`, `too-large`, `job-running` (a run is going here, or one of another kind is unfinished; the
     /// message names it), `lock-lost`, `internal`.
     pub code: &'static str,
     /// What went wrong.

@@ -412,7 +412,7 @@ async fn shutdown_signal() {
 }
 
 /// Runs the complete job every `serve.job_interval` until the server stops, on the job host. A
-/// tick that finds a job running (here, or another process's: the job lock) is skipped; people's
+/// tick that finds a job running (here, or one of another kind unfinished on the database) is skipped; people's
 /// actions never wait for either.
 async fn schedule(app: AppState) {
     let Some(every) = app.config.serve.job_interval else { return };
