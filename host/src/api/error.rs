@@ -18,7 +18,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
     /// `bad-request`, `too-large`, `job-running` (a run is going here, or one of another kind is unfinished; the
-    /// message names it), `lock-lost`, `internal`.
+    /// message names it), `lease-lost`, `internal`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
