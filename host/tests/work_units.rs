@@ -9,15 +9,15 @@
 //! (a request arriving, a log line, a process exiting).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 mod common;
+use common::hooks::Hooks;
 use common::{run, text};
 
 use serde_json::Value;
@@ -38,61 +38,12 @@ enum Event {
     Exited(&'static str, ExitStatus, String),
 }
 
-/// A webhook receiver that holds every request until released.
-struct Hooks {
-    port: u16,
-    open: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl Hooks {
-    fn start(events: Sender<Event>) -> Hooks {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new((Mutex::new(false), Condvar::new()));
-        let gate = open.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (gate, events) = (gate.clone(), events.clone());
-                std::thread::spawn(move || answer(stream, &gate, &events));
-            }
-        });
-        Hooks { port, open }
-    }
-
-    /// Answers held requests and every later one at once.
-    fn release(&self) {
-        let (open, changed) = &*self.open;
-        *open.lock().unwrap() = true;
-        changed.notify_all();
-    }
-}
-
-fn answer(mut stream: TcpStream, gate: &(Mutex<bool>, Condvar), events: &Sender<Event>) {
-    // Read the head, then the body it announces, so the client is never cut off mid-send.
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let _ = events.send(Event::Hook);
-    let (open, changed) = gate;
-    let mut released = open.lock().unwrap();
-    while !*released {
-        released = changed.wait(released).unwrap();
-    }
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+/// The shared held webhook receiver, reporting each request as [`Event::Hook`].
+fn hooks(events: &Sender<Event>) -> Hooks {
+    let events = Mutex::new(events.clone());
+    Hooks::start(true, move || {
+        let _ = events.lock().unwrap().send(Event::Hook);
+    })
 }
 
 /// Starts `provision ARGS` in `dir`, forwarding its stderr lines and its exit as events under
@@ -283,7 +234,7 @@ fn assert_one_after_the_other(runs: &[Value]) {
 #[test]
 fn a_second_run_of_the_same_kind_joins_the_first() {
     let (events, rx) = channel();
-    let hooks = Hooks::start(events.clone());
+    let hooks = hooks(&events);
     let dir = deployment(&HOOK_CONFIG.replace("PORT", &hooks.port.to_string()), &data(20, true));
     let dir = dir.path();
 
@@ -317,7 +268,7 @@ fn a_second_run_of_the_same_kind_joins_the_first() {
 #[test]
 fn a_run_of_another_kind_is_refused_naming_the_unfinished_run() {
     let (events, rx) = channel();
-    let hooks = Hooks::start(events.clone());
+    let hooks = hooks(&events);
     let dir = deployment(&HOOK_CONFIG.replace("PORT", &hooks.port.to_string()), &data(5, true));
     let dir = dir.path();
 
@@ -342,7 +293,7 @@ fn a_run_of_another_kind_is_refused_naming_the_unfinished_run() {
 #[test]
 fn with_wait_a_run_of_another_kind_starts_when_the_first_is_done() {
     let (events, rx) = channel();
-    let hooks = Hooks::start(events.clone());
+    let hooks = hooks(&events);
     let dir = deployment(&HOOK_CONFIG.replace("PORT", &hooks.port.to_string()), &data(20, true));
     let dir = dir.path();
 
@@ -492,7 +443,7 @@ fn a_killed_workers_units_are_taken_over_after_their_lease() {
 #[test]
 fn a_paused_worker_whose_lease_was_taken_over_writes_nothing_more() {
     let (events, rx) = channel();
-    let hooks = Hooks::start(events.clone());
+    let hooks = hooks(&events);
     let config = format!("{}\n[jobs]\nlease = \"2s\"\n", HOOK_CONFIG.replace("PORT", &hooks.port.to_string()));
     let dir = deployment(&config, &data(20, true));
     let dir = dir.path();
