@@ -160,7 +160,21 @@ fn an_approve_during_a_running_job_answers_before_the_job_ends() {
     assert_eq!(location.as_deref(), Some(format!("/api/v1/jobs/{run}").as_str()));
     assert_eq!(started["href"], format!("/api/v1/jobs/{run}"));
     hook.recv_timeout(PATIENCE).expect("the run never delivered to the webhook");
-    assert_eq!(job_run(url, rita, run)["run"]["status"], "running");
+    let live = job_run(url, rita, run);
+    assert_eq!(live["run"]["status"], "running");
+    // Its live progress: every step before notify done, with the counters its units recorded
+    // (the run's own counters are written when it ends); notify's one unit at work.
+    let progress = &live["progress"];
+    let steps: Vec<&str> = progress["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["synchronise", "compute", "fulfil", "synchronise", "notify"], "{live}");
+    assert_eq!((progress["at"].as_u64(), progress["at_work"].as_u64()), (Some(4), Some(1)), "{live}");
+    assert_eq!(progress["no_worker"], false, "{live}");
+    for step in &progress["steps"].as_array().unwrap()[..4] {
+        assert!(step["units"].as_u64() > Some(0) && step["units"] == step["done"], "{live}");
+    }
+    assert_eq!(progress["steps"][4]["claimed"], 1, "{live}");
+    assert_eq!(progress["steps"][1]["counters"]["superseded"], 1, "{live}");
+    assert_eq!(progress["steps"][1]["counters"]["orders_created"], 1, "{live}");
 
     // Another run now is refused, naming this one.
     let (status, _, refused) = call(url, "POST", "/api/v1/jobs/run", root, Some(json!({})));

@@ -419,6 +419,12 @@ fn a_killed_workers_units_are_taken_over_after_their_lease() {
     let claimed: i64 =
         db.query_row("SELECT COUNT(*) FROM work_units WHERE state = 'claimed'", [], |r| r.get(0)).unwrap();
     assert!(claimed > 0, "the killed run left no claimed unit");
+    // `job show` follows the run from outside: fulfil is part-way.
+    let shown = json(dir, &["job", "show", "1", "--json"]);
+    assert_eq!(shown["run"]["status"], "running", "{shown}");
+    let fulfil = &shown["progress"]["steps"][2];
+    assert_eq!(fulfil["step"], "fulfil", "{shown}");
+    assert!(fulfil["done"].as_u64() < fulfil["units"].as_u64(), "{shown}");
 
     let out = common::command(dir, &["job", "run", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -434,6 +440,16 @@ fn a_killed_workers_units_are_taken_over_after_their_lease() {
         db.query_row("SELECT COUNT(*) FROM work_units WHERE state IN ('ready', 'claimed')", [], |r| r.get(0)).unwrap();
     assert_eq!(open, 0, "units left open");
     assert_each_order_once(dir, 2000);
+    // Every step done, and the counters its units recorded, from both processes, add up to the
+    // run's own.
+    let shown = json(dir, &["job", "show", "1", "--json"]);
+    let steps = shown["progress"]["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["units"] == s["done"] && s["claimed"] == 0), "{shown}");
+    assert_eq!(shown["progress"]["no_worker"], false, "{shown}");
+    for counter in ["executed", "orders_created", "resumed", "verified"] {
+        let summed: u64 = steps.iter().map(|s| s["counters"][counter].as_u64().unwrap()).sum();
+        assert_eq!(Some(summed), runs[0]["counters"][counter].as_u64(), "{counter}: {shown}");
+    }
 }
 
 /// A worker paused (SIGSTOP) past its lease while it holds a unit (the notify unit, waiting

@@ -442,6 +442,27 @@ struct RunRow {
     run: JobRun,
     counters: String,
     holds: Vec<Hold>,
+    /// For a running run: its steps as they stand.
+    steps: Vec<StepRow>,
+    no_worker: bool,
+}
+
+struct StepRow {
+    step: String,
+    units: u64,
+    done: u64,
+    claimed: u64,
+    counters: String,
+}
+
+/// Counters by name, the non-zero ones, in words.
+fn counters_text(counters: &serde_json::Map<String, serde_json::Value>) -> String {
+    counters
+        .iter()
+        .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Template)]
@@ -453,6 +474,8 @@ struct JobsPage {
     operate: bool,
     simulation: Option<Simulation>,
     runs: Vec<RunRow>,
+    /// A run is going: the page reloads itself every few seconds to follow it.
+    refresh: bool,
 }
 
 async fn jobs(
@@ -462,19 +485,43 @@ async fn jobs(
     simulation: Option<Simulation>,
 ) -> Result<Html<String>, PageError> {
     caller.require(Capability::View)?;
-    let (runs, holds) = app.read(|store| Ok((store.job_runs(50)?, store.holds(None)?))).await?;
+    let (runs, holds, live) = app
+        .read(|store| {
+            let runs = store.job_runs(50)?;
+            let live = runs
+                .iter()
+                .filter(|run| run.status == "running")
+                .map(|run| crate::jobs::progress(store, run.id))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((runs, store.holds(None)?, live))
+        })
+        .await?;
     let runs = runs
         .into_iter()
-        .map(|run| RunRow {
-            counters: run
-                .counters
-                .iter()
-                .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
-                .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
-                .collect::<Vec<_>>()
-                .join(", "),
-            holds: holds.iter().filter(|h| h.run == run.id).cloned().collect(),
-            run,
+        .map(|run| {
+            let progress = live.iter().find(|p| p.run == run.id);
+            let steps = progress.map_or_else(Vec::new, |p| {
+                p.steps
+                    .iter()
+                    .map(|s| StepRow {
+                        step: s.step.clone(),
+                        units: s.units,
+                        done: s.done,
+                        claimed: s.claimed,
+                        counters: serde_json::to_value(&s.counters)
+                            .ok()
+                            .and_then(|v| v.as_object().map(counters_text))
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            });
+            RunRow {
+                counters: counters_text(&run.counters),
+                holds: holds.iter().filter(|h| h.run == run.id).cloned().collect(),
+                no_worker: progress.is_some_and(|p| p.no_worker),
+                steps,
+                run,
+            }
         })
         .collect();
     Ok(render(&JobsPage {
@@ -483,6 +530,7 @@ async fn jobs(
         message,
         operate: caller.may(Capability::Operate),
         simulation,
+        refresh: !live.is_empty(),
         runs,
     }))
 }

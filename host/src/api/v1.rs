@@ -395,15 +395,19 @@ async fn run_job(
         .into_response())
 }
 
-/// One run: its row (status, counters, message) and its holds.
+/// One run: its row (status, counters once it ended, message), its holds, and its live
+/// progress: per step of its plan the units planned, done and at work and the counters the done
+/// units recorded; `no_worker` when it is running but nobody holds any of its units.
 async fn job(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(run): PathOf<i64>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Capability::View)?;
-    let (run, holds) = app.read(move |store| Ok((store.job_run(run)?, store.holds(Some(run))?))).await?;
-    Ok(Json(json!({ "run": run, "holds": holds })))
+    let (run, holds, progress) = app
+        .read(move |store| Ok((store.job_run(run)?, store.holds(Some(run))?, crate::jobs::progress(store, run)?)))
+        .await?;
+    Ok(Json(json!({ "run": run, "holds": holds, "progress": progress })))
 }
 
 async fn resume(

@@ -55,6 +55,16 @@ pub enum JobCommand {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// One run, step by step: units planned, done and at work (any process's workers), and the
+    /// counters its done units recorded; while it runs, this is its live progress
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The run (see `job list`)
+        run: i64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Release the orders a run holds because a threshold was exceeded; the next run (or
     /// `job run --only fulfil`) fulfils them
     Resume {
@@ -109,6 +119,39 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
             };
             output::job_report(&report, json.json)?;
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_JOB_PROBLEMS) })
+        }
+        JobCommand::Show { config, run, json } => {
+            let host = open(&config)?;
+            let job = host.store.job_run(run)?;
+            let progress = provision::jobs::progress(&host.store, run)?;
+            if json.json {
+                return print_json(&serde_json::json!({ "run": job, "progress": progress }))
+                    .map(|()| ExitCode::SUCCESS);
+            }
+            println!("Run {run} ({}): {}", job.kind, job.status);
+            if progress.no_worker {
+                println!("No worker holds any of its units: the next `job run` or `serve` finishes it.");
+            }
+            let mut t = table(&["STEP", "UNITS", "DONE", "AT WORK", "COUNTERS"]);
+            for step in &progress.steps {
+                let counters = serde_json::to_value(&step.counters).unwrap_or_default();
+                let counters: Vec<String> = counters
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                t.row(vec![
+                    step.step.clone(),
+                    step.units.to_string(),
+                    step.done.to_string(),
+                    step.claimed.to_string(),
+                    counters.join(", "),
+                ]);
+            }
+            println!("{}", t.render());
+            Ok(ExitCode::SUCCESS)
         }
         JobCommand::List { config, limit, json } => {
             let host = open(&config)?;

@@ -334,6 +334,64 @@ fn report(store: &Store, run: i64) -> Result<JobReport, JobError> {
     Ok(report)
 }
 
+/// Where a run is, step by step, read from the database (any process's workers count): what
+/// `GET /api/v1/jobs/{run}`, the Jobs page and `job show` print.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunProgress {
+    /// The run.
+    pub run: i64,
+    /// Its status (`running` until its last step ends).
+    pub status: String,
+    /// The step it is at (the last with units), 0-based into `steps`.
+    pub at: usize,
+    /// Units claimed now by a live worker, over all steps.
+    pub at_work: u64,
+    /// Running, and no worker holds any of its units: it waits for `job run` or `serve` to take
+    /// it up (its process died or stopped).
+    pub no_worker: bool,
+    /// Each step of its plan.
+    pub steps: Vec<StepProgress>,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepProgress {
+    /// `synchronise`, `compute`, `fulfil`, ...
+    pub step: String,
+    /// Its units so far (a plan unit adds the rest when it is done).
+    pub units: u64,
+    /// Of those, done (or given up).
+    pub done: u64,
+    /// Of those, claimed now by a live worker.
+    pub claimed: u64,
+    /// The counters its done units recorded, summed.
+    pub counters: Counters,
+}
+
+/// The run's progress: see [`RunProgress`].
+pub fn progress(store: &Store, run: i64) -> Result<RunProgress, JobError> {
+    let status = store.job_run(run)?.status;
+    let phases = store.run_progress(run)?;
+    let mut counters = store.phase_counters(run)?.into_iter().peekable();
+    let mut steps = Vec::with_capacity(phases.len());
+    for (i, phase) in phases.into_iter().enumerate() {
+        let mut summed = Counters::default();
+        while let Some((_, map)) = counters.next_if(|(p, _)| usize::try_from(*p).is_ok_and(|p| p <= i)) {
+            summed.add(&serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default());
+        }
+        steps.push(StepProgress {
+            step: phase.step,
+            units: phase.units,
+            done: phase.done,
+            claimed: phase.claimed,
+            counters: summed,
+        });
+    }
+    let at = steps.iter().rposition(|s| s.units > 0).unwrap_or(0);
+    let at_work = steps.iter().map(|s| s.claimed).sum();
+    Ok(RunProgress { run, no_worker: status == "running" && at_work == 0, status, at, at_work, steps })
+}
+
 /// Shows the run's progress: per phase, units done of those planned so far, with an estimate
 /// of the time left; until the workers are done.
 fn watch(store: &Store, run: i64, progress: &ProgressBar, wake: &Wake) {

@@ -474,6 +474,33 @@ impl Store {
         Ok(phases)
     }
 
+    /// Per phase, the numeric counters of its done units summed by name (a run's live counters,
+    /// step by step; what a unit has not finished is not in them yet).
+    pub fn phase_counters(&self, run: i64) -> Result<Vec<(i64, serde_json::Map<String, serde_json::Value>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT phase, counters FROM work_units
+             WHERE run = ?1 AND state IN ('done', 'given-up') AND counters IS NOT NULL ORDER BY phase",
+        )?;
+        let mut rows = stmt.query([run])?;
+        let mut phases: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = Vec::new();
+        while let Some(row) = rows.next()? {
+            let phase: i64 = row.get(0)?;
+            let counters: serde_json::Map<String, serde_json::Value> =
+                from_json(&row.get::<_, String>(1)?, "unit counters")?;
+            if phases.last().is_none_or(|(p, _)| *p != phase) {
+                phases.push((phase, serde_json::Map::new()));
+            }
+            let Some((_, sum)) = phases.last_mut() else { continue };
+            for (name, value) in counters {
+                if let Some(n) = value.as_u64() {
+                    let total = sum.get(&name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    sum.insert(name, (total + n).into());
+                }
+            }
+        }
+        Ok(phases)
+    }
+
     /// Works on `fence`'s unit from now on: every write transaction checks it (none: no unit).
     pub fn set_fence(&mut self, fence: Option<Fence>) {
         self.fence = fence;
