@@ -151,6 +151,7 @@ pub(super) fn plan_unit(
             target: resource_type.to_string(),
             range: Some((lo, hi)),
             held: exceeded.is_some(),
+            page: None,
         });
         lo = hi;
     }

@@ -68,6 +68,7 @@ pub(super) fn plan_unit(
             target: connection.name.clone(),
             range: Some((lo, hi)),
             held: false,
+            page: None,
         });
         lo = hi;
     }

@@ -10,10 +10,13 @@ use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Order, ResourceContent};
 use crate::plugins::{Malformed, Resource};
-use crate::store::Transition;
+use crate::store::{ReadOn, Transition, Unit, UnitKind, UnitSpec};
 
 /// Pages one read may take before the host gives up on a connector that never ends.
-const MAX_PAGES: usize = 100_000;
+const MAX_PAGES: i64 = 100_000;
+/// Pages one unit reads before it hands the rest of the read to the next unit of its chain:
+/// what a worker that dies mid-read costs, at most.
+const PAGES_PER_UNIT: i64 = 20;
 /// Executed orders verified per transaction.
 const VERIFY_BATCH: usize = 1000;
 
@@ -22,13 +25,24 @@ pub fn synchronise(host: &mut Host, progress: &ProgressBar) -> Result<JobReport,
     super::work::run(host, Step::Synchronise, progress)
 }
 
-/// One unit: synchronises one resource type.
+/// How far a unit's read went.
+enum Read {
+    /// To its last page: every resource of the type is stored.
+    Done,
+    /// A next unit goes on from a cursor.
+    More,
+}
+
+/// One unit: synchronises one resource type, or the next pages of its read (a chain of units,
+/// [`PAGES_PER_UNIT`] pages each), then verifies its Executed orders after the last page.
 pub(super) fn unit(
     host: &mut Host,
-    resource_type: &str,
+    unit: &Unit,
     report: &mut JobReport,
+    spawn: &mut Vec<UnitSpec>,
     progress: &ProgressBar,
 ) -> Result<(), JobError> {
+    let resource_type = unit.target.as_str();
     let Some(connection) = host.config.resource_types.get(resource_type).map(|rt| rt.connection.clone()) else {
         return Ok(());
     };
@@ -42,37 +56,47 @@ pub(super) fn unit(
         return Ok(());
     }
     progress.set_message(format!("synchronise {resource_type}"));
-    if let Err(problem) = read_all(host, resource_type, &plugin, report, progress)? {
-        tracing::warn!(resource_type, "synchronisation failed: {problem}");
-        report.problems.push(format!("synchronise {resource_type}: {problem}"));
-        return Ok(());
+    match read_pages(host, unit, &plugin, report, spawn, progress)? {
+        Ok(Read::Done) => verify(host, resource_type, report),
+        Ok(Read::More) => Ok(()),
+        Err(problem) => {
+            tracing::warn!(resource_type, "synchronisation failed: {problem}");
+            report.problems.push(format!("synchronise {resource_type}: {problem}"));
+            Ok(())
+        }
     }
-    verify(host, resource_type, report)
 }
 
-/// Reads every page; only a complete read removes the resources it did not see. The inner
-/// error is a failed read, which leaves the previous actual state in place.
+/// Reads the unit's pages, and hands the read on to a next unit if there are more; only a
+/// complete read removes the resources it did not see. The inner error is a failed read, which
+/// leaves the previous actual state in place.
 ///
 /// A malformed resource (over a limit) fails alone: it is logged and reported, and the stored
 /// resource of its id or owner keeps its last good state, marked seen, so that it is neither
 /// removed nor taken for absent by compute; its owner's orders keep their state. One whose id
 /// is unusable cannot be matched to anything stored, so that read removes nothing.
-fn read_all(
+fn read_pages(
     host: &mut Host,
-    resource_type: &str,
+    unit: &Unit,
     plugin: &str,
     report: &mut JobReport,
+    spawn: &mut Vec<UnitSpec>,
     progress: &ProgressBar,
-) -> Result<Result<(), String>, JobError> {
-    let stamp = host.store.next_sync_stamp(resource_type)?;
+) -> Result<Result<Read, String>, JobError> {
+    let resource_type = unit.target.as_str();
+    let (stamp, mut cursor, mut unidentified, before) = match &unit.page {
+        Some(page) => (page.stamp, Some(page.cursor.clone()), page.partial, page.pages),
+        None => (host.store.next_sync_stamp(resource_type)?, None, false, 0),
+    };
+    if before >= MAX_PAGES {
+        return Ok(Err(format!("more than {MAX_PAGES} pages")));
+    }
     let connector = match isolate::available(host, plugin) {
         Ok(connector) => connector,
         Err(why) => return Ok(Err(why)),
     };
-    let mut cursor: Option<String> = None;
     let mut unwritten = Unwritten::default();
-    let mut unidentified = false;
-    for _ in 0..MAX_PAGES {
+    for _ in 0..PAGES_PER_UNIT {
         // The connector reads a page on a second thread while this one writes the page before.
         let (read, written) = std::thread::scope(|scope| {
             let read = scope.spawn(|| connector.read(resource_type, cursor.as_deref()));
@@ -115,11 +139,17 @@ fn read_all(
                 if !unidentified {
                     host.store.remove_unseen_resources(resource_type, stamp)?;
                 }
-                return Ok(Ok(()));
+                return Ok(Ok(Read::Done));
             }
         }
     }
-    Ok(Err(format!("more than {MAX_PAGES} pages")))
+    // More pages: this unit's last is stored, and the next unit of the chain goes on.
+    store_page(host, resource_type, &unwritten, stamp, report, progress)?;
+    let Some(cursor) = cursor else { return Ok(Ok(Read::Done)) };
+    let mut next = UnitSpec::new(UnitKind::Synchronise, resource_type);
+    next.page = Some(ReadOn { stamp, cursor, partial: unidentified, pages: before + PAGES_PER_UNIT });
+    spawn.push(next);
+    Ok(Ok(Read::More))
 }
 
 /// A page read but not yet written.

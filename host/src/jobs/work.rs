@@ -232,7 +232,7 @@ fn execute(host: &mut Host, unit: &Unit, leases: &Leases) {
         host.health = host.store.health()?;
         let hidden = ProgressBar::hidden();
         match unit.kind {
-            UnitKind::Synchronise => synchronise::unit(host, &unit.target, &mut report, &hidden),
+            UnitKind::Synchronise => synchronise::unit(host, unit, &mut report, &mut spawn, &hidden),
             UnitKind::ComputePlan => compute::plan_unit(host, unit, &mut report, &mut spawn),
             UnitKind::Compute => compute::range_unit(host, unit, &mut report),
             UnitKind::FulfilPlan => fulfil::plan_unit(host, unit, &mut report, &mut spawn),

@@ -39,7 +39,8 @@ pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{
-    Claim, Fence, MAX_CLAIMS, PhaseProgress, RunEnd, Running, Started, Unit, UnitKind, UnitResults, UnitSpec, renew,
+    Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, RunEnd, Running, Started, Unit, UnitKind, UnitResults, UnitSpec,
+    renew,
 };
 
 /// What can go wrong in the store.

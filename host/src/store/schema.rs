@@ -333,6 +333,17 @@ CREATE INDEX work_units_open ON work_units (run, phase, state);
 ALTER TABLE order_attempts ADD COLUMN unit INTEGER REFERENCES work_units (id);
 "#,
     ),
+    M::up(
+        r#"
+-- A read in pages is a chain of synchronise units: each goes on from `cursor` (the connector's
+-- cursor of its next page) with the read's `stamp`; `partial`: a page had a resource whose id
+-- was unusable, so the read removes nothing when it ends; `pages`: pages read before it.
+ALTER TABLE work_units ADD COLUMN cursor TEXT;
+ALTER TABLE work_units ADD COLUMN stamp INTEGER;
+ALTER TABLE work_units ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE work_units ADD COLUMN pages INTEGER NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -91,13 +91,30 @@ pub struct UnitSpec {
     pub range: Option<(i64, i64)>,
     /// Compute: a threshold holds the type's new orders.
     pub held: bool,
+    /// Synchronise: where the read goes on (none: from its first page).
+    pub page: Option<ReadOn>,
 }
 
 impl UnitSpec {
     /// A unit over a whole target.
     pub fn new(kind: UnitKind, target: impl Into<String>) -> UnitSpec {
-        UnitSpec { kind, target: target.into(), range: None, held: false }
+        UnitSpec { kind, target: target.into(), range: None, held: false, page: None }
     }
+}
+
+/// A synchronise unit that goes on with a read an earlier unit began: a read in pages is a
+/// chain of units, each a few pages, so a worker that dies mid-read costs its pages, not the
+/// read (the next claimant reads again from the unit's cursor; a page stored twice is the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOn {
+    /// The read's stamp: every resource it saw carries it, and the last page removes the others.
+    pub stamp: i64,
+    /// The connector's cursor of the next page.
+    pub cursor: String,
+    /// A page had a resource whose id was unusable: this read removes nothing.
+    pub partial: bool,
+    /// Pages the read took so far (a connector that never ends is stopped at a bound).
+    pub pages: i64,
 }
 
 /// A claimed unit.
@@ -117,6 +134,8 @@ pub struct Unit {
     pub range: Option<(i64, i64)>,
     /// Compute: a threshold holds the type's new orders.
     pub held: bool,
+    /// Synchronise: where the read goes on.
+    pub page: Option<ReadOn>,
     /// This claim's fencing token.
     pub fence: Fence,
     /// The unit was claimed before by a worker whose lease lapsed (killed, paused, stalled):
@@ -263,7 +282,7 @@ impl Store {
         }
         let candidates: Vec<Candidate> = tx
             .prepare_cached(
-                "SELECT id, kind, target, lo, hi, held, state, claims FROM work_units
+                "SELECT id, kind, target, lo, hi, held, state, claims, cursor, stamp, partial, pages FROM work_units
                  WHERE run = ?1 AND phase = ?2 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?3))
                  ORDER BY id LIMIT 64",
             )?
@@ -276,6 +295,12 @@ impl Store {
                     held: r.get(5)?,
                     taken_over: r.get::<_, String>(6)? == "claimed",
                     claims: r.get(7)?,
+                    page: match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
+                        (Some(cursor), Some(stamp)) => {
+                            Some(ReadOn { stamp, cursor, partial: r.get(10)?, pages: r.get(11)? })
+                        }
+                        _ => None,
+                    },
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -301,7 +326,7 @@ impl Store {
             )?
             .query_map([now], |r| Ok((r.get::<_, String>(0)?, usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0))))?
             .collect::<Result<_, _>>()?;
-        for Candidate { id, kind, target, range, held, taken_over, claims } in candidates {
+        for Candidate { id, kind, target, range, held, taken_over, claims, page } in candidates {
             let kind = UnitKind::from_name(&kind)?;
             if claims >= MAX_CLAIMS {
                 // Its work failed (or killed its worker) every time: given up, so the run ends.
@@ -341,6 +366,7 @@ impl Store {
                 target,
                 range,
                 held,
+                page,
                 fence: Fence { unit: id, token },
                 taken_over,
             })));
@@ -553,6 +579,7 @@ struct Candidate {
     /// Claimed before, its lease lapsed.
     taken_over: bool,
     claims: i64,
+    page: Option<ReadOn>,
 }
 
 /// How a run ends (after its last phase).
@@ -607,11 +634,25 @@ fn running(conn: &rusqlite::Connection) -> Result<Option<Running>> {
 
 fn insert_units(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, units: &[UnitSpec]) -> Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO work_units (run, phase, kind, target, lo, hi, held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO work_units (run, phase, kind, target, lo, hi, held, cursor, stamp, partial, pages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for unit in units {
         let (lo, hi) = unit.range.unzip();
-        stmt.execute(params![run, phase, unit.kind.name(), unit.target, lo, hi, unit.held])?;
+        let page = unit.page.as_ref();
+        stmt.execute(params![
+            run,
+            phase,
+            unit.kind.name(),
+            unit.target,
+            lo,
+            hi,
+            unit.held,
+            page.map(|p| &p.cursor),
+            page.map(|p| p.stamp),
+            page.is_some_and(|p| p.partial),
+            page.map_or(0, |p| p.pages)
+        ])?;
     }
     Ok(())
 }
