@@ -1,13 +1,13 @@
 //! Real servers the tests start on loopback: an SMTP server (aiosmtpd, from the virtual
 //! environment `tests/setup.sh` makes) writing what it receives to a maildir, and a webhook
 //! receiver recording every request, and a relay that records what goes over the wire and can
-//! make a server go away mid-run.
+//! make a server go away mid-run, and a slow but concurrent SCIM service.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -442,6 +442,69 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, usize)> {
                 .and_then(|value| value.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             wanted = Some((end + 4, end + 4 + length));
+        }
+    }
+}
+
+/// A SCIM service that is slow but concurrent: every request is answered after a fixed delay,
+/// on one of 32 threads; it counts the users created and remembers the most requests it ever
+/// had in flight (a managed system that answers after a latency, for per-connection
+/// concurrency's test and benchmark).
+pub struct SlowScim {
+    server: Arc<tiny_http::Server>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The most requests in flight at once.
+    pub most: Arc<AtomicUsize>,
+    /// Users created (POST /Users).
+    pub created: Arc<AtomicUsize>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl SlowScim {
+    /// Starts it; each request is answered `delay` after it arrived.
+    pub fn start(delay: Duration) -> SlowScim {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the slow SCIM server"));
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let (most, created, now) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..32)
+            .map(|_| {
+                let (server, most, created, now) = (server.clone(), most.clone(), created.clone(), now.clone());
+                std::thread::spawn(move || {
+                    while let Ok(mut request) = server.recv() {
+                        let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(in_flight, Ordering::SeqCst);
+                        let mut body = String::new();
+                        let _ = request.as_reader().read_to_string(&mut body);
+                        std::thread::sleep(delay);
+                        let (status, answer) = match (request.method(), request.url()) {
+                            (tiny_http::Method::Post, "/Users") => {
+                                let n = created.fetch_add(1, Ordering::SeqCst);
+                                (201, format!(r#"{{"id":"u{n}"}}"#))
+                            }
+                            (tiny_http::Method::Get, url) if url.starts_with("/Users") => {
+                                (200, r#"{"totalResults":0,"Resources":[]}"#.to_string())
+                            }
+                            _ => (404, "{}".to_string()),
+                        };
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        let _ = request.respond(tiny_http::Response::from_string(answer).with_status_code(status));
+                    }
+                })
+            })
+            .collect();
+        SlowScim { server, threads, most, created, port }
+    }
+}
+
+impl Drop for SlowScim {
+    fn drop(&mut self) {
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }

@@ -3,75 +3,18 @@
 //! on many threads and counts how many are in flight. With `concurrency = 4` the batches go out
 //! four at a time (throughput grows), and never more than `concurrency` requests are in flight.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use provision::model::ProvisioningState;
 use provision::store::OrderFilter;
 use provision_tests::Deployment;
+use provision_tests::servers::SlowScim;
 
 /// Each request waits this long before its answer.
 const DELAY: Duration = Duration::from_millis(50);
 const ORDERS: usize = 48;
 const BATCH: usize = 4;
-
-/// A SCIM service that is slow but concurrent: every request is answered after [`DELAY`], on
-/// one of many threads; it remembers the most requests it ever had in flight.
-struct SlowScim {
-    server: Arc<tiny_http::Server>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    most: Arc<AtomicUsize>,
-    created: Arc<AtomicUsize>,
-    port: u16,
-}
-
-impl SlowScim {
-    fn start() -> SlowScim {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let (most, created, now) =
-            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let threads = (0..32)
-            .map(|_| {
-                let (server, most, created, now) = (server.clone(), most.clone(), created.clone(), now.clone());
-                std::thread::spawn(move || {
-                    while let Ok(mut request) = server.recv() {
-                        let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(in_flight, Ordering::SeqCst);
-                        let mut body = String::new();
-                        let _ = request.as_reader().read_to_string(&mut body);
-                        std::thread::sleep(DELAY);
-                        let (status, answer) = match (request.method(), request.url()) {
-                            (tiny_http::Method::Post, "/Users") => {
-                                let n = created.fetch_add(1, Ordering::SeqCst);
-                                (201, format!(r#"{{"id":"u{n}"}}"#))
-                            }
-                            (tiny_http::Method::Get, url) if url.starts_with("/Users") => {
-                                (200, r#"{"totalResults":0,"Resources":[]}"#.to_string())
-                            }
-                            _ => (404, "{}".to_string()),
-                        };
-                        now.fetch_sub(1, Ordering::SeqCst);
-                        let _ = request.respond(tiny_http::Response::from_string(answer).with_status_code(status));
-                    }
-                })
-            })
-            .collect();
-        SlowScim { server, threads, most, created, port }
-    }
-}
-
-impl Drop for SlowScim {
-    fn drop(&mut self) {
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
 
 fn deployment(port: u16, concurrency: usize) -> Deployment {
     let config = format!(
@@ -117,7 +60,7 @@ connection = "saas"
 /// Runs fulfil alone over the Pending orders; returns how long it took and the most requests
 /// the server had in flight.
 fn fulfil_at(concurrency: usize) -> (Duration, usize) {
-    let scim = SlowScim::start();
+    let scim = SlowScim::start(DELAY);
     let deployment = deployment(scim.port, concurrency);
     let mut host = deployment.host();
     deployment.import(&mut host, "data.toml", false);

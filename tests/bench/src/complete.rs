@@ -5,7 +5,7 @@
 //! ≤ 1.5x that at 100 000; orders per second ≥ 50% of the storage ceiling (printed by `all`).
 //!
 //! Peak memory is a property of a process, so every run is a process of its own: the bench runs
-//! itself as `complete-child N DIR CACHE`, which builds a deployment in DIR (config as TOML,
+//! itself as `complete-child N WORKERS DIR CACHE`, which builds a deployment in DIR (config as TOML,
 //! the bundled `file-connector` and `classification-review`, compiled components from the
 //! shared CACHE), loads N identities with one assignment each through the store's own bulk
 //! functions in chunks, runs the job, checks that all N orders are Verified, and prints one JSON
@@ -21,6 +21,8 @@
 //!
 //! `BENCH_COMPLETE_N` (comma-separated, e.g. `2000,20000`) replaces the default N list;
 //! `BENCH_COMPLETE_RUNS` sets the runs per N (default: 3, and 1 from 1 000 000 orders on).
+//! `BENCH_COMPLETE_WORKERS` (comma-separated, default `1,2`) the `[runtime] workers` each N is
+//! run with; the ratios (memory, storage ceiling) use the first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ use crate::report::{Samples, fmt, header};
 pub const CHILD: &str = "complete-child";
 /// Orders per run when `BENCH_COMPLETE_N` is not set.
 const DEFAULT_N: &[usize] = &[100_000, 1_000_000];
+/// Worker threads per run when `BENCH_COMPLETE_WORKERS` is not set.
+const DEFAULT_WORKERS: &[usize] = &[1, 2];
 /// Runs per N when `BENCH_COMPLETE_RUNS` is not set: 3, and 1 for N at or above this (a run
 /// of 1 000 000 orders takes minutes).
 const LONG_RUN: usize = 1_000_000;
@@ -56,7 +60,7 @@ const RESOURCE_TYPE: &str = "SaaS_Account";
 /// by the classification rule (`basic` needs no review, so orders go straight to Pending). No
 /// thresholds (none by default), so no run is held; limits per call above the defaults so that
 /// a slow disk does not fail a batch.
-fn config_text(cache: &Path) -> String {
+fn config_text(cache: &Path, workers: usize) -> String {
     let cache = serde_json::to_string(&cache.display().to_string()).expect("a path as a TOML string");
     format!(
         r#"[database]
@@ -64,6 +68,7 @@ path = "provision.db"
 
 [runtime]
 cache_dir = {cache}
+workers = {workers}
 
 [entity_types.{ENTITY_TYPE}]
 display_name = "Directory user"
@@ -120,6 +125,7 @@ struct RunResult {
 /// The orders per second of the runs, per N (for the ratio to the storage ceiling).
 pub fn run() -> Vec<(usize, Samples)> {
     let ns = env_list("BENCH_COMPLETE_N").unwrap_or_else(|| DEFAULT_N.to_vec());
+    let workers = env_list("BENCH_COMPLETE_WORKERS").unwrap_or_else(|| DEFAULT_WORKERS.to_vec());
     let runs_env = std::env::var("BENCH_COMPLETE_RUNS").ok().map(|v| {
         v.trim().parse::<usize>().ok().filter(|r| *r > 0).expect("BENCH_COMPLETE_RUNS: a number of runs, at least 1")
     });
@@ -128,18 +134,18 @@ pub fn run() -> Vec<(usize, Samples)> {
     let cache = root.path().join("cache");
 
     eprintln!("complete: warm-up run of {WARM_UP} orders (fills the compiled-component cache)");
-    let warm = child_run(WARM_UP, root.path(), &cache);
+    let warm = child_run(WARM_UP, 1, root.path(), &cache);
     eprintln!("complete: warm-up done, {} orders/s", fmt(warm.orders_per_second));
 
-    let mut results: Vec<(usize, Vec<RunResult>)> = Vec::new();
-    for &n in &ns {
+    let mut results: Vec<((usize, usize), Vec<RunResult>)> = Vec::new();
+    for (&n, &w) in ns.iter().flat_map(|n| workers.iter().map(move |w| (n, w))) {
         let runs = runs_of(n);
         let mut done = Vec::new();
         for r in 1..=runs {
-            eprintln!("complete: N = {}, run {r}/{runs}", count(n));
-            let result = child_run(n, root.path(), &cache);
+            eprintln!("complete: N = {}, workers = {w}, run {r}/{runs}", count(n));
+            let result = child_run(n, w, root.path(), &cache);
             eprintln!(
-                "complete: N = {}, run {r}/{runs}: setup {:.1} s, job {:.1} s = {} orders/s, peak RSS {} MiB",
+                "complete: N = {}, workers = {w}, run {r}/{runs}: setup {:.1} s, job {:.1} s = {} orders/s, peak RSS {} MiB",
                 count(n),
                 result.setup_seconds,
                 result.job_seconds,
@@ -148,20 +154,21 @@ pub fn run() -> Vec<(usize, Samples)> {
             );
             done.push(result);
         }
-        results.push((n, done));
+        results.push(((n, w), done));
     }
 
     let runs_text = ns.iter().map(|&n| format!("{} at {}", runs_of(n), count(n))).collect::<Vec<_>>().join(", ");
+    let workers_text = workers.iter().map(usize::to_string).collect::<Vec<_>>().join(" and ");
     header(&format!(
         "Complete job: N new assignments to N Verified orders (compute → review rule component → file \
-         connector component → history → synchronise); one process per run; runs: {runs_text}"
+         connector component → history → synchronise); one process per run; workers: {workers_text}; runs: {runs_text}"
     ));
     let samples = |runs: &[RunResult], f: &dyn Fn(&RunResult) -> f64| Samples::new(runs.iter().map(f).collect());
     let mut speeds = Vec::new();
     let mut peaks = Vec::new();
     let mut job_peaks = Vec::new();
-    for (n, runs) in &results {
-        let n_text = count(*n);
+    for ((n, w), runs) in &results {
+        let n_text = format!("{}, workers = {w}", count(*n));
         let speed = samples(runs, &|r| r.orders_per_second);
         println!("{}", speed.row(&format!("orders per second, N = {n_text}"), "/s"));
         println!("{}", samples(runs, &|r| r.job_seconds).row(&format!("job, N = {n_text}"), "s"));
@@ -175,19 +182,23 @@ pub fn run() -> Vec<(usize, Samples)> {
         if runs.iter().all(|r| r.job_peak_kib.is_some()) {
             let job_peak = samples(runs, &|r| r.job_peak_kib.unwrap_or_default() / 1024.0);
             println!("{}", job_peak.row(&format!("peak RSS during the job, N = {n_text}"), "MiB"));
-            job_peaks.push((*n, job_peak.median()));
+            if *w == workers[0] {
+                job_peaks.push((*n, job_peak.median()));
+            }
         }
-        peaks.push((*n, peak.median()));
-        speeds.push((*n, speed));
+        if *w == workers[0] {
+            peaks.push((*n, peak.median()));
+            speeds.push((*n, speed));
+        }
     }
     println!();
-    for (n, runs) in &results {
+    for ((n, w), runs) in &results {
         // The steps of the median run (by speed).
         let mut by_speed: Vec<&RunResult> = runs.iter().collect();
         by_speed.sort_by(|a, b| a.orders_per_second.total_cmp(&b.orders_per_second));
         let median = by_speed[by_speed.len() / 2];
         let steps = median.steps.iter().map(|(step, s)| format!("{step} {} s", fmt(*s))).collect::<Vec<_>>().join(", ");
-        println!("where the time goes at N = {} (median run): {steps}", count(*n));
+        println!("where the time goes at N = {}, workers = {w} (median run): {steps}", count(*n));
     }
     for (what, list) in [("peak RSS", &peaks), ("peak RSS during the job", &job_peaks)] {
         if let (Some((small_n, small)), Some((large_n, large))) = (list.first(), list.last())
@@ -226,12 +237,13 @@ fn env_list(name: &str) -> Option<Vec<usize>> {
 }
 
 /// Runs one child process on a fresh directory and reads its result line.
-fn child_run(n: usize, root: &Path, cache: &Path) -> RunResult {
+fn child_run(n: usize, workers: usize, root: &Path, cache: &Path) -> RunResult {
     let dir = tempfile::tempdir_in(root).expect("a directory for the run");
     let exe = std::env::current_exe().expect("the bench's own executable");
     let output = Command::new(exe)
         .arg(CHILD)
         .arg(n.to_string())
+        .arg(workers.to_string())
         .arg(dir.path())
         .arg(cache)
         .stdin(Stdio::null())
@@ -263,26 +275,27 @@ fn child_run(n: usize, root: &Path, cache: &Path) -> RunResult {
     }
 }
 
-/// The child: `complete-child N DIR CACHE`. Sets up, runs and checks the job; prints one JSON
+/// The child: `complete-child N WORKERS DIR CACHE`. Sets up, runs and checks the job; prints one JSON
 /// line; exits non-zero (after saying why on stderr) if the job did not carry all N orders to
 /// Verified.
 pub fn child(args: &[String]) {
-    let [n, dir, cache] = args else {
-        eprintln!("usage: {CHILD} N DIR CACHE");
+    let [n, workers, dir, cache] = args else {
+        eprintln!("usage: {CHILD} N WORKERS DIR CACHE");
         std::process::exit(2);
     };
     let n: usize = n.parse().expect("N: a number of orders");
+    let workers: usize = workers.parse().expect("WORKERS: a number of worker threads");
     let dir = PathBuf::from(dir);
     let cache = PathBuf::from(cache);
-    if let Err(problem) = child_job(n, &dir, &cache) {
+    if let Err(problem) = child_job(n, workers, &dir, &cache) {
         eprintln!("complete: N = {n}: {problem}");
         std::process::exit(1);
     }
 }
 
-fn child_job(n: usize, dir: &Path, cache: &Path) -> Result<(), String> {
+fn child_job(n: usize, workers: usize, dir: &Path, cache: &Path) -> Result<(), String> {
     let config_path = dir.join("provision.toml");
-    std::fs::write(&config_path, config_text(cache)).map_err(|e| format!("write the config: {e}"))?;
+    std::fs::write(&config_path, config_text(cache, workers)).map_err(|e| format!("write the config: {e}"))?;
     std::fs::create_dir_all(dir.join("managed")).map_err(|e| format!("create the managed directory: {e}"))?;
 
     let started = Instant::now();
@@ -420,6 +433,16 @@ fn rusage_maxrss_kib() -> i64 {
     usage.ru_maxrss
 }
 
+/// The step a progress message names: `run 1: fulfil (3 of 5 steps; 2 units at work)` is
+/// `fulfil (3 of 5)`; the units at work change within a step.
+fn step_of(message: &str) -> String {
+    let message = message.split_once(": ").map_or(message, |(_, rest)| rest);
+    match message.split_once(" steps;") {
+        Some((step, _)) => format!("{step})"),
+        None => message.to_string(),
+    }
+}
+
 /// Times the job's steps by watching the progress bar's message (each step sets its own).
 struct StepWatcher {
     stop: Arc<AtomicBool>,
@@ -433,9 +456,9 @@ impl StepWatcher {
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             // Before the first step sets its message: the run's start (the bar's message is empty).
-            let mut steps: Vec<(String, Instant)> = vec![(bar.message(), Instant::now())];
+            let mut steps: Vec<(String, Instant)> = vec![(step_of(&bar.message()), Instant::now())];
             while !stopped.load(Ordering::Relaxed) {
-                let message = bar.message();
+                let message = step_of(&bar.message());
                 if steps.last().is_some_and(|(last, _)| *last != message) {
                     steps.push((message, Instant::now()));
                 }

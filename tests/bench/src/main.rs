@@ -1,7 +1,7 @@
 //! The benchmark suite. Every figure is measured in the same run on the same machine, as the
 //! median, min and max of several runs, and compared as a ratio:
 //!
-//!     cargo run --release --manifest-path tests/bench/Cargo.toml -- [storage|complete|rule|startup|all]
+//!     cargo run --release --manifest-path tests/bench/Cargo.toml -- [storage|complete|approve|concurrency|rule|startup|all]
 //!
 //! - `storage`: the storage ceiling, batched SQLite writes of a state change and its history
 //!   row on the product's schema, without the host around them;
@@ -10,10 +10,16 @@
 //!   1 000 000 orders, each run a process of its own: orders per second and peak memory
 //!   (`BENCH_COMPLETE_N` and `BENCH_COMPLETE_RUNS` change the sizes and runs); with `all`, also
 //!   as a percentage of the storage ceiling;
+//! - `approve`: a reviewer's approve over the API while a complete job over 100 000 orders runs
+//!   in the server (`BENCH_APPROVE_N`): p50 / p99 / max latency, against an idle server;
+//! - `concurrency`: orders per second against a managed system answering in 50 ms, at
+//!   `concurrency` 1, 4 and 16, with the process's CPU share;
 //! - `rule`: one review rule four ways, per order;
 //! - `startup`: loading the bundled plugins cold (compiling) and warm (compiled cache).
 
+mod approve;
 mod complete;
+mod concurrency;
 mod report;
 mod rule;
 mod startup;
@@ -23,6 +29,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(complete::CHILD) {
         complete::child(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some(approve::CHILD) {
+        approve::child(&args[2..]);
         return;
     }
     let what = args.get(1).cloned().unwrap_or_else(|| "all".into());
@@ -46,6 +56,14 @@ fn main() {
             }
         }
     }
+    if all || what == "approve" {
+        known = true;
+        approve::run();
+    }
+    if all || what == "concurrency" {
+        known = true;
+        concurrency::run();
+    }
     if all || what == "rule" {
         known = true;
         rule::run();
@@ -55,7 +73,7 @@ fn main() {
         startup::run();
     }
     if !known {
-        eprintln!("unknown benchmark `{what}`: storage, complete, rule, startup or all");
+        eprintln!("unknown benchmark `{what}`: storage, complete, approve, concurrency, rule, startup or all");
         std::process::exit(2);
     }
 }
