@@ -176,3 +176,56 @@ fn a_malformed_resource_under_a_new_id_keeps_its_owners_resource() {
     assert_eq!(report.counters.orders_created, 0, "{:?}", report.counters);
     assert_eq!(stored_ids(&deployment), ["alice", "bob", "carol"]);
 }
+
+/// A read longer than one unit's pages is a chain of units carrying one stamp: what the first
+/// units saw is kept when the last page removes the unseen, and what vanished from the managed
+/// system is taken for absent once the whole read has ended, and only that.
+#[test]
+fn a_read_of_many_pages_is_a_chain_of_units_that_removes_only_what_the_whole_read_missed() {
+    let deployment = Deployment::quickstart();
+    let config = std::fs::read_to_string(deployment.config_path()).expect("config");
+    deployment.set_config(&config.replace("dir = \"/data\"", "dir = \"/data\"\npage-size = 1"));
+    const PEOPLE: usize = 45; // one resource a page: three units of at most 20 pages
+    let mut data = String::new();
+    for n in 0..PEOPLE {
+        data.push_str(&format!(
+            "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"user{n:02}\"\n\n[[assignments]]\nidentity = \"user{n:02}\"\nresource_type = \"SaaS_Account\"\nattributes = {{ userName = \"user{n:02}\" }}\n\n"
+        ));
+    }
+    deployment.write("many.toml", data);
+    let mut host = deployment.host();
+    deployment.import(&mut host, "many.toml", false);
+    let first = complete(&mut host);
+    assert_eq!(first.counters.verified, PEOPLE as u64, "{first:?}");
+
+    let second = complete(&mut host);
+    assert!(second.problems.is_empty(), "{:?}", second.problems);
+    assert_eq!(second.counters.orders_created, 0, "nothing a first unit of the chain saw was taken for absent");
+    let everyone: Vec<String> = (0..PEOPLE).map(|n| format!("user{n:02}")).collect();
+    assert_eq!(stored_ids(&deployment), everyone);
+    let db = sqlite(&deployment.path("provision.db"));
+    let chain: Vec<(i64, Option<i64>)> = db
+        .prepare(
+            "SELECT pages, stamp FROM work_units WHERE run = ?1 AND kind = 'synchronise' AND target = 'SaaS_Account'
+             ORDER BY id",
+        )
+        .expect("query")
+        .query_map([second.run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("units");
+    // The complete job synchronises before compute and after fulfil: two reads, two chains.
+    assert_eq!(chain.iter().map(|(pages, _)| *pages).collect::<Vec<_>>(), [0, 20, 40, 0, 20, 40], "{chain:?}");
+    assert!(chain[1].1.is_some() && chain[1].1 == chain[2].1, "one stamp for the whole read: {chain:?}");
+    assert!(chain[4].1 == chain[5].1 && chain[4].1 > chain[1].1, "a stamp per read: {chain:?}");
+
+    // One account is deleted behind the host's back: the read takes it, and only it, for
+    // absent, and the run provisions it again.
+    plant(&deployment, "user07", "deleted", "");
+    let third = complete(&mut host);
+    assert_eq!(third.counters.orders_created, 1, "{third:?}");
+    let again: Vec<_> = saas(&host).into_iter().filter(|o| o.owner == "user07").collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!((again[1].change.kind, again[1].state), (ChangeKind::Added, ProvisioningState::Verified));
+    assert_eq!(stored_ids(&deployment), everyone);
+}
