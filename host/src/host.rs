@@ -167,10 +167,11 @@ impl Host {
         let path = self.config.database.display().to_string();
         let store_error = |source| OpenError::Store { path: path.clone(), source };
         let file = self.store.path().ok_or_else(|| {
-            store_error(StoreError::Unknown("an in-memory database cannot be opened a second time".into()))
+            store_error(StoreError::Unavailable("an in-memory database cannot be opened a second time".into()))
         })?;
-        let store =
+        let mut store =
             if self.simulation { Store::open_read_only(&file) } else { Store::open(&file) }.map_err(store_error)?;
+        store.set_clock(self.store.clock());
         let health = store.health().map_err(store_error)?;
         Ok(Host {
             config: self.config.clone(),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::jobs::JobError;
 use crate::operators::ActionError;
-use crate::store::StoreError;
+use crate::store::{ErrorKind, StoreError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,7 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
     /// `bad-request`, `too-large`, `job-running` (a run is going here, or one of another kind is unfinished; the
-    /// message names it), `lease-lost`, `internal`.
+    /// message names it), `lease-lost`, `unavailable` (the database is busy or unreachable: try again),
+    /// `internal`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -74,9 +75,11 @@ impl From<ActionError> for ApiError {
             ActionError::OwnOrder { .. } => ApiError::new(StatusCode::FORBIDDEN, "own-order", error.to_string()),
             ActionError::NoSuchOrder(_) => ApiError::not_found(error.to_string()),
             ActionError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-            ActionError::NoOrders | ActionError::Missing(_) | ActionError::TooLong(_) => {
-                ApiError::bad_request(error.to_string())
-            }
+            ActionError::NoOrders
+            | ActionError::Missing(_)
+            | ActionError::TooLong(_)
+            | ActionError::UnknownName { .. }
+            | ActionError::Invalid(_) => ApiError::bad_request(error.to_string()),
             ActionError::Store(store) => store.into(),
         }
     }
@@ -84,14 +87,18 @@ impl From<ActionError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NoSuchOrder(_) => ApiError::not_found(error.to_string()),
-            StoreError::Refused { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-            StoreError::Unknown(message) if message.starts_with("there is no") => ApiError::not_found(message),
-            StoreError::Unknown(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            StoreError::TooLong(_) => ApiError::bad_request(error.to_string()),
-            StoreError::LeaseLost => ApiError::new(StatusCode::CONFLICT, "lease-lost", error.to_string()),
-            other => ApiError::internal(other),
+        match error.kind() {
+            ErrorKind::NotFound => ApiError::not_found(error.to_string()),
+            // A transition the machine refused conflicts with the order's state; other refusals
+            // are the request's own fault.
+            ErrorKind::Refused if matches!(error, StoreError::Refused { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            ErrorKind::Refused => ApiError::bad_request(error.to_string()),
+            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            ErrorKind::LeaseLost => ApiError::new(StatusCode::CONFLICT, "lease-lost", error.to_string()),
+            ErrorKind::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()),
+            ErrorKind::Internal => ApiError::internal(error),
         }
     }
 }

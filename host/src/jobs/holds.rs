@@ -17,7 +17,7 @@ fn held(host: &Host, run: i64) -> Result<(), JobError> {
             Some(h) => format!("run {run} was already {}", h.status),
             None => format!("run {run} holds nothing (no threshold was exceeded)"),
         };
-        return Err(JobError::Store(StoreError::Unknown(why)));
+        return Err(JobError::Store(StoreError::Conflict(why)));
     }
     Ok(())
 }
@@ -33,7 +33,7 @@ pub fn cancel(host: &mut Host, run: i64, actor: &str) -> Result<usize, JobError>
     held(host, run)?;
     // Its compute may still be creating held orders, which a cancel now would miss.
     if host.store.job_run(run)?.status == "running" {
-        return Err(JobError::Store(StoreError::Unknown(format!(
+        return Err(JobError::Store(StoreError::Conflict(format!(
             "run {run} is still running; cancel its held orders once it has ended"
         ))));
     }

@@ -1,5 +1,5 @@
 //! Renewing the leases of the units this process's workers hold, from one thread with its own
-//! SQLite connection, every third of the lease: a long plugin call or a slow batch never lets a
+//! database connection ([`Renewer`]), every third of the lease: a long plugin call or a slow batch never lets a
 //! lease lapse. The thread lives and dies with the process, so it never keeps a dead worker's
 //! unit alive; a paused process (SIGSTOP) pauses it too, and its units lapse.
 //!
@@ -7,14 +7,13 @@
 //! that worker's `lease_lost`: the worker stops before its next chunk, and the store refuses
 //! its writes in any case (`StoreError::LeaseLost`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::store::Fence;
+use crate::store::{Fence, Renewer};
 
 /// The units held now, with their worker's lost flag.
 type Held = Arc<Mutex<Vec<(Fence, Arc<AtomicBool>)>>>;
@@ -27,15 +26,16 @@ pub(super) struct Leases {
 }
 
 impl Leases {
-    /// Starts renewing on `path` (none: an in-memory database, which no other process sees).
-    pub(super) fn start(path: Option<PathBuf>, lease: Duration) -> Leases {
+    /// Starts renewing through `renewer` (none: an in-memory database, which no other process
+    /// sees).
+    pub(super) fn start(renewer: Option<Renewer>, lease: Duration) -> Leases {
         let held: Held = Arc::default();
-        let Some(path) = path else { return Leases { held, stop: None, thread: None } };
+        let Some(renewer) = renewer else { return Leases { held, stop: None, thread: None } };
         let (stop, stopped) = std::sync::mpsc::channel();
         let renewed = held.clone();
         let thread = std::thread::Builder::new()
             .name("lease-renewer".into())
-            .spawn(move || renew_all(&path, lease, &renewed, &stopped))
+            .spawn(move || renew_all(&renewer, lease, &renewed, &stopped))
             .map_err(|error| {
                 // The workers' writes still check their leases: without renewals, a unit longer
                 // than the lease is taken over and its writes refused, never doubled.
@@ -66,23 +66,15 @@ impl Drop for Leases {
     }
 }
 
-fn renew_all(path: &std::path::Path, lease: Duration, held: &Held, stopped: &Receiver<()>) {
+fn renew_all(renewer: &Renewer, lease: Duration, held: &Held, stopped: &Receiver<()>) {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
     let every = lease / 3;
-    let conn = match rusqlite::Connection::open(path) {
-        Ok(conn) => conn,
-        Err(error) => {
-            tracing::error!("the lease renewer cannot open the database: {error}");
-            return;
-        }
-    };
-    let _ = conn.busy_timeout(every);
     loop {
         match stopped.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {
                 let units: Vec<(Fence, Arc<AtomicBool>)> = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 for (fence, lost) in units {
-                    match crate::store::renew(&conn, fence, lease_ms) {
+                    match renewer.renew(fence, lease_ms) {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::error!(

@@ -60,7 +60,7 @@ pub(super) fn run(host: &mut Host, step: Step, progress: &ProgressBar) -> Result
     if let Some(started) = &host.on_run_started {
         let _ = started.send(run); // nobody listening any more is no reason to stop the run
     }
-    let leases = Leases::start(host.store.path(), host.config.jobs.lease);
+    let leases = Leases::start(host.store.renewer()?, host.config.jobs.lease);
     let owner = format!("{}:{}", hostname(), std::process::id());
     let mut siblings = Vec::new();
     for _ in 1..host.config.jobs.workers.max(1) {

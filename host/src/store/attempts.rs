@@ -17,7 +17,6 @@ pub struct Attempt {
     /// The event that ended it (`connector-ok`, ...), `interrupted` or `not-sent`.
     pub outcome: Option<String>,
 }
-use crate::model::now_ms;
 
 impl Store {
     /// Records an attempt for each order, about to be sent through `connection` by the worker
@@ -29,7 +28,7 @@ impl Store {
         job_run: Option<i64>,
         unit: Option<i64>,
     ) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         for order in orders {
             tx.prepare_cached(
@@ -58,7 +57,7 @@ impl Store {
     /// Closes the open attempts of orders that were not sent after all (their plugin failed on
     /// the whole batch, or was disabled): they stay Pending.
     pub fn finish_attempts(&mut self, orders: &[i64], outcome: &str) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         for order in orders {
             tx.prepare_cached(

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, from_json, json};
-use crate::model::{ProvisioningState, ResourceContent, now_ms};
+use crate::model::{ProvisioningState, ResourceContent};
 
 /// An owner of resources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl Store {
                 ])
                 .map_err(|e| match e {
                     rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                        StoreError::Unknown(format!(
+                        StoreError::Invalid(format!(
                             "identity `{}`: unknown entity type `{}`",
                             identity.key, identity.entity_type
                         ))
@@ -107,7 +107,7 @@ impl Store {
     /// Sets desired assignments, in one transaction. With `replace`, every assignment not in
     /// `assignments` is withdrawn: the list is the complete desired state.
     pub fn set_assignments(&mut self, assignments: &[Assignment], replace: bool) -> Result<usize> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let mut withdrawn = 0;
         {
@@ -140,7 +140,7 @@ impl Store {
                 let identity: Option<i64> =
                     find.query_row(params![a.resource_type, a.identity], |r| r.get(0)).optional()?;
                 let identity = identity.ok_or_else(|| {
-                    StoreError::Unknown(format!(
+                    StoreError::Invalid(format!(
                         "assignment of {} to `{}`: no such identity for that resource type's entity type",
                         a.resource_type, a.identity
                     ))
@@ -334,7 +334,7 @@ impl Store {
             .prepare_cached("SELECT id, display_name, attributes FROM identities WHERE entity_type = ?1 AND key = ?2")?
             .query_row([entity_type, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
-            .ok_or_else(|| StoreError::Unknown(format!("there is no {entity_type} `{key}`")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("there is no {entity_type} `{key}`")))?;
         let identity = Identity {
             entity_type: entity_type.to_string(),
             key: key.to_string(),

@@ -4,7 +4,6 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, from_json, json};
-use crate::model::now_ms;
 
 /// A recorded job run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,11 +88,12 @@ impl Store {
 
     /// Releases a run's held orders to fulfilment; returns how many.
     pub fn release_holds(&mut self, run: i64, actor: &str) -> Result<usize> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let released = tx.execute("UPDATE orders SET held_run = NULL WHERE held_run = ?1", [run])?;
         tx.execute(
             "UPDATE job_holds SET status = 'resumed', decided_by = ?2, decided_at = ?3 WHERE run = ?1 AND status = 'held'",
-            params![run, actor, now_ms()],
+            params![run, actor, now],
         )?;
         tx.commit()?;
         Ok(released)
@@ -103,7 +103,7 @@ impl Store {
     pub fn cancel_holds(&mut self, run: i64, actor: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE job_holds SET status = 'cancelled', decided_by = ?2, decided_at = ?3 WHERE run = ?1 AND status = 'held'",
-            params![run, actor, now_ms()],
+            params![run, actor, self.clock.now_ms()],
         )?;
         Ok(())
     }
@@ -122,7 +122,7 @@ impl Store {
     pub fn start_job(&mut self, kind: &str) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO job_runs (kind, started_at, status) VALUES (?1, ?2, 'running')",
-            params![kind, now_ms()],
+            params![kind, self.clock.now_ms()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -139,7 +139,7 @@ impl Store {
         self.conn.execute(
             "UPDATE job_runs SET finished_at = ?2, status = ?3, counters = ?4, message = ?5
              WHERE id = ?1 AND status = 'running'",
-            params![id, now_ms(), status, json(counters), message],
+            params![id, self.clock.now_ms(), status, json(counters), message],
         )?;
         Ok(())
     }
@@ -153,7 +153,7 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?, r.get(6)?)),
             )
             .optional()?
-            .ok_or_else(|| StoreError::Unknown(format!("there is no job run {id}")))
+            .ok_or_else(|| StoreError::NotFound(format!("there is no job run {id}")))
             .and_then(|(id, kind, started_at, finished_at, status, counters, message)| {
                 Ok(JobRun {
                     id,

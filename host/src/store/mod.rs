@@ -24,11 +24,13 @@ mod tokens;
 mod units;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::Config;
 use crate::machine::Refused;
+use crate::model::{Clock, SystemClock};
 
 pub use attempts::Attempt;
 pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
@@ -39,19 +41,24 @@ pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{
-    Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, RunEnd, Running, Started, Unit, UnitKind, UnitResults, UnitSpec,
-    renew,
+    Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, Renewer, RunEnd, Running, Started, Unit, UnitKind, UnitResults,
+    UnitSpec,
 };
 
-/// What can go wrong in the store.
+/// What can go wrong in the store. Callers decide by [`StoreError::kind`], never by the text,
+/// and no variant names the backend's own types: a second backend maps its errors to the same
+/// kinds.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite refused or failed.
+    /// The database refused or failed (its own message; [`StoreError::kind`] says which kind).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(DatabaseError),
     /// The schema could not be brought up to date.
     #[error("cannot migrate the database schema: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(String),
+    /// The database cannot be reached or opened (a missing directory, a schema too old to read).
+    #[error("{0}")]
+    Unavailable(String),
     /// The state machine refused a transition; the order is untouched.
     #[error("order {order}: {refused}")]
     Refused {
@@ -63,12 +70,19 @@ pub enum StoreError {
     /// No order has this id.
     #[error("there is no order {0}")]
     NoSuchOrder(i64),
-    /// A reference to something the store does not know.
+    /// Something named does not exist (a user, a run, a token, an identity): the text names it.
     #[error("{0}")]
-    Unknown(String),
+    NotFound(String),
+    /// The change contradicts what is stored (a duplicate, a reference another row holds).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// Input that refers to what the store does not know (an entity type, an identity) or is
+    /// otherwise unusable; nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     /// Data over a limit of `crate::limits` (an identity, an assignment); nothing was written.
     #[error("{0}")]
     OverLimit(String),
@@ -81,6 +95,80 @@ pub enum StoreError {
     LeaseLost,
 }
 
+/// The kinds of [`StoreError`] callers match on, the same for every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// What was asked for does not exist.
+    NotFound,
+    /// The change conflicts with what is stored (or with another writer): nothing changed.
+    Conflict,
+    /// The state machine (or a limit) refused it: nothing changed.
+    Refused,
+    /// The database is busy, locked or unreachable: the same request may succeed later.
+    Unavailable,
+    /// This worker lost its claim: it must stop the unit.
+    LeaseLost,
+    /// Anything else: a bug or a damaged database.
+    Internal,
+}
+
+impl StoreError {
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Database(error) => error.kind(),
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::Refused { .. } | StoreError::Invalid(_) | StoreError::OverLimit(_) | StoreError::TooLong(_) => {
+                ErrorKind::Refused
+            }
+            StoreError::NoSuchOrder(_) | StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::LeaseLost => ErrorKind::LeaseLost,
+            StoreError::Migration(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// An error of the database engine, kept opaque so that no caller depends on the backend.
+#[derive(Debug)]
+pub struct DatabaseError(rusqlite::Error);
+
+impl DatabaseError {
+    fn kind(&self) -> ErrorKind {
+        match self.0.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Unavailable,
+            Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly) => ErrorKind::Unavailable,
+            Some(rusqlite::ErrorCode::ConstraintViolation) => ErrorKind::Conflict,
+            _ if matches!(self.0, rusqlite::Error::QueryReturnedNoRows) => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(DatabaseError(error))
+    }
+}
+
+impl From<rusqlite_migration::Error> for StoreError {
+    fn from(error: rusqlite_migration::Error) -> Self {
+        StoreError::Migration(error.to_string())
+    }
+}
+
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -91,6 +179,8 @@ pub struct Store {
     /// While this connection works on a unit: its claim's fencing token, which every write
     /// transaction checks (see [`Store::write_tx`]).
     fence: Option<Fence>,
+    /// Where every time the store writes or compares comes from.
+    clock: Arc<dyn Clock>,
 }
 
 impl Store {
@@ -98,7 +188,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unknown(format!("cannot create the database directory {}: {e}", dir.display()))
+                StoreError::Unavailable(format!("cannot create the database directory {}: {e}", dir.display()))
             })?;
         }
         Store::from_connection(Connection::open(path)?)
@@ -116,13 +206,13 @@ impl Store {
                 std::num::NonZeroUsize::new(schema::VERSION).expect("versions start at 1"),
             )
         {
-            return Err(StoreError::Unknown(format!(
+            return Err(StoreError::Unavailable(format!(
                 "the database schema is {current}, this host needs version {}: run a job (not a simulation) first",
                 schema::VERSION
             )));
         }
         let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation, fence: None })
+        Ok(Store { conn, installation, fence: None, clock: Arc::new(SystemClock) })
     }
 
     /// An in-memory database, for tests and dry runs.
@@ -140,7 +230,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         schema::MIGRATIONS.to_latest(&mut conn)?;
         let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation, fence: None })
+        Ok(Store { conn, installation, fence: None, clock: Arc::new(SystemClock) })
     }
 
     /// A second, read-only connection to the same database file, for reading beside this
@@ -148,9 +238,31 @@ impl Store {
     /// None for an in-memory database, which has no file to share.
     pub fn reader(&self) -> Result<Option<Store>> {
         match self.conn.path().filter(|path| !path.is_empty()) {
-            Some(path) => Ok(Some(Store::open_read_only(Path::new(path))?)),
+            Some(path) => {
+                let mut reader = Store::open_read_only(Path::new(path))?;
+                reader.clock = self.clock.clone();
+                Ok(Some(reader))
+            }
             None => Ok(None),
         }
+    }
+
+    /// Reads the time from `clock` from now on (tests move a manual clock instead of sleeping).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// A connection of its own for renewing leases beside this one's work (none in memory).
+    pub fn renewer(&self) -> Result<Option<Renewer>> {
+        let Some(path) = self.path() else { return Ok(None) };
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        Ok(Some(Renewer { conn, clock: self.clock.clone() }))
     }
 
     /// The database file; none in memory.
@@ -166,7 +278,7 @@ impl Store {
     fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(fence) = self.fence
-            && !units::holds(&tx, fence)?
+            && !units::holds(&tx, fence, self.clock.now_ms())?
         {
             return Err(StoreError::LeaseLost);
         }
@@ -207,7 +319,7 @@ impl Store {
     /// a new order is shown to its review rule before it is stored; a crash in between only
     /// leaves a gap.
     pub fn allocate_order_ids(&mut self, count: usize) -> Result<i64> {
-        let count = i64::try_from(count).map_err(|_| StoreError::Unknown("too many ids".into()))?;
+        let count = i64::try_from(count).map_err(|_| StoreError::OverLimit("too many order ids at once".into()))?;
         let first = self.conn.query_row(
             "UPDATE sequences SET next = next + ?1 WHERE name = 'orders' RETURNING next - ?1",
             [count],

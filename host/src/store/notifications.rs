@@ -5,7 +5,7 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, from_json, json};
-use crate::model::{ChangeKind, NotificationKind, now_ms};
+use crate::model::{ChangeKind, NotificationKind};
 
 /// A queued notification intent: one order entered a state people act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Store {
     /// Stores routed notifications with a pending delivery per channel, and marks the queue rows
     /// they came from as routed: one transaction, so an intent is routed exactly once.
     pub fn record_routing(&mut self, queue_ids: &[i64], notifications: &[NewNotification]) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         for n in notifications {
             tx.prepare_cached(
@@ -198,7 +198,7 @@ impl Store {
     pub fn delivery_sent(&mut self, id: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1",
-            params![id, now_ms()],
+            params![id, self.clock.now_ms()],
         )?;
         Ok(())
     }
@@ -217,12 +217,13 @@ impl Store {
 
     /// Makes failed deliveries pending again, due now; returns how many.
     pub fn retry_deliveries(&mut self, ids: &[i64]) -> Result<usize> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let mut changed = 0;
         for id in ids {
             changed += tx.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2 WHERE id = ?1 AND status = 'failed'",
-                params![id, now_ms()],
+                params![id, now],
             )?;
         }
         tx.commit()?;
@@ -236,7 +237,7 @@ impl Store {
         )?;
         let mut rows = stmt.query([id])?;
         let Some(row) = rows.next()? else {
-            return Err(StoreError::Unknown(format!("there is no notification {id}")));
+            return Err(StoreError::NotFound(format!("there is no notification {id}")));
         };
         let kind: String = row.get(2)?;
         let mut notification = Notification {

@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::{Result, Store, StoreError};
 use crate::limits;
-use crate::model::now_ms;
 use crate::permissions::{Directory, DirectoryUser};
 
 /// An operator of the host.
@@ -78,7 +77,7 @@ impl Store {
              ON CONFLICT (login) DO UPDATE SET display_name = COALESCE(?2, display_name),
                 email = COALESCE(?3, email), identity_entity_type = COALESCE(?4, identity_entity_type),
                 identity_key = COALESCE(?5, identity_key)",
-            params![user.login, user.display_name, user.email, et, key, now_ms()],
+            params![user.login, user.display_name, user.email, et, key, self.clock.now_ms()],
         )?;
         Ok(())
     }
@@ -114,7 +113,7 @@ impl Store {
         }
         let tx = self.write_tx()?;
         if tx.query_row("SELECT 1 FROM profiles WHERE name = ?1", [profile], |_| Ok(())).optional()?.is_none() {
-            return Err(StoreError::Unknown(format!("there is no profile `{profile}`")));
+            return Err(StoreError::NotFound(format!("there is no profile `{profile}`")));
         }
         insert_permissions(&tx, profile, paths)?;
         tx.commit()?;
@@ -140,7 +139,7 @@ impl Store {
             tx.execute("INSERT OR IGNORE INTO user_profiles (login, profile) VALUES (?1, ?2)", params![login, profile])
                 .map_err(|e| match e {
                     rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                        StoreError::Unknown(format!("no user `{login}` or no profile `{profile}`"))
+                        StoreError::NotFound(format!("no user `{login}` or no profile `{profile}`"))
                     }
                     e => e.into(),
                 })?;
@@ -249,7 +248,7 @@ impl Store {
                 })
             })
             .optional()?
-            .ok_or_else(|| StoreError::Unknown(format!("there is no user `{login}`")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("there is no user `{login}`")))?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT up.profile, pp.path FROM user_profiles up LEFT JOIN profile_permissions pp ON pp.profile = up.profile
              WHERE up.login = ?1 ORDER BY up.profile, pp.path",

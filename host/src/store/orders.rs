@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 
 use super::{Result, Store, StoreError, from_json, json};
 use crate::machine::{self, Event, NEW};
-use crate::model::{Change, ChangeKind, HistoryEntry, Order, ProvisioningState, now_ms};
+use crate::model::{Change, ChangeKind, HistoryEntry, Order, ProvisioningState};
 
 /// An order to create, with the event that decides its first state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +221,9 @@ impl Store {
     /// order's current state; a refused one leaves its order untouched and is reported in its
     /// slot of the result, the others are applied.
     pub fn apply(&mut self, transitions: &[Transition], actor: &str) -> Result<Vec<Result<ProvisioningState>>> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
-        let results = apply_in(&tx, transitions, actor, now_ms())?;
+        let results = apply_in(&tx, transitions, actor, now)?;
         tx.commit()?;
         Ok(results)
     }
@@ -235,8 +236,9 @@ impl Store {
         transitions: &[Transition],
         actor: &str,
     ) -> Result<std::result::Result<Vec<ProvisioningState>, Vec<StoreError>>> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
-        let results = apply_in(&tx, transitions, actor, now_ms())?;
+        let results = apply_in(&tx, transitions, actor, now)?;
         if results.iter().any(|r| r.is_err()) {
             // Dropping the transaction rolls it back.
             return Ok(Err(results.into_iter().filter_map(|r| r.err()).collect()));
@@ -255,7 +257,7 @@ impl Store {
         actor: &str,
         job_run: Option<i64>,
     ) -> Result<Vec<Result<ProvisioningState>>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let results = apply_in(&tx, supersede, actor, now)?;
         for order in create {

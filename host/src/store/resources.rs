@@ -72,7 +72,7 @@ impl Store {
             [resource_type],
             |r| r.get(0),
         )?;
-        Ok(crate::model::now_ms().max(last.map_or(i64::MIN, |l| l + 1)))
+        Ok(self.clock.now_ms().max(last.map_or(i64::MIN, |l| l + 1)))
     }
 
     /// After a complete read: removes the resources of the type that the read did not see.

@@ -188,6 +188,11 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     let path = dir.path().join("provision.db");
     let mut mine = Store::open(&path).unwrap();
     let mut theirs = Store::open(&path).unwrap();
+    // Both read one clock that moves only when told: the lease lapses without sleeping.
+    let clock = std::sync::Arc::new(crate::model::ManualClock::at(1_000_000));
+    mine.set_clock(clock.clone());
+    theirs.set_clock(clock.clone());
+    let (a_renews, b_renews) = (mine.renewer().unwrap().unwrap(), theirs.renewer().unwrap().unwrap());
     let Started::New(run) = mine.start_run("fulfil", &["fulfil"], &fulfil_units(1)).unwrap() else { panic!() };
     let unit = claimed(&mut mine, run, "a");
     assert!(!unit.taken_over);
@@ -195,16 +200,21 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     mine.set_fence(Some(unit.fence));
     mine.upsert_identities(&[]).unwrap();
 
+    // Renewed just before it lapses, the lease runs a full term from then.
+    clock.advance(LEASE - 1);
+    assert!(a_renews.renew(unit.fence, LEASE).unwrap());
+    clock.advance(LEASE - 1);
+    assert_eq!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::Wait, "renewed, still a's");
     // a stops (paused, killed) past its lease: b takes the unit over with a new token.
-    theirs.conn.execute("UPDATE work_units SET expires_at = 0", []).unwrap();
-    assert!(!renew(&theirs.conn, unit.fence, LEASE).unwrap(), "a lapsed lease is not revived");
+    clock.advance(1);
+    assert!(!a_renews.renew(unit.fence, LEASE).unwrap(), "a lapsed lease is not revived");
     let taken = claimed(&mut theirs, run, "b");
     assert!(taken.taken_over);
     assert!(taken.fence.token > unit.fence.token);
     let written = mine.upsert_identities(&[]);
     assert!(matches!(written, Err(StoreError::LeaseLost)), "{written:?}");
     assert!(matches!(mine.finish_unit(&unit, &0, &[], &[], &[]), Err(StoreError::LeaseLost)));
-    assert!(renew(&mine.conn, taken.fence, LEASE).unwrap(), "b's lease renews");
+    assert!(b_renews.renew(taken.fence, LEASE).unwrap(), "b's lease renews");
     theirs.set_fence(Some(taken.fence));
     theirs.finish_unit(&taken, &serde_json::json!({ "executed": 1 }), &["p".into()], &[], &[]).unwrap();
     assert!(matches!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::PhaseDone { phase: 0, .. }));
@@ -313,4 +323,29 @@ fn a_write_waits_for_another_connections_write_instead_of_failing() {
     }
     let store = writer.join().unwrap();
     assert_eq!(store.order(waiting).unwrap().state, ProvisioningState::Pending);
+}
+
+#[test]
+fn errors_have_kinds_callers_match_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provision.db");
+    let mut store = with_identity(Store::open(&path).unwrap());
+    assert_eq!(store.job_run(999).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(store.order(999).unwrap_err().kind(), ErrorKind::NotFound);
+    let unknown_type = Identity {
+        entity_type: "Robot".into(),
+        key: "r2".into(),
+        display_name: "R2".into(),
+        attributes: Default::default(),
+    };
+    assert_eq!(store.upsert_identities(&[unknown_type]).unwrap_err().kind(), ErrorKind::Refused);
+    // Another connection holds the writer lock and this one will not wait: unavailable, so a
+    // caller may try again (an API answers 503), not an internal error.
+    store.conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let busy = store.allocate_order_ids(1).unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy}");
+    other.execute_batch("ROLLBACK;").unwrap();
+    assert!(store.allocate_order_ids(1).is_ok());
 }

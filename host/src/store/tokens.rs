@@ -6,7 +6,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Result, Store, StoreError};
-use crate::model::now_ms;
 
 /// An API token as listed (never its value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,7 +51,7 @@ impl Store {
         let token = format!("prv_{}", random_secret());
         self.conn.execute(
             "INSERT INTO api_tokens (login, name, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![login, name, hash(&token), now_ms(), expires_at],
+            params![login, name, hash(&token), self.clock.now_ms(), expires_at],
         )?;
         Ok((self.conn.last_insert_rowid(), token))
     }
@@ -62,7 +61,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached("SELECT login FROM api_tokens WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)")?
-            .query_row(params![hash(token), now_ms()], |r| r.get(0))
+            .query_row(params![hash(token), self.clock.now_ms()], |r| r.get(0))
             .optional()?)
     }
 
@@ -86,7 +85,7 @@ impl Store {
     /// Revokes a token.
     pub fn revoke_token(&mut self, id: i64) -> Result<()> {
         if self.conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? == 0 {
-            return Err(StoreError::Unknown(format!("there is no token {id}")));
+            return Err(StoreError::NotFound(format!("there is no token {id}")));
         }
         Ok(())
     }
@@ -94,7 +93,7 @@ impl Store {
     /// Starts a browser session for a user; returns the session id (for the cookie).
     pub fn create_session(&mut self, login: &str, lifetime_ms: i64) -> Result<String> {
         let id = random_secret();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
         self.conn.execute(
             "INSERT INTO sessions (hash, login, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -108,7 +107,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached("SELECT login, csrf FROM sessions WHERE hash = ?1 AND expires_at > ?2")?
-            .query_row(params![hash(id), now_ms()], |r| Ok(Session { login: r.get(0)?, csrf: r.get(1)? }))
+            .query_row(params![hash(id), self.clock.now_ms()], |r| Ok(Session { login: r.get(0)?, csrf: r.get(1)? }))
             .optional()?)
     }
 

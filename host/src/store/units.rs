@@ -27,7 +27,6 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, from_json, json};
-use crate::model::now_ms;
 
 /// A unit given up after this many claims: its work keeps failing or killing its workers.
 pub const MAX_CLAIMS: i64 = 5;
@@ -242,7 +241,7 @@ impl Store {
         if let Some(running) = running(&tx)? {
             return Ok(if running.kind == kind { Started::Joined(running.run) } else { Started::Busy(running) });
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         tx.execute(
             "INSERT INTO job_runs (kind, started_at, status, plan, phase) VALUES (?1, ?2, 'running', ?3, 0)",
             params![kind, now, json(&plan)],
@@ -268,14 +267,14 @@ impl Store {
         concurrency: &dyn Fn(&str) -> usize,
     ) -> Result<Claim> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let Some((status, phase, plan)) = tx
             .query_row("SELECT status, phase, plan FROM job_runs WHERE id = ?1", [run], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
             })
             .optional()?
         else {
-            return Err(StoreError::Unknown(format!("there is no job run {run}")));
+            return Err(StoreError::NotFound(format!("there is no job run {run}")));
         };
         if status != "running" {
             return Ok(Claim::Finished);
@@ -394,12 +393,13 @@ impl Store {
         notes: &[String],
         spawn: &[UnitSpec],
     ) -> Result<()> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         insert_units(&tx, unit.run, unit.phase, spawn)?;
         tx.execute(
             "UPDATE work_units SET state = 'done', calling = 0, finished_at = ?3, counters = ?4, problems = ?5, notes = ?6
              WHERE id = ?1 AND fence = ?2",
-            params![unit.id, unit.fence.token, now_ms(), json(counters), json(&problems), json(&notes)],
+            params![unit.id, unit.fence.token, now, json(counters), json(&problems), json(&notes)],
         )?;
         tx.commit()?;
         Ok(())
@@ -440,7 +440,7 @@ impl Store {
             None => {
                 tx.execute(
                     "UPDATE job_runs SET status = ?2, finished_at = ?3, counters = ?4, message = ?5 WHERE id = ?1",
-                    params![run, end.status, now_ms(), json(&end.counters), end.message],
+                    params![run, end.status, self.clock.now_ms(), json(&end.counters), end.message],
                 )?;
             }
         }
@@ -479,7 +479,7 @@ impl Store {
             .conn
             .query_row("SELECT plan FROM job_runs WHERE id = ?1", [run], |r| r.get(0))
             .optional()?
-            .ok_or_else(|| StoreError::Unknown(format!("there is no job run {run}")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("there is no job run {run}")))?;
         let steps: Vec<String> = from_json(&plan, "job run plan")?;
         let mut phases: Vec<PhaseProgress> =
             steps.into_iter().map(|step| PhaseProgress { step, ..PhaseProgress::default() }).collect();
@@ -487,7 +487,7 @@ impl Store {
             "SELECT phase, COUNT(*), SUM(state IN ('done', 'given-up')), SUM(state = 'claimed' AND expires_at > ?2)
              FROM work_units WHERE run = ?1 GROUP BY phase",
         )?;
-        let mut rows = stmt.query(params![run, now_ms()])?;
+        let mut rows = stmt.query(params![run, self.clock.now_ms()])?;
         while let Some(row) = rows.next()? {
             let phase: i64 = row.get(0)?;
             if let Some(p) = usize::try_from(phase).ok().and_then(|i| phases.get_mut(i)) {
@@ -536,7 +536,7 @@ impl Store {
     /// a crash or a kill. They are closed as `interrupted`; their orders, still Pending, go out
     /// again with the same idempotency key. Returns those orders.
     pub fn close_orphaned_attempts(&mut self, connection: &str) -> Result<Vec<i64>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let orphaned = "a.finished_at IS NULL AND a.connection = ?1 AND NOT EXISTS (
                 SELECT 1 FROM work_units u WHERE u.id = a.unit AND u.state = 'claimed' AND u.expires_at > ?2)";
@@ -555,6 +555,7 @@ impl Store {
     /// Closes the open attempts of `unit` (taken over from a worker whose lease lapsed); returns
     /// their orders.
     pub fn close_unit_attempts(&mut self, unit: i64) -> Result<Vec<i64>> {
+        let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let orders: Vec<i64> = tx
             .prepare("SELECT DISTINCT order_id FROM order_attempts WHERE unit = ?1 AND finished_at IS NULL ORDER BY order_id")?
@@ -562,7 +563,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         tx.execute(
             "UPDATE order_attempts SET finished_at = ?2, outcome = 'interrupted' WHERE unit = ?1 AND finished_at IS NULL",
-            params![unit, now_ms()],
+            params![unit, now],
         )?;
         tx.commit()?;
         Ok(orders)
@@ -593,25 +594,35 @@ pub struct RunEnd {
     pub message: Option<String>,
 }
 
-/// Renews a unit's lease on `conn` (the renewing thread's own connection); false when the claim
-/// is no longer `fence`'s or already lapsed: a renewal after the expiry must not revive a unit
-/// another worker may be claiming.
-pub fn renew(conn: &rusqlite::Connection, fence: Fence, lease_ms: i64) -> rusqlite::Result<bool> {
-    let now = now_ms();
-    let renewed = conn.execute(
-        "UPDATE work_units SET expires_at = ?3 + ?4
-         WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
-        params![fence.unit, fence.token, now, lease_ms],
-    )?;
-    Ok(renewed == 1)
+/// A connection of its own that renews leases ([`Store::renewer`]): the renewing thread's, so
+/// that renewals never queue behind a worker's long transaction on its store.
+pub struct Renewer {
+    pub(super) conn: rusqlite::Connection,
+    pub(super) clock: std::sync::Arc<dyn crate::model::Clock>,
 }
 
-/// Whether `fence` still holds its unit (claimed, unexpired), inside a write transaction.
-pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence) -> Result<bool> {
+impl Renewer {
+    /// Renews a unit's lease for `lease_ms`; false when the claim is no longer `fence`'s or
+    /// already lapsed: a renewal after the expiry must not revive a unit another worker may be
+    /// claiming.
+    pub fn renew(&self, fence: Fence, lease_ms: i64) -> Result<bool> {
+        let now = self.clock.now_ms();
+        let renewed = self.conn.execute(
+            "UPDATE work_units SET expires_at = ?3 + ?4
+             WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
+            params![fence.unit, fence.token, now, lease_ms],
+        )?;
+        Ok(renewed == 1)
+    }
+}
+
+/// Whether `fence` still holds its unit (claimed, unexpired at `now`), inside a write
+/// transaction.
+pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence, now: i64) -> Result<bool> {
     Ok(tx
         .query_row(
             "SELECT 1 FROM work_units WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
-            params![fence.unit, fence.token, now_ms()],
+            params![fence.unit, fence.token, now],
             |_| Ok(()),
         )
         .optional()?
