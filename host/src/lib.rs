@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod host;
 pub mod import;

@@ -40,6 +40,19 @@ pub enum ActionError {
     /// The state machine refused some orders (each named with its state).
     #[error("refused, nothing changed:\n  {}", .0.join("\n  "))]
     Refused(Vec<String>),
+    /// A name the host does not know (a resource type), with the ones it knows.
+    #[error("unknown {what} `{name}` (the config defines: {})", .known.join(", "))]
+    UnknownName {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names the config defines.
+        known: Vec<String>,
+    },
+    /// A value that cannot be used (an e-mail address that does not parse).
+    #[error("{0}")]
+    Invalid(String),
     /// A required text is missing or empty.
     #[error("{0}")]
     Missing(&'static str),

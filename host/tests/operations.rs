@@ -100,6 +100,9 @@ fn a_simulation_predicts_and_a_held_run_waits_for_an_operator() {
     assert_eq!(out.status.code(), Some(2), "resume needs --user");
     let out = demo.run(&["job", "resume", &run_id, "--user", "nobody"]);
     assert_ne!(out.status.code(), Some(0));
+    let out = demo.run(&["job", "resume", &run_id, "--user", "rita"]);
+    assert_eq!(out.status.code(), Some(5), "a reviewer may not operate: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/Custom/ProvisioningPolicy/Operate"), "{}", text(&out.stderr));
     let out = demo.run(&["job", "resume", &run_id, "--user", "root"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("2 held orders released"), "{}", text(&out.stdout));
@@ -133,19 +136,27 @@ fn errored_orders_are_retried_by_id_or_by_selection() {
         let out = demo.run(&["manual", "report-error", id, "--user", "hank", "--message", "printer jammed"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+    // Retrying is operating the host: the same `Operate` the API asks for, whoever asks.
     let out = demo.run(&["orders", "retry", "1", "--user", "hank"]);
+    assert_eq!(out.status.code(), Some(5), "hank may not operate: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/Custom/ProvisioningPolicy/Operate"), "{}", text(&out.stderr));
+    assert_eq!(demo.json(&["orders", "show", "1"])["state"]["number"], 3, "a refused retry changes nothing");
+    let out = demo.run(&["orders", "retry", "1", "--user", "root"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let order = demo.json(&["orders", "show", "1"]);
     assert_eq!(order["state"]["number"], 1);
     let last = order["history"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["event"].as_str(), last["actor"].as_str()), (Some("retry"), Some("user:hank")));
+    assert_eq!((last["event"].as_str(), last["actor"].as_str()), (Some("retry"), Some("user:root")));
 
-    let out = demo.run(&["orders", "retry", "1", "--user", "hank"]);
+    let out = demo.run(&["orders", "retry", "1", "--user", "root"]);
     assert_eq!(out.status.code(), Some(5), "retrying a Pending order is refused");
-    let out = demo.run(&["orders", "retry", "--state", "pending", "--resource-type", "Badge_Access", "--user", "hank"]);
+    let out = demo.run(&["orders", "retry", "--state", "pending", "--resource-type", "Badge_Access", "--user", "root"]);
     assert!(text(&out.stderr).contains("only Errored orders can be retried"), "{}", text(&out.stderr));
+    let out = demo.run(&["orders", "retry", "--state", "errored", "--resource-type", "Nope", "--user", "root"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unknown resource type `Nope` (the config defines: "), "{}", text(&out.stderr));
     let retried =
-        demo.json(&["orders", "retry", "--state", "errored", "--resource-type", "Badge_Access", "--user", "hank"]);
+        demo.json(&["orders", "retry", "--state", "errored", "--resource-type", "Badge_Access", "--user", "root"]);
     assert_eq!(retried.as_array().unwrap().len(), 1);
     assert_eq!(retried[0]["id"], 2);
 

@@ -24,6 +24,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as the application layer knows them.
+    pub fn principal(&self) -> crate::app::Principal {
+        crate::app::Principal::from_user(self.user.clone())
+    }
+
     /// Whether the user holds a capability.
     pub fn may(&self, capability: Capability) -> bool {
         authorize_capability(&self.user.login, &self.user.permissions, capability).is_ok()

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller};
+use crate::app::RetrySelection;
 use crate::host::Host;
 use crate::model::ProvisioningState;
 use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
@@ -165,37 +166,18 @@ async fn retry(
     caller: Caller,
     Body(body): Body<RetryBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Capability::Operate)?;
-    let login = caller.user.login.clone();
-    let retried = app
-        .write(move |host| {
-            let ids = match (body.orders, body.state) {
-                (Some(ids), None) => ids,
-                (None, Some(ProvisioningState::Errored)) => {
-                    let resource_types = body.resource_types.unwrap_or_default();
-                    if resource_types.is_empty() {
-                        return Err(ApiError::bad_request("with `state`, give `resource_types`"));
-                    }
-                    if let Some(unknown) =
-                        resource_types.iter().find(|rt| !host.config.resource_types.contains_key(*rt))
-                    {
-                        return Err(ApiError::bad_request(format!("unknown resource type `{unknown}`")));
-                    }
-                    let filter = OrderFilter {
-                        states: vec![ProvisioningState::Errored],
-                        resource_types,
-                        ..OrderFilter::default()
-                    };
-                    host.store.orders(&filter)?.iter().map(|o| o.id).collect()
-                }
-                (None, Some(other)) => {
-                    return Err(ApiError::bad_request(format!("only Errored orders can be retried, not {other}")));
-                }
-                _ => return Err(ApiError::bad_request("give either `orders` or `state` with `resource_types`")),
-            };
-            Ok(crate::operators::retry(&mut host.store, &login, &ids)?)
-        })
-        .await?;
+    let selection = match (body.orders, body.state) {
+        (Some(ids), None) => RetrySelection::Orders(ids),
+        (None, Some(ProvisioningState::Errored)) => {
+            RetrySelection::Errored { resource_types: body.resource_types.unwrap_or_default() }
+        }
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!("only Errored orders can be retried, not {other}")));
+        }
+        _ => return Err(ApiError::bad_request("give either `orders` or `state` (with `resource_types`, or all)")),
+    };
+    let who = caller.principal();
+    let retried = app.write(move |host| Ok(crate::app::retry(host, &who, selection)?)).await?;
     Ok(Json(json!({ "orders": retried })))
 }
 

@@ -223,10 +223,12 @@ fn wait_timeout(text: &str) -> Result<std::time::Duration, String> {
     provision::config::parse_duration(text)
 }
 
-/// The history actor for an operator, who must be a known user.
+/// The history actor for an operator: a known user who holds `Operate`, checked by the
+/// application layer as for the API.
 pub fn operator(host: &Host, user: &UserArg) -> anyhow::Result<String> {
-    let user = provision::operators::user(&host.store, &user.user)?;
-    Ok(format!("user:{}", user.login))
+    let who = provision::app::Principal::of(host, &user.user)?;
+    who.require(provision::permissions::Capability::Operate).map_err(provision::operators::ActionError::from)?;
+    Ok(who.actor())
 }
 
 fn simulate(config: &ConfigArg, json: bool) -> anyhow::Result<ExitCode> {

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::jobs::operator;
 use super::work::UserArg;
 use super::{ConfigArg, JsonArg, open, output};
+use provision::app::{Principal, RetrySelection};
 use provision::model::ProvisioningState;
 use provision::store::OrderFilter;
 
@@ -77,27 +77,14 @@ pub fn run(command: OrdersCommand) -> anyhow::Result<ExitCode> {
             output::order(&host.store.order(id)?, &host.store.history(id)?, json.json)?;
         }
         OrdersCommand::Retry { config, user, orders, state, resource_type, json } => {
-            let mut host = open(&config)?;
-            let actor = operator(&host, &user)?;
-            let ids: Vec<i64> = match state {
-                None => orders,
-                Some(ProvisioningState::Errored) => {
-                    for rt in &resource_type {
-                        if !host.config.resource_types.contains_key(rt) {
-                            anyhow::bail!("unknown resource type `{rt}`");
-                        }
-                    }
-                    let filter = OrderFilter {
-                        states: vec![ProvisioningState::Errored],
-                        resource_types: resource_type,
-                        ..OrderFilter::default()
-                    };
-                    host.store.orders(&filter)?.iter().map(|o| o.id).collect()
-                }
+            let selection = match state {
+                None => RetrySelection::Orders(orders),
+                Some(ProvisioningState::Errored) => RetrySelection::Errored { resource_types: resource_type },
                 Some(other) => anyhow::bail!("only Errored orders can be retried, not {other}"),
             };
-            let login = actor.trim_start_matches("user:").to_string();
-            let retried = provision::operators::retry(&mut host.store, &login, &ids)?;
+            let mut host = open(&config)?;
+            let who = Principal::of(&host, &user.user)?;
+            let retried = provision::app::retry(&mut host, &who, selection)?;
             if json.json {
                 output::orders(&retried, true)?;
             } else {

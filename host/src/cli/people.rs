@@ -10,22 +10,9 @@ use provision::host::Host;
 use provision::limits;
 use provision::store::UserSpec;
 
-/// Users and profiles the config lists are set from it every time the host opens: a change made
-/// here would quietly come undone at the next command, so it is refused, naming where to make it.
-fn not_from_config(host: &Host, table: &str, name: &str) -> anyhow::Result<()> {
-    let listed = match table {
-        "users" => host.config.users.contains_key(name),
-        _ => host.config.profiles.contains_key(name),
-    };
-    if listed {
-        return Err(provision::operators::ActionError::Refused(vec![format!(
-            "`{name}` is set by the config ({}, [{table}.{name}]), which is applied every time the host opens: \
-             change it there",
-            host.config.source.file().display()
-        )])
-        .into());
-    }
-    Ok(())
+/// Users and profiles the config lists are refused here, by the application layer.
+fn not_from_config(host: &Host, table: &'static str, name: &str) -> anyhow::Result<()> {
+    Ok(provision::app::not_from_config(host, table, name)?)
 }
 
 #[derive(Subcommand)]
@@ -160,11 +147,8 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
             }
             let identity = identity(id)?;
             let mut host = open(&config)?;
-            not_from_config(&host, "users", &login)?;
-            host.store.upsert_user(&UserSpec { login: login.clone(), display_name: name, email, identity })?;
-            if !profile.is_empty() {
-                host.store.grant_profiles(&login, &profile)?;
-            }
+            let user = UserSpec { login: login.clone(), display_name: name, email, identity };
+            provision::app::save_user(&mut host, &user, &profile)?;
             println!("{}", message(&format!("User `{login}` saved.")));
         }
         UsersCommand::List { config, json } => {
@@ -189,23 +173,17 @@ pub fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
         }
         UsersCommand::Grant { config, login, profiles } => {
             let mut host = open(&config)?;
-            not_from_config(&host, "users", &login)?;
-            host.store.user(&login)?;
-            host.store.grant_profiles(&login, &profiles)?;
+            provision::app::grant(&mut host, &login, &profiles)?;
             println!("{}", message(&format!("User `{login}` holds {}.", profiles.join(", "))));
         }
         UsersCommand::Revoke { config, login, profiles } => {
             let mut host = open(&config)?;
-            not_from_config(&host, "users", &login)?;
-            let removed = host.store.revoke_profiles(&login, &profiles)?;
+            let removed = provision::app::revoke(&mut host, &login, &profiles)?;
             println!("{}", message(&format!("Took {removed} profile(s) from `{login}`.")));
         }
         UsersCommand::Remove { config, login } => {
             let mut host = open(&config)?;
-            not_from_config(&host, "users", &login)?;
-            if !host.store.remove_user(&login)? {
-                anyhow::bail!("there is no user `{login}`");
-            }
+            provision::app::remove_user(&mut host, &login)?;
             println!("{}", message(&format!("User `{login}` removed.")));
         }
     }

@@ -1,0 +1,155 @@
+//! The application layer: the operations people and scripts perform on the host, each one
+//! function that authorises its caller and keeps the rules, whoever asks. The CLI, the API and
+//! the pages parse, resolve a [`Principal`], call one of these and print; none of them decides.
+//!
+//! Reviews and manual decisions are [`crate::review`] and [`crate::manual`] (through
+//! [`crate::operators`]); a job run is [`crate::jobs`].
+
+use crate::host::Host;
+use crate::model::{Order, ProvisioningState};
+use crate::operators::ActionError;
+use crate::permissions::{Action, Capability, Denied, authorize, authorize_capability};
+use crate::store::{OrderFilter, User, UserSpec};
+
+/// Who acts: a user of the host with the permissions their profiles give, resolved once per
+/// request or command.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    user: User,
+}
+
+impl Principal {
+    /// The user `login`, or [`ActionError::UnknownUser`].
+    pub fn of(host: &Host, login: &str) -> Result<Principal, ActionError> {
+        Ok(Principal { user: crate::operators::user(&host.store, login)? })
+    }
+
+    /// A principal for a user already read (an API token's or a session's).
+    pub fn from_user(user: User) -> Principal {
+        Principal { user }
+    }
+
+    /// The user.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The login.
+    pub fn login(&self) -> &str {
+        &self.user.login
+    }
+
+    /// How history names this principal.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.user.login)
+    }
+
+    /// Whether the user holds a capability.
+    pub fn may(&self, capability: Capability) -> bool {
+        self.require(capability).is_ok()
+    }
+
+    /// The capability, or the refusal naming its path.
+    pub fn require(&self, capability: Capability) -> Result<(), Denied> {
+        authorize_capability(&self.user.login, &self.user.permissions, capability)
+    }
+
+    /// Whether the user may perform `action` on orders of `entity_type`.
+    pub fn may_act(&self, action: Action, entity_type: &str) -> bool {
+        authorize(&self.user.login, &self.user.permissions, action, entity_type).is_ok()
+    }
+}
+
+/// Which orders an operator retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetrySelection {
+    /// These orders (each must be Errored).
+    Orders(Vec<i64>),
+    /// Every Errored order of these resource types (none named: of every type).
+    Errored {
+        /// The resource types.
+        resource_types: Vec<String>,
+    },
+}
+
+/// An operator (`Operate`) retries Errored orders: back to Pending with a fresh retry budget,
+/// all or nothing; returns them as they are now.
+pub fn retry(host: &mut Host, who: &Principal, what: RetrySelection) -> Result<Vec<Order>, ActionError> {
+    who.require(Capability::Operate)?;
+    let ids = match what {
+        RetrySelection::Orders(ids) => ids,
+        RetrySelection::Errored { resource_types } => {
+            if let Some(unknown) = resource_types.iter().find(|rt| !host.config.resource_types.contains_key(*rt)) {
+                return Err(ActionError::UnknownName {
+                    what: "resource type",
+                    name: unknown.clone(),
+                    known: host.config.resource_types.keys().cloned().collect(),
+                });
+            }
+            let filter =
+                OrderFilter { states: vec![ProvisioningState::Errored], resource_types, ..OrderFilter::default() };
+            host.store.orders(&filter)?.iter().map(|o| o.id).collect()
+        }
+    };
+    crate::operators::retry(&mut host.store, who.login(), &ids)
+}
+
+/// Users and profiles the config lists are set from it every time the host opens: a change made
+/// elsewhere would quietly come undone at the next open, so it is refused, naming where to make
+/// it. `table` is `users` or `profiles`.
+pub fn not_from_config(host: &Host, table: &'static str, name: &str) -> Result<(), ActionError> {
+    let listed = match table {
+        "users" => host.config.users.contains_key(name),
+        _ => host.config.profiles.contains_key(name),
+    };
+    if listed {
+        return Err(ActionError::Refused(vec![format!(
+            "`{name}` is set by the config ({}, [{table}.{name}]), which is applied every time the host opens: \
+             change it there",
+            host.config.source.file().display()
+        )]));
+    }
+    Ok(())
+}
+
+/// Adds or replaces a user the config does not own, with the profiles to grant.
+pub fn save_user(host: &mut Host, user: &UserSpec, profiles: &[String]) -> Result<(), ActionError> {
+    crate::limits::check("the login", &user.login, crate::limits::NAME)?;
+    if let Some(name) = &user.display_name {
+        crate::limits::check("the name", name, crate::limits::NAME)?;
+    }
+    if let Some(email) = &user.email {
+        crate::limits::check("the e-mail address", email, crate::limits::EMAIL)?;
+        email
+            .parse::<lettre::Address>()
+            .map_err(|e| ActionError::Invalid(format!("the e-mail address `{email}`: {e}")))?;
+    }
+    not_from_config(host, "users", &user.login)?;
+    host.store.upsert_user(user)?;
+    if !profiles.is_empty() {
+        host.store.grant_profiles(&user.login, profiles)?;
+    }
+    Ok(())
+}
+
+/// Grants profiles to a user the config does not own.
+pub fn grant(host: &mut Host, login: &str, profiles: &[String]) -> Result<(), ActionError> {
+    not_from_config(host, "users", login)?;
+    crate::operators::user(&host.store, login)?;
+    Ok(host.store.grant_profiles(login, profiles)?)
+}
+
+/// Takes profiles from a user the config does not own; returns how many it held.
+pub fn revoke(host: &mut Host, login: &str, profiles: &[String]) -> Result<usize, ActionError> {
+    not_from_config(host, "users", login)?;
+    Ok(host.store.revoke_profiles(login, profiles)?)
+}
+
+/// Removes a user the config does not own.
+pub fn remove_user(host: &mut Host, login: &str) -> Result<(), ActionError> {
+    not_from_config(host, "users", login)?;
+    if !host.store.remove_user(login)? {
+        return Err(ActionError::UnknownUser(login.to_string()));
+    }
+    Ok(())
+}
