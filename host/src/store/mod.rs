@@ -16,6 +16,7 @@ mod jobs;
 mod notifications;
 mod operators;
 mod orders;
+mod pace;
 mod resources;
 mod schema;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
+pub use pace::{BACKOFF_MAX_MS, BACKOFF_MIN_MS, BatchOutcome, DEFER_AFTER_MS, MAX_PAUSE_MS, Pace};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{
     Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, RunEnd, Running, Started, Unit, UnitKind, UnitResults, UnitSpec,
