@@ -211,6 +211,7 @@ fn send(
     let items = match isolate::available(host, plugin) {
         Err(why) => isolate::skipped(batch, &why),
         Ok(connector) => {
+            let connector = connector.rated(host.rates.of(&connection.name));
             let called = isolate::isolate_calls(&connector, batch, |p, orders| p.fulfil(orders));
             isolate::record(host, plugin, &called);
             called.items
