@@ -240,7 +240,7 @@ fn repeated_503s_lower_the_requests_in_flight_and_clean_batches_bring_them_back(
     eprintln!("in flight at each arrival after the failures: {after:?}");
     let slowed = after.iter().take(2).max().copied().unwrap_or(0);
     assert!(slowed < 4, "right after the failures {slowed} requests were in flight (concurrency 4): {after:?}");
-    assert!(after.iter().any(|n| *n == 4), "clean batches never brought it back to 4: {after:?}");
+    assert!(after.contains(&4), "clean batches never brought it back to 4: {after:?}");
     assert!(served.iter().all(|s| s.in_flight <= 4));
     let pace = host.store.paces().unwrap().remove(0);
     assert_eq!((pace.allowed, pace.backoff_ms, pace.failures), (4, 0, 0), "{pace:?}");
