@@ -122,6 +122,14 @@ fn a_rate_limit_bounds_the_requests_over_any_span_and_its_wait_is_not_the_calls_
     assert_eq!(count_in(&host, "Type_saas", ProvisioningState::Verified), ORDERS, "{:?}", states(&host, "Type_saas"));
     let served = scim.served();
     created_once(&served, ORDERS);
+    // Two reads of one page (users, groups) each, one POST per order: no call was cut short by
+    // its time limit and sent again (that would show as 409s and look-ups).
+    assert_eq!(
+        served.len(),
+        ORDERS + 4,
+        "{:?}",
+        served.iter().map(|s| (&s.method, &s.url, s.status)).collect::<Vec<_>>()
+    );
     // Over every span between two arrivals, at most the burst plus the rate's worth, and one
     // request of slack for the time a request takes from its token to the server.
     for i in 0..served.len() {
