@@ -59,6 +59,9 @@ pub struct Host {
     /// siblings, because two passes at once would route the same intents and send the same
     /// deliveries twice.
     pub(crate) notifying: Arc<std::sync::Mutex<()>>,
+    /// The rate limits of the connections (token buckets), shared by a host's siblings: per
+    /// process, for every worker.
+    pub rates: Arc<crate::plugins::rate::Rates>,
 }
 
 /// What a job run does when a run of another kind is unfinished.
@@ -119,6 +122,7 @@ impl Host {
         store.sync_catalog(&config).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
+        let rates = Arc::new(crate::plugins::rate::Rates::new(&config));
         Ok(Host {
             config,
             store,
@@ -132,6 +136,7 @@ impl Host {
             lease_lost: Default::default(),
             on_run_started: None,
             notifying: Default::default(),
+            rates,
         })
     }
 
@@ -143,6 +148,7 @@ impl Host {
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         let store = Store::open_read_only(&config.database).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
+        let rates = Arc::new(crate::plugins::rate::Rates::new(&config));
         Ok(Host {
             config,
             store,
@@ -156,6 +162,7 @@ impl Host {
             lease_lost: Default::default(),
             on_run_started: None,
             notifying: Default::default(),
+            rates,
         })
     }
 
@@ -186,6 +193,7 @@ impl Host {
             lease_lost: Default::default(),
             on_run_started: None,
             notifying: self.notifying.clone(),
+            rates: self.rates.clone(),
         })
     }
 
@@ -308,6 +316,11 @@ impl Host {
     pub fn review_rule(&self, resource_type: &str) -> Option<Arc<Plugin>> {
         let rule = self.config.resource_types.get(resource_type)?.review_rule.as_ref()?;
         self.plugins.get(rule)
+    }
+
+    /// The rate limit of the connection of a resource type, if it has one.
+    pub fn rate_of_type(&self, resource_type: &str) -> Option<Arc<crate::plugins::rate::Bucket>> {
+        self.rates.of(&self.config.resource_types.get(resource_type)?.connection)
     }
 
     /// The connector plugin of a connection; none for a manual-ticket connection.

@@ -449,7 +449,9 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, usize)> {
 /// A SCIM service that is slow but concurrent: every request is answered after a fixed delay,
 /// on one of 32 threads; it counts the users created and remembers the most requests it ever
 /// had in flight (a managed system that answers after a latency, for per-connection
-/// concurrency's test and benchmark).
+/// concurrency's test and benchmark). It keeps the users it created (so a `read` lists them,
+/// and a second POST of the same `externalId` is a 409), logs every request with its arrival,
+/// answer and the requests in flight then, and can refuse its first writes ([`Faults`]).
 pub struct SlowScim {
     server: Arc<tiny_http::Server>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -457,44 +459,158 @@ pub struct SlowScim {
     pub most: Arc<AtomicUsize>,
     /// Users created (POST /Users).
     pub created: Arc<AtomicUsize>,
+    /// Every request, in the order they arrived.
+    pub log: Arc<Mutex<Vec<Served>>>,
     /// Its port on 127.0.0.1.
     pub port: u16,
+}
+
+/// Writes the service refuses: the first `count` POSTs are answered `status` (with
+/// `Retry-After: retry_after` seconds if set), before anything else happens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// How many.
+    pub count: usize,
+    /// With what (429, 503, ...).
+    pub status: u16,
+    /// The Retry-After header's seconds.
+    pub retry_after: Option<u64>,
+}
+
+/// One request the slow SCIM service served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// When it arrived.
+    pub arrived: Instant,
+    /// When it was answered.
+    pub answered: Instant,
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query.
+    pub url: String,
+    /// The status answered.
+    pub status: u16,
+    /// Requests in flight when it arrived, itself included.
+    pub in_flight: usize,
+    /// A POST's `externalId`.
+    pub external_id: Option<String>,
 }
 
 impl SlowScim {
     /// Starts it; each request is answered `delay` after it arrived.
     pub fn start(delay: Duration) -> SlowScim {
+        SlowScim::with_faults(delay, Faults::default())
+    }
+
+    /// Starts it, refusing its first writes as `faults` says.
+    pub fn with_faults(delay: Duration, faults: Faults) -> SlowScim {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the slow SCIM server"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let (most, created, now) =
             (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let users: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let refused = Arc::new(AtomicUsize::new(0));
         let threads = (0..32)
             .map(|_| {
                 let (server, most, created, now) = (server.clone(), most.clone(), created.clone(), now.clone());
+                let (log, users, refused) = (log.clone(), users.clone(), refused.clone());
                 std::thread::spawn(move || {
                     while let Ok(mut request) = server.recv() {
+                        let arrived = Instant::now();
                         let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(in_flight, Ordering::SeqCst);
                         let mut body = String::new();
                         let _ = request.as_reader().read_to_string(&mut body);
                         std::thread::sleep(delay);
-                        let (status, answer) = match (request.method(), request.url()) {
+                        let url = request.url().to_string();
+                        let posted: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+                        let external_id = posted
+                            .as_ref()
+                            .and_then(|b| b.get("externalId"))
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string);
+                        let mut retry_after = None;
+                        let (status, answer) = match (request.method(), url.as_str()) {
+                            (tiny_http::Method::Post, _) if refused.fetch_add(1, Ordering::SeqCst) < faults.count => {
+                                retry_after = faults.retry_after;
+                                (faults.status, r#"{"detail":"slow down"}"#.to_string())
+                            }
                             (tiny_http::Method::Post, "/Users") => {
-                                let n = created.fetch_add(1, Ordering::SeqCst);
-                                (201, format!(r#"{{"id":"u{n}"}}"#))
+                                let mut users = users.lock().expect("lock");
+                                if users.iter().any(|u| u["externalId"].as_str() == external_id.as_deref()) {
+                                    (409, r#"{"detail":"uniqueness"}"#.to_string())
+                                } else {
+                                    let n = created.fetch_add(1, Ordering::SeqCst);
+                                    let mut user = posted.clone().unwrap_or_default();
+                                    user["id"] = format!("u{n}").into();
+                                    users.push(user.clone());
+                                    (201, user.to_string())
+                                }
                             }
                             (tiny_http::Method::Get, url) if url.starts_with("/Users") => {
+                                let users = users.lock().expect("lock");
+                                let query = |name: &str| {
+                                    url.split(['?', '&'])
+                                        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                                        .map(str::to_string)
+                                };
+                                let listed: Vec<&serde_json::Value> = match query("filter") {
+                                    // `externalId eq "KEY"`, URL-encoded: the key is what is quoted.
+                                    Some(filter) => {
+                                        let decoded = filter.replace("%22", "\"").replace("%20", " ").replace('+', " ");
+                                        let key = decoded.split('"').nth(1).unwrap_or_default().to_string();
+                                        users
+                                            .iter()
+                                            .filter(|u| u["externalId"].as_str() == Some(key.as_str()))
+                                            .collect()
+                                    }
+                                    None => {
+                                        let start: usize =
+                                            query("startIndex").and_then(|s| s.parse().ok()).unwrap_or(1);
+                                        let count: usize = query("count").and_then(|s| s.parse().ok()).unwrap_or(100);
+                                        users.iter().skip(start.saturating_sub(1)).take(count).collect()
+                                    }
+                                };
+                                let page = serde_json::json!({ "totalResults": users.len(), "Resources": listed });
+                                (200, page.to_string())
+                            }
+                            (tiny_http::Method::Get, url) if url.starts_with("/Groups") => {
                                 (200, r#"{"totalResults":0,"Resources":[]}"#.to_string())
                             }
                             _ => (404, "{}".to_string()),
                         };
                         now.fetch_sub(1, Ordering::SeqCst);
-                        let _ = request.respond(tiny_http::Response::from_string(answer).with_status_code(status));
+                        let answered = Instant::now();
+                        log.lock().expect("lock").push(Served {
+                            arrived,
+                            answered,
+                            method: request.method().to_string(),
+                            url,
+                            status,
+                            in_flight,
+                            external_id,
+                        });
+                        let mut response = tiny_http::Response::from_string(answer).with_status_code(status);
+                        if let Some(seconds) = retry_after
+                            && let Ok(header) =
+                                tiny_http::Header::from_bytes(b"Retry-After", seconds.to_string().as_bytes())
+                        {
+                            response = response.with_header(header);
+                        }
+                        let _ = request.respond(response);
                     }
                 })
             })
             .collect();
-        SlowScim { server, threads, most, created, port }
+        SlowScim { server, threads, most, created, log, port }
+    }
+
+    /// Every request so far, by arrival.
+    pub fn served(&self) -> Vec<Served> {
+        let mut served = self.log.lock().expect("lock").clone();
+        served.sort_by_key(|s| s.arrived);
+        served
     }
 }
 

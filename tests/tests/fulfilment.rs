@@ -83,8 +83,10 @@ fn transient_errors_are_retried_on_schedule_then_stop() {
     assert_eq!(complete(&mut host).counters.retried, 0);
     assert_eq!(all(&host)[0].attempts, 1);
 
-    // Due: back to Pending, sent, failing again.
+    // Due: back to Pending, sent, failing again. The Retry-After also paused the connection
+    // (store::pace), on the wall clock: an operator's reset stands in for the hours gone by.
     for (n, at) in [(2, start + 2 * HOUR), (3, start + 4 * HOUR)] {
+        host.store.reset_pace("desk").unwrap();
         host.clock = Some(at);
         let report = complete(&mut host);
         assert_eq!((report.counters.retried, report.counters.errored), (1, 1), "attempt {n}");
@@ -99,6 +101,7 @@ fn transient_errors_are_retried_on_schedule_then_stop() {
 
     // An operator retries: a fresh budget.
     host.store.apply(&[Transition::new(order.id, Event::Retry, "retried by ops")], "user:ops").unwrap();
+    host.store.reset_pace("desk").unwrap();
     complete(&mut host);
     let order = all(&host).remove(0);
     assert_eq!((order.state, order.attempts), (ProvisioningState::Errored, 1));

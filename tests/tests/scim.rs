@@ -300,7 +300,9 @@ fn the_status_decides_transient_or_permanent_and_retry_after_is_honoured() {
         let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         *answer.lock().unwrap() = Reply { status, headers, body: body.to_string().into_bytes() };
     };
-    let deployment = retrying_hourly(deployment(server.port, TOKEN, ""), 1);
+    // Both orders in one batch: a Retry-After also pauses the connection (store::pace), which
+    // would leave a second batch Pending for the next run.
+    let deployment = retrying_hourly(deployment(server.port, TOKEN, ""), 2);
     let config = std::fs::read_to_string(deployment.config_path()).unwrap();
     deployment.set_config(&config.replace("bulk = \"auto\"", "bulk = \"never\""));
     let mut host = open(&deployment);
@@ -317,6 +319,12 @@ fn the_status_decides_transient_or_permanent_and_retry_after_is_honoured() {
         assert!(order.message.as_deref().unwrap().contains("429 slow down"), "{order:?}");
         assert_eq!(order.next_attempt_at, Some(now + 7_200_000), "{order:?}");
     }
+    // The connection is paused too, for at most an hour, on the wall clock (the jobs' clock
+    // below is a test's): an operator's reset stands in for the time gone by.
+    let pace = host.store.paces().unwrap().remove(0);
+    let left = pace.paused_until - provision::model::now_ms();
+    assert!((3_500_000..=provision::store::MAX_PAUSE_MS).contains(&left), "{pace:?}");
+    host.store.reset_pace("saas").unwrap();
 
     // 503 without Retry-After: transient, on the policy's schedule.
     set(503, &[], Value::Null);

@@ -363,10 +363,72 @@ pub struct Connection {
     pub batch_size: usize,
     /// Batches in flight to the managed system at once, across every worker and process.
     pub concurrency: usize,
+    /// At most this many HTTP requests of its connector (per process), if set.
+    pub rate_limit: Option<RateLimit>,
     /// How long an order may stay Transmitted before the next job run moves it to Errored.
     pub transmitted_validity: Option<Duration>,
     /// What happens after a transient connector error.
     pub retry: RetryPolicy,
+}
+
+/// A request rate: `requests` per `per`, with bursts of up to `burst` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests...
+    pub requests: u32,
+    /// ...per this long.
+    pub per: Duration,
+    /// Requests that may go at once after a quiet time (the bucket's size).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Requests per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.requests) / self.per.as_secs_f64()
+    }
+}
+
+/// Reads `rate_limit = "N/s"` (or `/m`, `/min`, `/h`) and `rate_burst` (default: the rate per
+/// second, at least 1).
+fn rate_limit(
+    source: &Source,
+    key: &str,
+    rate: Option<&str>,
+    burst: Option<i64>,
+) -> Result<Option<RateLimit>, SourceError> {
+    let Some(rate) = rate else {
+        if burst.is_some() {
+            return Err(source.error(format!("{key}.rate_burst"), "needs a `rate_limit`"));
+        }
+        return Ok(None);
+    };
+    let bad = || {
+        source.error(
+            format!("{key}.rate_limit"),
+            format!("`{rate}` is not a rate: write requests per second or minute, e.g. \"20/s\" or \"600/min\""),
+        )
+    };
+    let (count, unit) = rate.split_once('/').ok_or_else(bad)?;
+    let requests: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    if !(1..=1_000_000).contains(&requests) {
+        return Err(source.error(format!("{key}.rate_limit"), "must allow between 1 and 1000000 requests"));
+    }
+    let default = (f64::from(requests) / per.as_secs_f64()).ceil().max(1.0) as u32;
+    let burst = match burst {
+        None => default,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| source.error(format!("{key}.rate_burst"), "must be between 1 and 1000000"))?,
+    };
+    Ok(Some(RateLimit { requests, per, burst }))
 }
 
 /// A kind of resource in a managed system.
@@ -462,6 +524,8 @@ struct RawConnection {
     plugin: Option<String>,
     batch_size: Option<usize>,
     concurrency: Option<usize>,
+    rate_limit: Option<String>,
+    rate_burst: Option<i64>,
     transmitted_validity: Option<String>,
     retry: Option<policy::RawRetry>,
 }
@@ -566,14 +630,20 @@ impl Config {
             if !(1..=1000).contains(&concurrency) {
                 return Err(source.error(format!("{key}.concurrency"), "must be between 1 and 1000"));
             }
+            let rate_limit = rate_limit(&source, &key, raw.rate_limit.as_deref(), raw.rate_burst)?;
+            if rate_limit.is_some() && matches!(kind, ConnectionKind::ManualTicket) {
+                return Err(source.error(format!("{key}.rate_limit"), "a manual-ticket connection sends no requests"));
+            }
             let validity_key = format!("{key}.transmitted_validity");
             let transmitted_validity = duration(&source, &validity_key, raw.transmitted_validity.as_deref())?;
             if transmitted_validity.is_some_and(|d| d.is_zero()) {
                 return Err(source.error(validity_key, "must be more than 0"));
             }
             let retry = policy::retry(&source, &format!("{key}.retry"), raw.retry)?;
-            connections
-                .insert(name.clone(), Connection { name, kind, batch_size, concurrency, transmitted_validity, retry });
+            connections.insert(
+                name.clone(),
+                Connection { name, kind, batch_size, concurrency, rate_limit, transmitted_validity, retry },
+            );
         }
 
         let mut resource_types = BTreeMap::new();

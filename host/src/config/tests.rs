@@ -250,3 +250,33 @@ fn a_permission_path_naming_an_unknown_entity_type_is_a_warning() {
         assert_eq!(with(fine).unwrap(), Vec::<String>::new(), "{fine}");
     }
 }
+
+#[test]
+fn a_rate_limit_is_requests_per_second_or_minute_with_a_burst() {
+    let with = |extra: &str| load(&BASE.replace("plugin = \"files\"", &format!("plugin = \"files\"\n{extra}")));
+    assert_eq!(load(BASE).unwrap().connections["saas"].rate_limit, None);
+    let rate = with("rate_limit = \"20/s\"").unwrap().connections["saas"].rate_limit.unwrap();
+    assert_eq!(
+        (rate.requests, rate.per, rate.burst),
+        (20, Duration::from_secs(1), 20),
+        "the burst is a second's worth"
+    );
+    let rate = with("rate_limit = \"30/min\"").unwrap().connections["saas"].rate_limit.unwrap();
+    assert_eq!((rate.per_second(), rate.burst), (0.5, 1), "at least one");
+    let rate = with("rate_limit = \"600/m\"\nrate_burst = 3").unwrap().connections["saas"].rate_limit.unwrap();
+    assert_eq!((rate.per_second(), rate.burst), (10.0, 3));
+    let cases = [
+        ("rate_limit = \"fast\"", "connections.saas.rate_limit", "is not a rate"),
+        ("rate_limit = \"20/fortnight\"", "connections.saas.rate_limit", "is not a rate"),
+        ("rate_limit = \"0/s\"", "connections.saas.rate_limit", "between 1 and 1000000"),
+        ("rate_limit = \"5/s\"\nrate_burst = 0", "connections.saas.rate_burst", "between 1 and 1000000"),
+        ("rate_burst = 5", "connections.saas.rate_burst", "needs a `rate_limit`"),
+    ];
+    for (extra, key, message) in cases {
+        let err = with(extra).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.message.contains(message), "{err}");
+        assert!(err.position.is_some(), "{err}");
+        assert!(err.to_string().starts_with("/etc/provision/provision.toml:"), "{err}");
+    }
+}

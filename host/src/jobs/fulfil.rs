@@ -17,7 +17,7 @@ use crate::host::Host;
 use crate::machine::Event;
 use crate::model::{Order, ProvisioningState, format_time};
 use crate::plugins::Outcome;
-use crate::store::{OrderFilter, Transition, Unit, UnitKind, UnitSpec};
+use crate::store::{BatchOutcome, OrderFilter, Transition, Unit, UnitKind, UnitSpec};
 
 /// Runs fulfil alone, as a job run.
 pub fn fulfil(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, JobError> {
@@ -207,15 +207,18 @@ fn send(
     let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
     host.store.start_attempts(&ids, &connection.name, Some(unit.run), Some(unit.id))?;
     tracing::info!(connection = %connection.name, orders = ids.len(), "sending a batch");
+    let sent_at = host.store.now_ms();
     let items = match isolate::available(host, plugin) {
         Err(why) => isolate::skipped(batch, &why),
         Ok(connector) => {
+            let connector = connector.rated(host.rates.of(&connection.name));
             let called = isolate::isolate_calls(&connector, batch, |p, orders| p.fulfil(orders));
             isolate::record(host, plugin, &called);
             called.items
         }
     };
-    host.store.end_calling(unit.fence)?;
+    // The connection's pace learns from the outcomes (wall-clock time: pauses are waited for).
+    host.store.end_calling(unit.fence, &pace_of(&items, connection, sent_at), host.store.now_ms())?;
     let now = host.now();
     let mut transitions = Vec::with_capacity(batch.len());
     let mut unsent = Vec::new();
@@ -243,6 +246,24 @@ fn send(
         tracing::warn!(connection = %connection.name, "{} orders not sent; they stay Pending", unsent.len());
     }
     Ok(transitions)
+}
+
+/// What a batch's answers say about its connection's pace: answered orders, transient
+/// failures and the longest Retry-After they asked for.
+fn pace_of(items: &[Item<Outcome>], connection: &Connection, sent_at: i64) -> BatchOutcome {
+    let mut batch = BatchOutcome { concurrency: connection.concurrency, sent_at, ..BatchOutcome::default() };
+    for item in items {
+        let Item::Done(outcome) = item else { continue };
+        batch.answered += 1;
+        if let Outcome::Failed { transient: true, retry_after, .. } = outcome {
+            batch.transient += 1;
+            if let Some(asked) = retry_after {
+                let asked = i64::try_from(asked.as_millis()).unwrap_or(i64::MAX);
+                batch.retry_after_ms = Some(batch.retry_after_ms.map_or(asked, |longest| longest.max(asked)));
+            }
+        }
+    }
+    batch
 }
 
 /// Errored orders whose next attempt is due go back to Pending.

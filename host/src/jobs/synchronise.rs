@@ -92,7 +92,7 @@ fn read_pages(
         return Ok(Err(format!("more than {MAX_PAGES} pages")));
     }
     let connector = match isolate::available(host, plugin) {
-        Ok(connector) => connector,
+        Ok(connector) => connector.rated(host.rate_of_type(resource_type)),
         Err(why) => return Ok(Err(why)),
     };
     let mut unwritten = Unwritten::default();

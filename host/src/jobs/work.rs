@@ -181,13 +181,20 @@ fn work(host: &mut Host, run: i64, owner: &str, step: Step, leases: &Leases, wak
         }
         let connections = &host.config.connections;
         let concurrency = |c: &str| connections.get(c).map_or(1, |c| c.concurrency);
-        match host.store.claim_unit(run, owner, lease_ms, &concurrency)? {
+        match host.store.claim_unit(run, owner, lease_ms, &concurrency, host.store.now_ms())? {
             Claim::Unit(unit) => {
                 execute(host, &unit, leases);
                 delays = polling();
                 wake.notify();
             }
             Claim::Wait => wake.wait(delays.next().unwrap_or(Duration::from_secs(1))),
+            // Only paused connections' batches are left: until the pause ends (or another worker
+            // of this process changes something), looking again at least each second for a
+            // shutdown.
+            Claim::Paused { until } => {
+                let left = u64::try_from(until.saturating_sub(host.store.now_ms())).unwrap_or(0);
+                wake.wait(Duration::from_millis(left.clamp(1, 1000)));
+            }
             Claim::PhaseDone { phase, step: name } => {
                 let next = usize::try_from(phase + 1).ok().and_then(|i| step.plan().get(i));
                 let advanced = match next {
@@ -321,6 +328,7 @@ fn summed(store: &Store, run: i64) -> Result<JobReport, JobError> {
         let counters: Counters = serde_json::from_value(value).unwrap_or_default();
         report.counters.add(&counters);
     }
+    report.counters.orders_created = store.orders_created_by(run)?;
     Ok(report)
 }
 

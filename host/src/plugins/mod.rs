@@ -23,12 +23,13 @@ pub mod inspect;
 mod links;
 mod outbound;
 pub mod probe;
+pub mod rate;
 pub mod versions;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -326,6 +327,7 @@ impl Runtime {
             exports: versioned,
             description: None,
             probe: None,
+            rate: None,
         };
         let plugin =
             Plugin { description: plugin.describe().map_err(|e| LoadError::Describe(e.to_string()))?, ..plugin };
@@ -404,6 +406,8 @@ pub struct Plugin {
     description: Option<Description>,
     /// Set by [`Plugin::probed`]: what the last call cost and said.
     probe: Option<Arc<Mutex<Option<CallReport>>>>,
+    /// Set by [`Plugin::rated`]: the rate limit of the connection it is called for.
+    rate: Option<Arc<rate::Bucket>>,
 }
 
 /// What one call cost and what the guest said during it (for `provision plugin test`).
@@ -439,6 +443,26 @@ impl Plugin {
     /// What the last call cost and said, when [`Plugin::probed`].
     pub fn last_call(&self) -> Option<CallReport> {
         self.probe.as_ref().and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// The same plugin, its calls' HTTP requests each taking a token of `bucket` (a
+    /// connection's rate limit; none: unlimited). The wait for a token does not count against
+    /// the call's time limit.
+    pub fn rated(&self, bucket: Option<Arc<rate::Bucket>>) -> Plugin {
+        Plugin {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            load_time: self.load_time,
+            from_cache: self.from_cache,
+            shared: self.shared.clone(),
+            engine: self.engine.clone(),
+            instance_pre: self.instance_pre.clone(),
+            exports: self.exports.clone(),
+            description: self.description.clone(),
+            probe: self.probe.clone(),
+            rate: bucket,
+        }
     }
 
     /// What it says about itself (components built against 0.1.0 say nothing).
@@ -521,6 +545,8 @@ impl Plugin {
                 message: format!("cannot open granted directory {}: {e}", host.display()),
             })?;
         }
+        // Time the call's requests waited for their rate limit: added to its time limit.
+        let waited = Arc::new(AtomicU64::new(0));
         let state = GuestState {
             wasi: wasi.build(),
             http: Default::default(),
@@ -529,6 +555,8 @@ impl Plugin {
                 plugin: self.shared.name.clone(),
                 grants: self.shared.grants.clone(),
                 limits: self.shared.http_limits,
+                rate: self.rate.clone(),
+                waited: waited.clone(),
             },
             table: Default::default(),
             limiter: MemoryLimiter { limit: self.shared.memory, refused: None, peak: 0 },
@@ -543,7 +571,22 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         let ticks = self.shared.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        if self.rate.is_some() {
+            // Past the limit, the deadline moves on by what the requests waited since last time.
+            let (waited, mut credited) = (waited.clone(), 0u64);
+            store.epoch_deadline_callback(move |_| {
+                let total = waited.load(Ordering::Relaxed);
+                let fresh = total.saturating_sub(credited);
+                credited = total;
+                if fresh == 0 {
+                    return Ok(wasmtime::UpdateDeadline::Interrupt);
+                }
+                let ticks = Duration::from_nanos(fresh).as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
+                Ok(wasmtime::UpdateDeadline::Continue(u64::try_from(ticks).unwrap_or(u64::MAX)))
+            });
+        } else {
+            store.epoch_deadline_trap();
+        }
 
         let started = Instant::now();
         let limit = self.shared.timeout;
@@ -555,7 +598,20 @@ impl Plugin {
                 f(store, &instance).await
             };
             // The store is fresh per call: a call dropped mid-wait leaves nothing to clean up.
-            wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(limit, call).await })
+            // The limit is extended by what its requests waited for a rate limit's tokens.
+            let waited = &waited;
+            wasmtime_wasi::runtime::in_tokio(async move {
+                let mut call = std::pin::pin!(call);
+                loop {
+                    let extra = waited.load(Ordering::Relaxed);
+                    let deadline = started + limit + Duration::from_nanos(extra);
+                    match tokio::time::timeout_at(deadline.into(), call.as_mut()).await {
+                        Ok(result) => break Ok(result),
+                        Err(elapsed) if waited.load(Ordering::Relaxed) == extra => break Err(elapsed),
+                        Err(_) => continue,
+                    }
+                }
+            })
         };
         let result = match result {
             Ok(result) => result,

@@ -3,13 +3,15 @@
 //! `*.domain` grant matches subdomains); an IP literal must itself be granted; a guest cannot
 //! set a `Host` header (wasi-http forbids it) and one that differs from the authority is
 //! refused; a redirect is a new request from the guest, checked the same way. Bodies and time
-//! are bounded per plugin.
+//! are bounded per plugin. A connection's rate limit (`plugins/rate.rs`) is taken here, one
+//! token per request, before it is sent; the wait is added to the call's time limit.
 //!
 //! **Architecture invariant**: a plugin reaches no host it was not granted. A refusal is
 //! `HttpRequestDenied` to the guest and a warning in the host's log naming plugin and URL.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -27,6 +29,11 @@ pub(crate) struct Outbound {
     pub plugin: Arc<str>,
     pub grants: Arc<Vec<HttpGrant>>,
     pub limits: HttpLimits,
+    /// The rate limit of the connection the call is for.
+    pub rate: Option<Arc<super::rate::Bucket>>,
+    /// Nanoseconds the call's requests waited for a token, summed (the call's time limit grows
+    /// by it).
+    pub waited: Arc<AtomicU64>,
 }
 
 impl Outbound {
@@ -108,7 +115,15 @@ impl WasiHttpHooks for Outbound {
         };
         let max_request = usize::try_from(limits.max_request).unwrap_or(usize::MAX);
         let stats = self.stats.clone();
+        let wait = self.rate.as_ref().map_or(std::time::Duration::ZERO, |b| b.take(std::time::Instant::now()));
+        if !wait.is_zero() {
+            self.waited.fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            tracing::trace!(target: "plugin", plugin = %self.plugin, "waiting {wait:?} for the connection's rate limit");
+        }
         Box::new(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let started = std::time::Instant::now();
             // The whole request body first, then the request, with its length: the guest's
             // writes never race the connection (a server answering and closing early would

@@ -72,6 +72,7 @@ pub(super) fn add_imports(linker: &mut Linker<GuestState>) -> wasmtime::Result<(
 pub(crate) type Export = ComponentExportIndex;
 
 /// The version a component was built against and where its exports are, found once at load.
+#[derive(Clone)]
 pub(crate) struct Exports {
     /// Its `provision:plugin` version.
     pub(crate) version: &'static str,

@@ -16,6 +16,7 @@ mod jobs;
 mod notifications;
 mod operators;
 mod orders;
+mod pace;
 mod resources;
 mod schema;
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{NewOrder, OrderFilter, Transition};
+pub use pace::{BACKOFF_MAX_MS, BACKOFF_MIN_MS, BatchOutcome, DEFER_AFTER_MS, MAX_PAUSE_MS, Pace};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{
     Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, Renewer, RunEnd, Running, Started, Unit, UnitKind, UnitResults,
@@ -250,6 +252,12 @@ impl Store {
     /// Reads the time from `clock` from now on (tests move a manual clock instead of sleeping).
     pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
         self.clock = clock;
+    }
+
+    /// The time by this store's clock, in Unix milliseconds: what callers pass to the store's
+    /// functions that take a time (claims, a batch's end), so one clock rules every decision.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// The clock this store reads.

@@ -344,6 +344,25 @@ ALTER TABLE work_units ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE work_units ADD COLUMN pages INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
+    M::up(
+        r#"
+-- How fast the host may go to one managed system, shared by every worker and process (see
+-- store/pace.rs): no batch goes out before `paused_until` (Unix ms); at most `allowed` batches
+-- are in flight (within the configured concurrency); `backoff_ms` the current backoff after
+-- transient errors in `failures` batches in a row; `decreased_at` when `allowed` was last
+-- halved. No row: full speed.
+CREATE TABLE connection_pace (
+    connection TEXT PRIMARY KEY,
+    paused_until INTEGER NOT NULL DEFAULT 0,
+    allowed INTEGER NOT NULL,
+    backoff_ms INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    decreased_at INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    updated_at INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

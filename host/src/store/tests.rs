@@ -160,7 +160,7 @@ fn one_connection(_: &str) -> usize {
 }
 
 fn claimed(store: &mut Store, run: i64, owner: &str) -> Unit {
-    match store.claim_unit(run, owner, LEASE, &one_connection).unwrap() {
+    match store.claim_unit(run, owner, LEASE, &one_connection, store.now_ms()).unwrap() {
         Claim::Unit(unit) => *unit,
         other => panic!("nothing claimed: {other:?}"),
     }
@@ -196,7 +196,11 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     let Started::New(run) = mine.start_run("fulfil", &["fulfil"], &fulfil_units(1)).unwrap() else { panic!() };
     let unit = claimed(&mut mine, run, "a");
     assert!(!unit.taken_over);
-    assert_eq!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::Wait, "the unit is a's");
+    assert_eq!(
+        theirs.claim_unit(run, "b", LEASE, &one_connection, theirs.now_ms()).unwrap(),
+        Claim::Wait,
+        "the unit is a's"
+    );
     mine.set_fence(Some(unit.fence));
     mine.upsert_identities(&[]).unwrap();
 
@@ -204,7 +208,11 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     clock.advance(LEASE - 1);
     assert!(a_renews.renew(unit.fence, LEASE).unwrap());
     clock.advance(LEASE - 1);
-    assert_eq!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::Wait, "renewed, still a's");
+    assert_eq!(
+        theirs.claim_unit(run, "b", LEASE, &one_connection, theirs.now_ms()).unwrap(),
+        Claim::Wait,
+        "renewed, still a's"
+    );
     // a stops (paused, killed) past its lease: b takes the unit over with a new token.
     clock.advance(1);
     assert!(!a_renews.renew(unit.fence, LEASE).unwrap(), "a lapsed lease is not revived");
@@ -217,7 +225,10 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     assert!(b_renews.renew(taken.fence, LEASE).unwrap(), "b's lease renews");
     theirs.set_fence(Some(taken.fence));
     theirs.finish_unit(&taken, &serde_json::json!({ "executed": 1 }), &["p".into()], &[], &[]).unwrap();
-    assert!(matches!(theirs.claim_unit(run, "b", LEASE, &one_connection).unwrap(), Claim::PhaseDone { phase: 0, .. }));
+    assert!(matches!(
+        theirs.claim_unit(run, "b", LEASE, &one_connection, theirs.now_ms()).unwrap(),
+        Claim::PhaseDone { phase: 0, .. }
+    ));
     let results = theirs.unit_results(run).unwrap();
     assert_eq!((results.counters.len(), results.problems), (1, vec!["p".to_string()]));
 }
@@ -227,17 +238,21 @@ fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
     let mut store = store_with_identity();
     let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(3)).unwrap() else { panic!() };
     let two = |_: &str| 2;
-    let first = match store.claim_unit(run, "a", LEASE, &two).unwrap() {
+    let first = match store.claim_unit(run, "a", LEASE, &two, store.now_ms()).unwrap() {
         Claim::Unit(unit) => unit,
         other => panic!("{other:?}"),
     };
-    assert!(matches!(store.claim_unit(run, "b", LEASE, &two).unwrap(), Claim::Unit(_)));
-    assert_eq!(store.claim_unit(run, "c", LEASE, &two).unwrap(), Claim::Wait, "two batches are in flight");
+    assert!(matches!(store.claim_unit(run, "b", LEASE, &two, store.now_ms()).unwrap(), Claim::Unit(_)));
+    assert_eq!(
+        store.claim_unit(run, "c", LEASE, &two, store.now_ms()).unwrap(),
+        Claim::Wait,
+        "two batches are in flight"
+    );
     // The first call returned: its outcomes are written while the third batch goes out.
     store.set_fence(Some(first.fence));
-    store.end_calling(first.fence).unwrap();
+    store.end_calling(first.fence, &BatchOutcome::default(), crate::model::now_ms()).unwrap();
     store.set_fence(None);
-    assert!(matches!(store.claim_unit(run, "c", LEASE, &two).unwrap(), Claim::Unit(_)));
+    assert!(matches!(store.claim_unit(run, "c", LEASE, &two, store.now_ms()).unwrap(), Claim::Unit(_)));
 }
 
 #[test]
@@ -248,7 +263,10 @@ fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
         let unit = claimed(&mut store, run, "a");
         store.release_unit(unit.fence).unwrap();
     }
-    assert!(matches!(store.claim_unit(run, "a", LEASE, &one_connection).unwrap(), Claim::PhaseDone { .. }));
+    assert!(matches!(
+        store.claim_unit(run, "a", LEASE, &one_connection, store.now_ms()).unwrap(),
+        Claim::PhaseDone { .. }
+    ));
     let results = store.unit_results(run).unwrap();
     assert_eq!(results.given_up, 1);
     assert!(results.problems[0].contains("given up after 5 attempts"), "{:?}", results.problems);
@@ -259,7 +277,7 @@ fn recovery_leaves_a_live_workers_attempts_alone() {
     let mut store = store_with_identity();
     let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
     let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(2)).unwrap() else { panic!() };
-    let mut two = |owner: &str| match store.claim_unit(run, owner, LEASE, &|_| 2).unwrap() {
+    let mut two = |owner: &str| match store.claim_unit(run, owner, LEASE, &|_| 2, store.now_ms()).unwrap() {
         Claim::Unit(unit) => *unit,
         other => panic!("{other:?}"),
     };
@@ -348,4 +366,151 @@ fn errors_have_kinds_callers_match_on() {
     assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy}");
     other.execute_batch("ROLLBACK;").unwrap();
     assert!(store.allocate_order_ids(1).is_ok());
+}
+
+fn batch(answered: usize, transient: usize, retry_after_ms: Option<i64>, sent_at: i64) -> BatchOutcome {
+    BatchOutcome { concurrency: 8, sent_at, answered, transient, retry_after_ms }
+}
+
+#[test]
+fn pace_halves_on_repeated_transient_errors_and_climbs_back_one_per_clean_batch() {
+    let full = Pace::full("saas", 8);
+    assert_eq!(full.cap(8), 8);
+    // One batch with a transient error is no pattern yet.
+    let once = full.after(&batch(4, 1, None, 1_000), 2_000);
+    assert_eq!((once.allowed, once.backoff_ms, once.paused_until, once.failures), (8, 0, 0, 1));
+    // The second in a row halves and backs off 250 ms.
+    let twice = once.after(&batch(4, 2, None, 2_000), 3_000);
+    assert_eq!((twice.allowed, twice.backoff_ms, twice.paused_until), (4, BACKOFF_MIN_MS, 3_000 + BACKOFF_MIN_MS));
+    // A batch sent before that decrease went out under the old allowance: no second halving.
+    let stale = twice.after(&batch(4, 4, None, 2_500), 3_100);
+    assert_eq!((stale.allowed, stale.backoff_ms), (4, BACKOFF_MIN_MS));
+    // Sent after it: halved again, backoff doubled; and so on down to one, backoff up to 30 s.
+    let mut pace = stale.after(&batch(4, 4, None, 3_500), 4_000);
+    assert_eq!((pace.allowed, pace.backoff_ms, pace.paused_until), (2, 500, 4_500));
+    let mut now = 4_000;
+    for _ in 0..12 {
+        now += 1_000;
+        pace = pace.after(&batch(4, 1, None, now - 1), now);
+    }
+    assert_eq!((pace.allowed, pace.backoff_ms), (1, BACKOFF_MAX_MS));
+    assert_eq!(pace.cap(8), 1);
+    // Clean batches: +1 each up to the configured concurrency, backoff cleared at once.
+    let clean = pace.after(&batch(4, 0, None, now + 1), now + 2);
+    assert_eq!((clean.allowed, clean.backoff_ms, clean.failures), (2, 0, 0));
+    let mut back = clean.clone();
+    for _ in 0..20 {
+        back = back.after(&batch(4, 0, None, now + 3), now + 4);
+    }
+    assert_eq!(back.allowed, 8, "never above the configured concurrency");
+    assert_eq!(back.cap(3), 3, "a lowered configured concurrency caps the allowance");
+    // A batch the connector answered nothing for says nothing about the managed system.
+    assert_eq!(clean.after(&batch(0, 0, None, now + 5), now + 6), clean);
+}
+
+#[test]
+fn a_retry_after_pauses_the_connection_capped_at_an_hour() {
+    let full = Pace::full("saas", 4);
+    let paused = full.after(&batch(4, 1, Some(5_000), 900), 1_000);
+    assert_eq!((paused.paused_until, paused.allowed), (6_000, 4), "one Retry-After pauses, it does not halve");
+    let later = paused.after(&batch(4, 1, Some(1_000), 1_000), 1_500);
+    assert_eq!(later.paused_until, 6_000, "a shorter Retry-After does not shorten the pause");
+    let capped = full.after(&batch(1, 1, Some(10 * MAX_PAUSE_MS), 0), 1_000);
+    assert_eq!(capped.paused_until, 1_000 + MAX_PAUSE_MS);
+}
+
+fn batch4(answered: usize, transient: usize, retry_after_ms: Option<i64>, sent_at: i64) -> BatchOutcome {
+    BatchOutcome { concurrency: 4, ..batch(answered, transient, retry_after_ms, sent_at) }
+}
+
+fn units_of(connection: &str, n: usize) -> Vec<UnitSpec> {
+    (0..n).map(|_| UnitSpec::new(UnitKind::Fulfil, connection)).collect()
+}
+
+#[test]
+fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starving_others() {
+    let mut store = store_with_identity();
+    // More units of the connection that will be paused than a claim looks at, then another's.
+    let mut units = units_of("slow", 70);
+    units.extend(units_of("other", 2));
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units).unwrap() else { panic!() };
+    let now = crate::model::now_ms();
+    let four = |_: &str| 4;
+    let Claim::Unit(first) = store.claim_unit(run, "a", LEASE, &four, now).unwrap() else { panic!() };
+    assert_eq!(first.target, "slow");
+    store.set_fence(Some(first.fence));
+    store
+        .end_calling(first.fence, &BatchOutcome { retry_after_ms: Some(10_000), ..batch(2, 1, None, now) }, now)
+        .unwrap();
+    store.set_fence(None);
+    let pace = &store.paces().unwrap()[0];
+    assert_eq!((pace.connection.as_str(), pace.paused_until), ("slow", now + 10_000));
+
+    // Paused: the other connection's units are claimed although 69 of "slow" come first.
+    let claim = |store: &mut Store, at: i64| store.claim_unit(run, "b", LEASE, &four, at).unwrap();
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        match claim(&mut store, now + 1) {
+            Claim::Unit(unit) => others.push(*unit),
+            other => panic!("the paused connection starved the other: {other:?}"),
+        }
+    }
+    assert!(others.iter().all(|u| u.target == "other"), "{others:?}");
+    // Others' units held: wait for them. Done (the first too): only the pause is left.
+    assert_eq!(claim(&mut store, now + 2), Claim::Wait);
+    for unit in others.iter().chain([&*first]) {
+        store.set_fence(Some(unit.fence));
+        store.finish_unit(unit, &0, &[], &[], &[]).unwrap();
+    }
+    store.set_fence(None);
+    assert_eq!(claim(&mut store, now + 3), Claim::Paused { until: now + 10_000 });
+    // Once the pause is over, "slow" goes on.
+    let Claim::Unit(next) = claim(&mut store, now + 10_000) else { panic!("the pause did not end") };
+    assert_eq!(next.target, "slow");
+}
+
+#[test]
+fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_for_the_next_run() {
+    let mut store = store_with_identity();
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units_of("saas", 6)).unwrap() else { panic!() };
+    let now = crate::model::now_ms();
+    let four = |_: &str| 4;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let Claim::Unit(unit) = store.claim_unit(run, "a", LEASE, &four, now).unwrap() else { panic!() };
+        held.push(*unit);
+    }
+    // Two of the four batches come back with transient errors: the allowance halves to 2 and
+    // the connection backs off; two are still in flight, so nothing goes out, even after it.
+    for unit in &held[..2] {
+        store.set_fence(Some(unit.fence));
+        store.end_calling(unit.fence, &batch4(1, 1, None, now), now + 10).unwrap();
+        store.finish_unit(unit, &serde_json::json!({}), &[], &[], &[]).unwrap();
+    }
+    store.set_fence(None);
+    let pace = store.paces().unwrap().remove(0);
+    assert_eq!((pace.allowed, pace.paused_until), (2, now + 10 + BACKOFF_MIN_MS));
+    let after = now + 10 + BACKOFF_MIN_MS;
+    assert_eq!(store.claim_unit(run, "a", LEASE, &four, after).unwrap(), Claim::Wait, "2 in flight of 2 allowed");
+    store.set_fence(Some(held[2].fence));
+    store.end_calling(held[2].fence, &batch4(1, 0, None, now), after).unwrap();
+    store.set_fence(None);
+    assert_eq!(store.paces().unwrap()[0].allowed, 3, "a clean batch adds one back");
+    let Claim::Unit(fifth) = store.claim_unit(run, "a", LEASE, &four, after).unwrap() else { panic!("3 allowed") };
+    held.push(*fifth);
+
+    // A Retry-After of ten minutes: the remaining batch is finished unworked, with a note.
+    store.set_fence(Some(held[3].fence));
+    store.end_calling(held[3].fence, &batch4(1, 1, Some(600_000), after), after).unwrap();
+    store.set_fence(None);
+    for unit in &held[2..] {
+        store.set_fence(Some(unit.fence));
+        store.finish_unit(unit, &serde_json::json!({}), &[], &[], &[]).unwrap();
+    }
+    store.set_fence(None);
+    let done = store.claim_unit(run, "a", LEASE, &four, after + 1).unwrap();
+    assert!(matches!(done, Claim::PhaseDone { .. }), "{done:?}");
+    let notes = store.unit_results(run).unwrap().notes;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("1 of its batches stay Pending for the next run"), "{notes:?}");
 }

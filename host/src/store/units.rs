@@ -22,10 +22,16 @@
 //! - **Per-connection concurrency.** A fulfil unit's claim also marks it `calling` (a batch in
 //!   flight to its managed system) until the call returns; a claim is only granted while
 //!   fewer than the connection's `concurrency` live units are calling, whoever holds them.
+//! - **Per-connection pace.** A connection's stored pace (see `store::pace`) may lower that
+//!   cap or pause the connection: its fulfil units are left out of the candidates (so that
+//!   units of a paused connection never hide another's), and a pause past the
+//!   `DEFER_AFTER_MS` horizon finishes its remaining fulfil units of the phase unworked, their
+//!   orders still Pending for the next run.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
+use super::pace::{self, BatchOutcome, DEFER_AFTER_MS};
 use super::{Result, Store, StoreError, from_json, json};
 
 /// A unit given up after this many claims: its work keeps failing or killing its workers.
@@ -159,6 +165,12 @@ pub enum Claim {
     /// Nothing to claim now: other workers hold the phase's last units (or the connections'
     /// concurrency is taken).
     Wait,
+    /// Nothing to claim before `until` (Unix ms): what is left of the phase are batches of
+    /// paused connections, and no worker holds any unit of it.
+    Paused {
+        /// When the earliest pause ends.
+        until: i64,
+    },
     /// Every unit of the phase is done: the next phase may be planned.
     PhaseDone {
         /// The phase.
@@ -257,17 +269,18 @@ impl Store {
         running(&self.conn)
     }
 
-    /// Claims a unit of `run`'s current phase for `owner`, leased for `lease_ms`; a fulfil unit
-    /// only while its connection has fewer than `concurrency(connection)` batches in flight.
+    /// Claims a unit of `run`'s current phase for `owner` at `now` (Unix ms), leased for
+    /// `lease_ms`; a fulfil unit only while its connection is not paused and has fewer than
+    /// `concurrency(connection)` (or its paced allowance) batches in flight.
     pub fn claim_unit(
         &mut self,
         run: i64,
         owner: &str,
         lease_ms: i64,
         concurrency: &dyn Fn(&str) -> usize,
+        now: i64,
     ) -> Result<Claim> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = self.clock.now_ms();
         let Some((status, phase, plan)) = tx
             .query_row("SELECT status, phase, plan FROM job_runs WHERE id = ?1", [run], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
@@ -279,13 +292,35 @@ impl Store {
         if status != "running" {
             return Ok(Claim::Finished);
         }
+        let paces: std::collections::HashMap<String, pace::Pace> =
+            pace::paces(&tx)?.into_iter().map(|p| (p.connection.clone(), p)).collect();
+        for paused in paces.values().filter(|p| p.paused_until > now + DEFER_AFTER_MS) {
+            defer(&tx, run, phase, paused, now)?;
+        }
+        let calling: std::collections::HashMap<String, usize> = tx
+            .prepare_cached(
+                "SELECT target, COUNT(*) FROM work_units
+                 WHERE kind = 'fulfil' AND state = 'claimed' AND calling = 1 AND expires_at > ?1 GROUP BY target",
+            )?
+            .query_map([now], |r| Ok((r.get::<_, String>(0)?, usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0))))?
+            .collect::<Result<_, _>>()?;
+        let cap = |target: &str| {
+            let configured = concurrency(target);
+            paces.get(target).map_or(configured, |p| p.cap(configured))
+        };
+        // Connections whose batches cannot go out now: left out of the candidates, so that
+        // however many units they have, other connections' units are seen.
+        let mut blocked: Vec<&str> =
+            paces.values().filter(|p| p.paused_until > now).map(|p| p.connection.as_str()).collect();
+        blocked.extend(calling.iter().filter(|(target, n)| **n >= cap(target)).map(|(target, _)| target.as_str()));
         let candidates: Vec<Candidate> = tx
             .prepare_cached(
                 "SELECT id, kind, target, lo, hi, held, state, claims, cursor, stamp, partial, pages FROM work_units
                  WHERE run = ?1 AND phase = ?2 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?3))
+                   AND NOT (kind = 'fulfil' AND target IN (SELECT value FROM json_each(?4)))
                  ORDER BY id LIMIT 64",
             )?
-            .query_map(params![run, phase, now], |r| {
+            .query_map(params![run, phase, now, json(&blocked)], |r| {
                 Ok(Candidate {
                     id: r.get(0)?,
                     kind: r.get(1)?,
@@ -305,26 +340,37 @@ impl Store {
             .collect::<Result<_, _>>()?;
         // Nothing to claim: the phase is done, or others hold (or wait to send) what is left.
         let nothing = |tx: rusqlite::Transaction<'_>| -> Result<Claim> {
-            let open: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM work_units WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
-                params![run, phase],
-                |r| r.get(0),
+            let (open, live): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), coalesce(SUM(state = 'claimed' AND expires_at > ?3), 0) FROM work_units
+                 WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
+                params![run, phase, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            // What is left waits for a pause, and nobody works on anything that could change it.
+            let paused_until: Option<i64> = if open > 0 && live == 0 {
+                tx.query_row(
+                    "SELECT MIN(p.paused_until) FROM work_units u JOIN connection_pace p ON p.connection = u.target
+                     WHERE u.run = ?1 AND u.phase = ?2 AND u.kind = 'fulfil' AND u.state IN ('ready', 'claimed')
+                       AND p.paused_until > ?3",
+                    params![run, phase, now],
+                    |r| r.get(0),
+                )?
+            } else {
+                None
+            };
             tx.commit()?;
             let steps: Vec<String> = from_json(&plan, "job run plan")?;
             let step = steps.get(usize::try_from(phase).unwrap_or(usize::MAX)).cloned().unwrap_or_default();
-            Ok(if open == 0 { Claim::PhaseDone { phase, step } } else { Claim::Wait })
+            Ok(match (open, paused_until) {
+                (0, _) => Claim::PhaseDone { phase, step },
+                (_, Some(until)) => Claim::Paused { until },
+                _ => Claim::Wait,
+            })
         };
         if candidates.is_empty() {
             return nothing(tx);
         }
-        let mut calling: std::collections::HashMap<String, usize> = tx
-            .prepare_cached(
-                "SELECT target, COUNT(*) FROM work_units
-                 WHERE kind = 'fulfil' AND state = 'claimed' AND calling = 1 AND expires_at > ?1 GROUP BY target",
-            )?
-            .query_map([now], |r| Ok((r.get::<_, String>(0)?, usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0))))?
-            .collect::<Result<_, _>>()?;
+        let mut calling = calling;
         for Candidate { id, kind, target, range, held, taken_over, claims, page } in candidates {
             let kind = UnitKind::from_name(&kind)?;
             if claims >= MAX_CLAIMS {
@@ -343,8 +389,9 @@ impl Store {
             }
             let fulfil = kind == UnitKind::Fulfil;
             if fulfil {
+                let limit = cap(&target);
                 let in_flight = calling.entry(target.clone()).or_default();
-                if *in_flight >= concurrency(&target) {
+                if *in_flight >= limit {
                     continue;
                 }
                 *in_flight += 1;
@@ -374,11 +421,21 @@ impl Store {
         nothing(tx)
     }
 
-    /// Marks a fulfil unit's batch no longer in flight (its call returned): another batch of
-    /// the connection may go out while this one's outcomes are written.
-    pub fn end_calling(&mut self, fence: Fence) -> Result<()> {
+    /// Marks a fulfil unit's batch no longer in flight (its call returned at `now`, Unix ms):
+    /// another batch of the connection may go out while this one's outcomes are written; and
+    /// applies what the batch's outcomes say to the connection's pace, in the same transaction.
+    pub fn end_calling(&mut self, fence: Fence, batch: &BatchOutcome, now: i64) -> Result<()> {
         let tx = self.write_tx()?;
-        tx.execute("UPDATE work_units SET calling = 0 WHERE id = ?1 AND fence = ?2", params![fence.unit, fence.token])?;
+        let target: Option<String> = tx
+            .query_row(
+                "UPDATE work_units SET calling = 0 WHERE id = ?1 AND fence = ?2 RETURNING target",
+                params![fence.unit, fence.token],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(target) = target {
+            pace::record(&tx, &target, batch, now)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -471,6 +528,14 @@ impl Store {
             results.notes.extend(from_json::<Vec<String>>(notes.as_deref().unwrap_or("[]"), "unit notes")?);
         }
         Ok(results)
+    }
+
+    /// How many orders `run` created, whichever workers created them: a unit taken over after
+    /// its worker wrote its orders (and lost its lease before recording its counters) is redone
+    /// by one that finds them made, so only the orders themselves count them exactly.
+    pub fn orders_created_by(&self, run: i64) -> Result<u64> {
+        let count: i64 = self.conn.query_row("SELECT COUNT(*) FROM orders WHERE job_run = ?1", [run], |r| r.get(0))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// A run's units per phase of its plan.
@@ -627,6 +692,33 @@ pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence, now: i64) -> R
         )
         .optional()?
         .is_some())
+}
+
+/// Finishes, unworked, the fulfil units of the phase of a connection paused past the horizon:
+/// their orders stay Pending for the next run; one of them says so.
+fn defer(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, paused: &pace::Pace, now: i64) -> Result<()> {
+    let units: Vec<i64> = tx
+        .prepare_cached(
+            "UPDATE work_units SET state = 'done', owner = NULL, calling = 0, finished_at = ?4,
+                started_at = coalesce(started_at, ?4), counters = '{}', problems = '[]', notes = '[]'
+             WHERE run = ?1 AND phase = ?2 AND kind = 'fulfil' AND target = ?3
+               AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?4))
+             RETURNING id",
+        )?
+        .query_map(params![run, phase, paused.connection, now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = units.iter().min() {
+        let note = format!(
+            "connection {} is paused until {} ({}): {} of its batches stay Pending for the next run",
+            paused.connection,
+            crate::model::format_time(paused.paused_until),
+            paused.reason.as_deref().unwrap_or("slowed down"),
+            units.len()
+        );
+        tracing::warn!(connection = %paused.connection, "{note}");
+        tx.execute("UPDATE work_units SET notes = ?2 WHERE id = ?1", params![first, json(&[note])])?;
+    }
+    Ok(())
 }
 
 fn running(conn: &rusqlite::Connection) -> Result<Option<Running>> {
