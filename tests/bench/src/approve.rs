@@ -212,7 +212,7 @@ pub fn run() {
     assert_eq!(orders.len(), APPROVALS, "orders awaiting review");
     orders.reverse();
     let approve_url = format!("{base}/api/v1/reviews/approve");
-    let mut approve = |orders: &mut Vec<i64>| -> f64 {
+    let approve = |orders: &mut Vec<i64>| -> f64 {
         let order = orders.pop().expect("an order left to approve");
         let started = Instant::now();
         let (status, answer) = call(&agent, &approve_url, "POST", &rita, Some(&json!({ "orders": [order] })));

@@ -41,7 +41,7 @@ fn cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-fn run(concurrency: usize) -> Run {
+fn measure(concurrency: usize) -> Run {
     let scim = SlowScim::start(LATENCY);
     let port = scim.port;
     let orders = ORDERS_PER_SLOT * concurrency;
@@ -100,12 +100,12 @@ connection = "saas"
 
 pub fn run() {
     // Compile the connector once, outside the measured runs.
-    drop(run(1));
+    let _warm_up = measure(1);
     crate::report::header(&format!(
         "Per-connection concurrency: orders per second against a managed system answering each request after {LATENCY:?}"
     ));
     for concurrency in [1, 4, 16] {
-        let mut runs: Vec<Run> = (0..RUNS).map(|_| run(concurrency)).collect();
+        let mut runs: Vec<Run> = (0..RUNS).map(|_| measure(concurrency)).collect();
         runs.sort_by(|a, b| a.orders_per_second.total_cmp(&b.orders_per_second));
         let median = &runs[RUNS / 2];
         let ceiling = concurrency as f64 / LATENCY.as_secs_f64();
