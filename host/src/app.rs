@@ -2,14 +2,17 @@
 //! function that authorises its caller and keeps the rules, whoever asks. The CLI, the API and
 //! the pages parse, resolve a [`Principal`], call one of these and print; none of them decides.
 //!
-//! Reviews and manual decisions are [`crate::review`] and [`crate::manual`] (through
-//! [`crate::operators`]); a job run is [`crate::jobs`].
+//! A person's action on their work lists is [`act`] (the rules live in [`crate::review`] and
+//! [`crate::manual`], through [`crate::operators`]), followed by [`notify_after_action`]; a job
+//! run is [`crate::jobs`].
 
 use crate::host::Host;
 use crate::model::{Order, ProvisioningState};
+use crate::notify::NotifyReport;
 use crate::operators::ActionError;
 use crate::permissions::{Action, Capability, Denied, authorize, authorize_capability};
-use crate::store::{OrderFilter, User, UserSpec};
+use crate::review::Decision;
+use crate::store::{OrderFilter, StoreError, User, UserSpec};
 
 /// Who acts: a user of the host with the permissions their profiles give, resolved once per
 /// request or command.
@@ -58,6 +61,81 @@ impl Principal {
     pub fn may_act(&self, action: Action, entity_type: &str) -> bool {
         authorize(&self.user.login, &self.user.permissions, action, entity_type).is_ok()
     }
+}
+
+/// What a person does to orders in their work lists, by the name every front end uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkAction {
+    /// A reviewer releases the orders to fulfilment.
+    Approve,
+    /// A reviewer refuses them.
+    Decline,
+    /// A reviewer decides later (the text says why).
+    Postpone,
+    /// An implementer confirms the orders were carried out by hand.
+    Confirm,
+    /// An implementer reports they could not be (the text says what went wrong).
+    ReportError,
+}
+
+impl WorkAction {
+    /// A reviewer's actions.
+    pub const REVIEW: &[WorkAction] = &[WorkAction::Approve, WorkAction::Decline, WorkAction::Postpone];
+    /// An implementer's actions.
+    pub const MANUAL: &[WorkAction] = &[WorkAction::Confirm, WorkAction::ReportError];
+
+    /// The name in the CLI's commands, the API's paths and the pages' forms.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkAction::Approve => "approve",
+            WorkAction::Decline => "decline",
+            WorkAction::Postpone => "postpone",
+            WorkAction::Confirm => "confirm",
+            WorkAction::ReportError => "report-error",
+        }
+    }
+
+    /// The action called `name` among `among`, or [`ActionError::UnknownName`] listing them.
+    pub fn named(name: &str, among: &[WorkAction]) -> Result<WorkAction, ActionError> {
+        among.iter().copied().find(|a| a.name() == name).ok_or_else(|| ActionError::UnknownName {
+            what: "action",
+            name: name.to_string(),
+            known: among.iter().map(|a| a.name().to_string()).collect(),
+        })
+    }
+}
+
+/// A person acts on orders, all or nothing, in one short transaction beside any running job
+/// (a worker's later write under its fence meets the new state; the machine refuses an action
+/// on an order a job has just moved). `text` is the comment, or the error report's message.
+/// The notifications the change causes are queued in the same transaction: call
+/// [`notify_after_action`] once it returned.
+pub fn act(
+    host: &mut Host,
+    who: &Principal,
+    orders: &[i64],
+    action: WorkAction,
+    text: Option<&str>,
+) -> Result<Vec<Order>, ActionError> {
+    let (store, login) = (&mut host.store, who.login());
+    let decision = match action {
+        WorkAction::Approve => Decision::Approve,
+        WorkAction::Decline => Decision::Decline,
+        WorkAction::Postpone => Decision::Postpone,
+        WorkAction::Confirm => return crate::manual::confirm(store, login, orders, text),
+        WorkAction::ReportError => {
+            return crate::manual::report_error(store, login, orders, text.unwrap_or_default());
+        }
+    };
+    crate::review::decide(store, login, orders, decision, text)
+}
+
+/// Routes what people's actions queued into the outbox and delivers it. Every front end calls
+/// this after a successful [`act`] (or [`retry`]): the CLI before it exits, `serve` beside its
+/// answer. A failing router or webhook is in the report; the intents stay queued for the next
+/// pass, so nothing an action caused is lost.
+pub fn notify_after_action(host: &mut Host) -> Result<NotifyReport, StoreError> {
+    crate::notify::route_and_deliver(host)
 }
 
 /// Which orders an operator retries.

@@ -173,7 +173,7 @@ impl App {
             let mut host = app.notifier.lock().unwrap_or_else(|e| e.into_inner());
             // From here on, an action needs a pass of its own: this one may have read the queue.
             app.notify_asked.store(false, Ordering::SeqCst);
-            if let Err(error) = crate::notify::route_and_deliver(&mut host) {
+            if let Err(error) = crate::app::notify_after_action(&mut host) {
                 tracing::warn!("notifications after an action: {error}");
             }
         });

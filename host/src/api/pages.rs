@@ -16,11 +16,11 @@ use serde::Deserialize;
 
 use super::auth::{Caller, PageCaller, SESSION_COOKIE};
 use super::{ApiError, AppState};
+use crate::app::WorkAction;
 use crate::jobs::Simulation;
 use crate::model::{HistoryEntry, ProvisioningState};
 use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
 use crate::permissions::{Action, Capability};
-use crate::review::Decision;
 use crate::store::{Hold, Identity, IdentityView, JobRun};
 
 pub fn routes() -> Router<AppState> {
@@ -316,19 +316,10 @@ async fn review(
     Form(form): Form<WorkForm>,
 ) -> Result<Response, PageError> {
     csrf(&caller, &form.csrf)?;
-    let decision = match form.action.as_str() {
-        "approve" => Decision::Approve,
-        "decline" => Decision::Decline,
-        "postpone" => Decision::Postpone,
-        other => return Err(PageError(ApiError::bad_request(format!("unknown action `{other}`")))),
-    };
-    let login = caller.user.login.clone();
+    let action = WorkAction::named(&form.action, WorkAction::REVIEW).map_err(|e| PageError(e.into()))?;
+    let who = caller.principal();
     let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
-    let result = app
-        .act(move |host| {
-            Ok(crate::review::decide(&mut host.store, &login, &form.orders, decision, comment.as_deref())?)
-        })
-        .await;
+    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, comment.as_deref())?)).await;
     after_action("/review", result)
 }
 
@@ -357,19 +348,10 @@ async fn manual(
     Form(form): Form<WorkForm>,
 ) -> Result<Response, PageError> {
     csrf(&caller, &form.csrf)?;
-    let login = caller.user.login.clone();
-    let result = app
-        .act(move |host| {
-            Ok(match form.action.as_str() {
-                "confirm" => {
-                    let comment = Some(form.comment.as_str()).filter(|c| !c.trim().is_empty());
-                    crate::manual::confirm(&mut host.store, &login, &form.orders, comment)?
-                }
-                "report-error" => crate::manual::report_error(&mut host.store, &login, &form.orders, &form.comment)?,
-                other => return Err(ApiError::bad_request(format!("unknown action `{other}`"))),
-            })
-        })
-        .await;
+    let action = WorkAction::named(&form.action, WorkAction::MANUAL).map_err(|e| PageError(e.into()))?;
+    let who = caller.principal();
+    let text = Some(form.comment).filter(|c| action == WorkAction::ReportError || !c.trim().is_empty());
+    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, text.as_deref())?)).await;
     after_action("/manual", result)
 }
 

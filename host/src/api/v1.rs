@@ -15,12 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller};
-use crate::app::RetrySelection;
+use crate::app::{RetrySelection, WorkAction};
 use crate::host::Host;
 use crate::model::ProvisioningState;
 use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
 use crate::permissions::Capability;
-use crate::review::Decision;
 use crate::store::OrderFilter;
 
 /// A JSON body whose problems are 400s naming what is wrong.
@@ -247,18 +246,10 @@ async fn review(
     PathOf(decision): PathOf<String>,
     Body(body): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let decision = match decision.as_str() {
-        "approve" => Decision::Approve,
-        "decline" => Decision::Decline,
-        "postpone" => Decision::Postpone,
-        other => return Err(ApiError::not_found(format!("no decision `{other}` (approve, decline, postpone)"))),
-    };
-    let login = caller.user.login;
-    let orders = app
-        .act(move |host| {
-            Ok(crate::review::decide(&mut host.store, &login, &body.orders, decision, body.comment.as_deref())?)
-        })
-        .await?;
+    let action = WorkAction::named(&decision, WorkAction::REVIEW).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let who = caller.principal();
+    let orders =
+        app.act(move |host| Ok(crate::app::act(host, &who, &body.orders, action, body.comment.as_deref())?)).await?;
     Ok(Json(json!({ "orders": orders })))
 }
 
@@ -277,9 +268,9 @@ async fn confirm(
     caller: Caller,
     Body(body): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let login = caller.user.login;
+    let who = caller.principal();
     let orders = app
-        .act(move |host| Ok(crate::manual::confirm(&mut host.store, &login, &body.orders, body.comment.as_deref())?))
+        .act(move |host| Ok(crate::app::act(host, &who, &body.orders, WorkAction::Confirm, body.comment.as_deref())?))
         .await?;
     Ok(Json(json!({ "orders": orders })))
 }
@@ -296,9 +287,9 @@ async fn report_error(
     caller: Caller,
     Body(body): Body<ReportBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let login = caller.user.login;
+    let who = caller.principal();
     let orders = app
-        .act(move |host| Ok(crate::manual::report_error(&mut host.store, &login, &body.orders, &body.message)?))
+        .act(move |host| Ok(crate::app::act(host, &who, &body.orders, WorkAction::ReportError, Some(&body.message))?))
         .await?;
     Ok(Json(json!({ "orders": orders })))
 }

@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::output::message;
 use super::{ConfigArg, JsonArg, open, print_json, table};
+use provision::app::{Principal, WorkAction};
 use provision::host::Host;
 use provision::model::Order;
 use provision::operators::{Paging, WorkItem};
-use provision::review::Decision;
 
 #[derive(Args, Clone)]
 pub struct UserArg {
@@ -149,7 +149,7 @@ fn done(host: &mut Host, orders: &[Order], json: bool) -> anyhow::Result<ExitCod
             println!("{}", message(&line));
         }
     }
-    let report = provision::notify::route_and_deliver(host)?;
+    let report = provision::app::notify_after_action(host)?;
     for problem in &report.problems {
         eprintln!("warning: {}", message(problem));
     }
@@ -169,19 +169,19 @@ pub fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
             print_items(&items, "WHY A REVIEW", json.json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        ReviewCommand::Approve { selection, comment } => (selection, Decision::Approve, comment),
-        ReviewCommand::Decline { selection, comment } => (selection, Decision::Decline, comment),
-        ReviewCommand::Postpone { selection, comment } => (selection, Decision::Postpone, Some(comment)),
+        ReviewCommand::Approve { selection, comment } => (selection, WorkAction::Approve, comment),
+        ReviewCommand::Decline { selection, comment } => (selection, WorkAction::Decline, comment),
+        ReviewCommand::Postpone { selection, comment } => (selection, WorkAction::Postpone, Some(comment)),
     };
     comment_arg("--comment", comment.as_deref())?;
+    act(selection, decision, comment.as_deref())
+}
+
+/// Opens the host, acts as `--user` and prints what changed.
+fn act(selection: Selection, action: WorkAction, text: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut host = open(&selection.config)?;
-    let orders = provision::review::decide(
-        &mut host.store,
-        &selection.user.user,
-        &selection.orders,
-        decision,
-        comment.as_deref(),
-    )?;
+    let who = Principal::of(&host, &selection.user.user)?;
+    let orders = provision::app::act(&mut host, &who, &selection.orders, action, text)?;
     done(&mut host, &orders, selection.json.json)
 }
 
@@ -195,21 +195,11 @@ pub fn manual(command: ManualCommand) -> anyhow::Result<ExitCode> {
         }
         ManualCommand::Confirm { selection, comment } => {
             comment_arg("--comment", comment.as_deref())?;
-            let mut host = open(&selection.config)?;
-            let orders = provision::manual::confirm(
-                &mut host.store,
-                &selection.user.user,
-                &selection.orders,
-                comment.as_deref(),
-            )?;
-            done(&mut host, &orders, selection.json.json)
+            act(selection, WorkAction::Confirm, comment.as_deref())
         }
         ManualCommand::ReportError { selection, message } => {
             comment_arg("--message", Some(&message))?;
-            let mut host = open(&selection.config)?;
-            let orders =
-                provision::manual::report_error(&mut host.store, &selection.user.user, &selection.orders, &message)?;
-            done(&mut host, &orders, selection.json.json)
+            act(selection, WorkAction::ReportError, Some(&message))
         }
     }
 }
