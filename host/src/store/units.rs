@@ -313,45 +313,29 @@ impl Store {
         let mut blocked: Vec<&str> =
             paces.values().filter(|p| p.paused_until > now).map(|p| p.connection.as_str()).collect();
         blocked.extend(calling.iter().filter(|(target, n)| **n >= cap(target)).map(|(target, _)| target.as_str()));
-        let candidates: Vec<Candidate> = tx
-            .prepare_cached(
-                "SELECT id, kind, target, lo, hi, held, state, claims, cursor, stamp, partial, pages FROM work_units
-                 WHERE run = ?1 AND phase = ?2 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?3))
-                   AND NOT (kind = 'fulfil' AND target IN (SELECT value FROM json_each(?4)))
-                 ORDER BY id LIMIT 64",
-            )?
-            .query_map(params![run, phase, now, json(&blocked)], |r| {
-                Ok(Candidate {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    target: r.get(2)?,
-                    range: r.get::<_, Option<i64>>(3)?.zip(r.get::<_, Option<i64>>(4)?),
-                    held: r.get(5)?,
-                    taken_over: r.get::<_, String>(6)? == "claimed",
-                    claims: r.get(7)?,
-                    page: match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
-                        (Some(cursor), Some(stamp)) => {
-                            Some(ReadOn { stamp, cursor, partial: r.get(10)?, pages: r.get(11)? })
-                        }
-                        _ => None,
-                    },
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let candidates = candidates(&tx, run, phase, now, &blocked)?;
         // Nothing to claim: the phase is done, or others hold (or wait to send) what is left.
         let nothing = |tx: rusqlite::Transaction<'_>| -> Result<Claim> {
-            let (open, live): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), coalesce(SUM(state = 'claimed' AND expires_at > ?3), 0) FROM work_units
-                 WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
+            // Counted without visiting the ready units: a blocked connection may have thousands.
+            let ready: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM work_units WHERE run = ?1 AND phase = ?2 AND state = 'ready')",
+                params![run, phase],
+                |r| r.get(0),
+            )?;
+            let (claimed, live): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), coalesce(SUM(expires_at > ?3), 0) FROM work_units
+                 WHERE run = ?1 AND phase = ?2 AND state = 'claimed'",
                 params![run, phase, now],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            let open = i64::from(ready) + claimed;
             // What is left waits for a pause, and nobody works on anything that could change it.
             let paused_until: Option<i64> = if open > 0 && live == 0 {
                 tx.query_row(
-                    "SELECT MIN(p.paused_until) FROM work_units u JOIN connection_pace p ON p.connection = u.target
-                     WHERE u.run = ?1 AND u.phase = ?2 AND u.kind = 'fulfil' AND u.state IN ('ready', 'claimed')
-                       AND p.paused_until > ?3",
+                    "SELECT MIN(p.paused_until) FROM connection_pace p
+                     WHERE p.paused_until > ?3 AND EXISTS (
+                        SELECT 1 FROM work_units u WHERE u.run = ?1 AND u.phase = ?2
+                          AND u.state IN ('ready', 'claimed') AND u.target = p.connection AND u.kind = 'fulfil')",
                     params![run, phase, now],
                     |r| r.get(0),
                 )?
@@ -481,12 +465,12 @@ impl Store {
         let current: Option<(String, i64)> = tx
             .query_row("SELECT status, phase FROM job_runs WHERE id = ?1", [run], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let open: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM work_units WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed')",
+        let open: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM work_units WHERE run = ?1 AND phase = ?2 AND state IN ('ready', 'claimed'))",
             params![run, phase],
             |r| r.get(0),
         )?;
-        if current != Some(("running".to_string(), phase)) || open > 0 {
+        if current != Some(("running".to_string(), phase)) || open {
             return Ok(false);
         }
         match next {
@@ -633,6 +617,84 @@ impl Store {
         tx.commit()?;
         Ok(orders)
     }
+}
+
+/// How many units a claim considers, first by id (the oldest work first).
+const CANDIDATES: usize = 64;
+
+/// The units of a phase a claim may take, oldest first: ready ones, and claimed ones whose lease
+/// lapsed, but no fulfil unit of a `blocked` connection. Each (target, kind) of the ready units
+/// is found by a skip over the index and read from it in id order, so a claim costs index
+/// lookups, not a scan of the phase's units, however many there are or are blocked.
+fn candidates(
+    tx: &rusqlite::Transaction<'_>,
+    run: i64,
+    phase: i64,
+    now: i64,
+    blocked: &[&str],
+) -> Result<Vec<Candidate>> {
+    const COLUMNS: &str = "id, kind, target, lo, hi, held, state, claims, cursor, stamp, partial, pages";
+    let excluded = |kind: &str, target: &str| kind == UnitKind::Fulfil.name() && blocked.contains(&target);
+    let groups: Vec<(String, String)> = tx
+        .prepare_cached(
+            // The targets, each the least one past the last; then each target's kinds the same way.
+            "WITH RECURSIVE t(target) AS (
+                SELECT MIN(target) FROM work_units WHERE run = ?1 AND phase = ?2 AND state = 'ready'
+                UNION ALL
+                SELECT (SELECT MIN(target) FROM work_units
+                        WHERE run = ?1 AND phase = ?2 AND state = 'ready' AND target > t.target)
+                FROM t WHERE t.target IS NOT NULL),
+             g(target, kind) AS (
+                SELECT target, (SELECT MIN(kind) FROM work_units u
+                                WHERE u.run = ?1 AND u.phase = ?2 AND u.state = 'ready' AND u.target = t.target)
+                FROM t WHERE t.target IS NOT NULL
+                UNION ALL
+                SELECT target, (SELECT MIN(kind) FROM work_units u
+                                WHERE u.run = ?1 AND u.phase = ?2 AND u.state = 'ready' AND u.target = g.target
+                                  AND u.kind > g.kind)
+                FROM g WHERE g.kind IS NOT NULL)
+             SELECT target, kind FROM g WHERE kind IS NOT NULL",
+        )?
+        .query_map(params![run, phase], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut found = Vec::new();
+    let mut ready = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM work_units
+         WHERE run = ?1 AND phase = ?2 AND state = 'ready' AND target = ?3 AND kind = ?4 ORDER BY id LIMIT ?5"
+    ))?;
+    for (target, kind) in groups.iter().filter(|(target, kind)| !excluded(kind, target)) {
+        let rows = ready.query_map(params![run, phase, target, kind, CANDIDATES as i64], candidate)?;
+        found.extend(rows.collect::<Result<Vec<_>, _>>()?);
+    }
+    let mut lapsed = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM work_units
+         WHERE run = ?1 AND phase = ?2 AND state = 'claimed' AND expires_at <= ?3 ORDER BY id"
+    ))?;
+    for unit in lapsed.query_map(params![run, phase, now], candidate)? {
+        let unit = unit?;
+        if !excluded(&unit.kind, &unit.target) {
+            found.push(unit);
+        }
+    }
+    found.sort_by_key(|c| c.id);
+    found.truncate(CANDIDATES);
+    Ok(found)
+}
+
+fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    Ok(Candidate {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        target: r.get(2)?,
+        range: r.get::<_, Option<i64>>(3)?.zip(r.get::<_, Option<i64>>(4)?),
+        held: r.get(5)?,
+        taken_over: r.get::<_, String>(6)? == "claimed",
+        claims: r.get(7)?,
+        page: match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
+            (Some(cursor), Some(stamp)) => Some(ReadOn { stamp, cursor, partial: r.get(10)?, pages: r.get(11)? }),
+            _ => None,
+        },
+    })
 }
 
 /// A unit a claim may take.
