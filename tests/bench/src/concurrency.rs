@@ -101,7 +101,7 @@ connection = "saas"
 pub fn run() {
     // Compile the connector once, outside the measured runs.
     let _warm_up = measure(1);
-    crate::report::header(&format!(
+    crate::report::title(&format!(
         "Per-connection concurrency: orders per second against a managed system answering each request after {LATENCY:?}"
     ));
     for concurrency in [1, 4, 16] {

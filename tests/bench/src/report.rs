@@ -56,6 +56,11 @@ pub fn fmt(value: f64) -> String {
     }
 }
 
+/// A section's title, for figures that are not a table.
+pub fn title(title: &str) {
+    println!("\n### {title}\n");
+}
+
 /// Table header.
 pub fn header(title: &str) {
     println!("\n### {title}\n\n| | median | min | max | runs |\n| --- | --- | --- | --- | --- |");
