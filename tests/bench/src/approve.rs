@@ -229,7 +229,9 @@ pub fn run() {
     let began = Instant::now();
     let mut during = Vec::new();
     let job = loop {
-        let (_, job) = call(&agent, &job_url, "GET", &rita, None);
+        // The run is the operator's to watch: a reviewer without View may not.
+        let (status, job) = call(&agent, &job_url, "GET", &operator, None);
+        assert_eq!(status, 200, "the run: {job}");
         if job["run"]["status"] != "running" {
             break job;
         }

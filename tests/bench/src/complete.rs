@@ -283,6 +283,11 @@ pub fn child(args: &[String]) {
         eprintln!("usage: {CHILD} N WORKERS DIR CACHE");
         std::process::exit(2);
     };
+    // What would explain a short count (a unit failed and was redone) is a warning of the host's.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
     let n: usize = n.parse().expect("N: a number of orders");
     let workers: usize = workers.parse().expect("WORKERS: a number of worker threads");
     let dir = PathBuf::from(dir);
@@ -333,7 +338,8 @@ fn child_job(n: usize, workers: usize, dir: &Path, cache: &Path) -> Result<(), S
         return Err(format!("the job reported problems: {}", report.problems.join("; ")));
     }
     if c.orders_created != expected || c.released != expected || c.executed != expected || c.verified != expected {
-        return Err(format!("the job's counters are not {n} each: {c:?}"));
+        let redone = redone_units(&dir.join("provision.db")).unwrap_or_else(|e| vec![format!("(cannot read: {e})")]);
+        return Err(format!("the job's counters are not {n} each: {c:?}; units claimed more than once: {redone:?}"));
     }
     let states = order_states(&dir.join("provision.db")).map_err(|e| format!("count orders by state: {e}"))?;
     let verified = provision::model::ProvisioningState::Verified.number();
@@ -404,6 +410,27 @@ fn order_states(db: &Path) -> rusqlite::Result<BTreeMap<u8, i64>> {
     let conn = rusqlite::Connection::open(db)?;
     let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM orders GROUP BY state")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?)))?;
+    rows.collect()
+}
+
+/// The units claimed more than once (a failed or taken-over unit is redone), to say why counters
+/// came out short.
+fn redone_units(db: &Path) -> rusqlite::Result<Vec<String>> {
+    let conn = rusqlite::Connection::open(db)?;
+    let mut stmt =
+        conn.prepare("SELECT id, kind, target, lo, hi, claims, state FROM work_units WHERE claims > 1 ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(format!(
+            "unit {} {} {} ({:?}, {:?}]: {} claims, {}",
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, String>(6)?
+        ))
+    })?;
     rows.collect()
 }
 
