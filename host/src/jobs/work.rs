@@ -222,7 +222,7 @@ fn work(host: &mut Host, run: i64, owner: &str, step: Step, leases: &Leases, wak
 /// was lost is left to whoever took it over.
 fn execute(host: &mut Host, unit: &Unit, leases: &Leases) {
     host.store.set_fence(Some(unit.fence));
-    leases.hold(unit.fence, host.lease_lost.clone());
+    host.lease_lost = leases.hold(unit.fence);
     if unit.taken_over {
         tracing::warn!(
             unit = unit.id,

@@ -252,7 +252,7 @@ pub fn run() {
     let created = job["run"]["counters"]["orders_created"].as_u64().unwrap_or(0);
     assert_eq!(created, n as u64, "{job}");
 
-    crate::report::header(&format!(
+    crate::report::title(&format!(
         "A reviewer's approve (POST /api/v1/reviews/approve, one order) during a complete job over {} orders",
         crate::complete::count(n)
     ));
