@@ -318,8 +318,8 @@ async fn review(
     csrf(&caller, &form.csrf)?;
     let action = WorkAction::named(&form.action, WorkAction::REVIEW).map_err(|e| PageError(e.into()))?;
     let who = caller.principal();
-    let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
-    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, comment.as_deref())?)).await;
+    // An empty comment is none (the rules trim it).
+    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, Some(&form.comment))?)).await;
     after_action("/review", result)
 }
 
@@ -350,8 +350,8 @@ async fn manual(
     csrf(&caller, &form.csrf)?;
     let action = WorkAction::named(&form.action, WorkAction::MANUAL).map_err(|e| PageError(e.into()))?;
     let who = caller.principal();
-    let text = Some(form.comment).filter(|c| action == WorkAction::ReportError || !c.trim().is_empty());
-    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, text.as_deref())?)).await;
+    // An empty comment is none; an empty error report is refused (the rules trim them).
+    let result = app.act(move |host| Ok(crate::app::act(host, &who, &form.orders, action, Some(&form.comment))?)).await;
     after_action("/manual", result)
 }
 
