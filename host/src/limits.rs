@@ -27,6 +27,10 @@ pub const DESCRIPTION: usize = COMMENT;
 /// A request body of the HTTP API: at most this many bytes (413 over it).
 pub const API_BODY: usize = 4 << 20;
 
+/// A bulk request of desired state (`POST /api/v1/desired`): at most this many bytes, about
+/// 100 000 small assignments (its changes are limited too: `app::desired::MAX_CHANGES`).
+pub const API_BULK_BODY: usize = 32 << 20;
+
 /// A text a plugin hands back (a reason, a failure message): cut to this many bytes.
 pub const PLUGIN_MESSAGE: usize = 4096;
 

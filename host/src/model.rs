@@ -430,6 +430,51 @@ pub fn format_time(unix_ms: impl std::borrow::Borrow<i64>) -> String {
     }
 }
 
+/// Times in JSON: Unix milliseconds in the host, RFC 3339 UTC strings outside it (the API, the
+/// CLI's `--json`, events). `#[serde(with = "crate::model::rfc3339")]` on an `i64`,
+/// `rfc3339::option` on an `Option<i64>`.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn text(unix_ms: i64) -> String {
+        jiff::Timestamp::from_millisecond(unix_ms).map(|t| t.to_string()).unwrap_or_else(|_| unix_ms.to_string())
+    }
+
+    fn parse<E: serde::de::Error>(text: &str) -> Result<i64, E> {
+        text.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()).map_err(|_| {
+            E::custom(format!("`{text}` is not a date-time with a UTC offset, such as 2027-01-01T00:00:00Z"))
+        })
+    }
+
+    /// Writes the time.
+    pub fn serialize<S: Serializer>(unix_ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&text(*unix_ms))
+    }
+
+    /// Reads a time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        parse(&String::deserialize(deserializer)?)
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the time, or null.
+        pub fn serialize<S: Serializer>(unix_ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+            match unix_ms {
+                Some(ms) => serializer.serialize_str(&super::text(*ms)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads a time, or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+            Option::<String>::deserialize(deserializer)?.map(|t| super::parse(&t)).transpose()
+        }
+    }
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()

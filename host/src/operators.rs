@@ -59,6 +59,9 @@ pub enum ActionError {
     /// A text is over its limit (`crate::limits`).
     #[error(transparent)]
     TooLong(#[from] crate::limits::TooLong),
+    /// A request carries more items than one may (the text says how many and the limit).
+    #[error("{0}")]
+    TooMany(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),

@@ -21,6 +21,9 @@ pub enum Action {
     PerformManualProvisioning,
     /// The same for several orders at once (also needs `PerformManualProvisioning`).
     BulkPerformManualProvisioning,
+    /// Change desired state: create, replace or remove identities of the entity type, set or
+    /// withdraw their assignments (the API, feeds, a person's request for a change).
+    ManageDesiredState,
 }
 
 impl Action {
@@ -31,6 +34,7 @@ impl Action {
             Action::BulkReviewProvisioning => "BulkReviewProvisioning",
             Action::PerformManualProvisioning => "PerformManualProvisioning",
             Action::BulkPerformManualProvisioning => "BulkPerformManualProvisioning",
+            Action::ManageDesiredState => "ManageDesiredState",
         }
     }
 
@@ -39,14 +43,16 @@ impl Action {
         format!("/Custom/ProvisioningPolicy/{}/{entity_type}", self.name())
     }
 
-    /// What the action does, in words.
-    fn describe(self) -> &'static str {
-        match self {
+    /// What the action does to what, in words.
+    fn describe(self, entity_type: &str) -> String {
+        let verb = match self {
             Action::ReviewProvisioning => "review",
             Action::BulkReviewProvisioning => "review in bulk",
             Action::PerformManualProvisioning => "provision manually",
             Action::BulkPerformManualProvisioning => "provision manually in bulk",
-        }
+            Action::ManageDesiredState => return format!("change the desired state of {entity_type} identities"),
+        };
+        format!("{verb} {entity_type} orders")
     }
 }
 
@@ -118,8 +124,7 @@ pub fn authorize(login: &str, held: &[String], action: Action, entity_type: &str
     if held.iter().any(|path| grants(path, &wanted)) {
         return Ok(());
     }
-    let action = format!("{} {entity_type} orders", action.describe());
-    Err(Denied { login: login.to_string(), action, missing: wanted })
+    Err(Denied { login: login.to_string(), action: action.describe(entity_type), missing: wanted })
 }
 
 /// Whether holding `held` makes a user receive the notifications guarded by `path`: only the
@@ -159,11 +164,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
 
 /// The segments below `/Custom/ProvisioningPolicy` that guard something, in the order they are
 /// listed to people.
-pub const KNOWN_ACTIONS: [&str; 6] = [
+pub const KNOWN_ACTIONS: [&str; 7] = [
     "ReviewProvisioning",
     "BulkReviewProvisioning",
     "PerformManualProvisioning",
     "BulkPerformManualProvisioning",
+    "ManageDesiredState",
     "View",
     "Operate",
 ];
@@ -337,6 +343,7 @@ mod tests {
             Action::BulkReviewProvisioning,
             Action::PerformManualProvisioning,
             Action::BulkPerformManualProvisioning,
+            Action::ManageDesiredState,
         ] {
             assert!(KNOWN_ACTIONS.contains(&action.name()), "{action:?}");
             assert_eq!(validate(&action.path("Device"), &["Device".to_string()]), Ok(None));

@@ -327,7 +327,7 @@ fn profiles_allow_refuses_a_path_that_can_never_match_and_warns_about_an_unknown
         assert_eq!(out.status.code(), Some(3), "{path} should be refused: {stderr}");
         assert!(stderr.contains(path), "{path}: {stderr}");
         assert!(
-            stderr.contains("ReviewProvisioning, BulkReviewProvisioning, PerformManualProvisioning, BulkPerformManualProvisioning, View, Operate"),
+            stderr.contains("ReviewProvisioning, BulkReviewProvisioning, PerformManualProvisioning, BulkPerformManualProvisioning, ManageDesiredState, View, Operate"),
             "the known actions: {stderr}"
         );
     }

@@ -87,7 +87,7 @@ impl Deployment {
     pub fn import(&self, host: &mut Host, file: &str, replace: bool) {
         let desired =
             provision::import::load(&self.path(file), &host.config, &host.store).unwrap_or_else(|e| panic!("{e}"));
-        desired.apply(&mut host.store, replace).expect("import");
+        desired.apply(host, &format!("import:{file}"), replace).expect("import");
     }
 }
 

@@ -17,7 +17,7 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
-    /// `bad-request`, `too-large`, `job-running` (a run is going here, or one of another kind is unfinished; the
+    /// `bad-request`, `too-large`, `stale` (a version precondition failed: read again), `job-running` (a run is going here, or one of another kind is unfinished; the
     /// message names it), `lease-lost`, `unavailable` (the database is busy or unreachable: try again),
     /// `internal`.
     pub code: &'static str,
@@ -75,6 +75,7 @@ impl From<ActionError> for ApiError {
             ActionError::OwnOrder { .. } => ApiError::new(StatusCode::FORBIDDEN, "own-order", error.to_string()),
             ActionError::NoSuchOrder(_) => ApiError::not_found(error.to_string()),
             ActionError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            ActionError::TooMany(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", error.to_string()),
             ActionError::NoOrders
             | ActionError::Missing(_)
             | ActionError::TooLong(_)
@@ -97,6 +98,7 @@ impl From<StoreError> for ApiError {
             ErrorKind::Refused => ApiError::bad_request(error.to_string()),
             ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
             ErrorKind::LeaseLost => ApiError::new(StatusCode::CONFLICT, "lease-lost", error.to_string()),
+            ErrorKind::Stale => ApiError::new(StatusCode::PRECONDITION_FAILED, "stale", error.to_string()),
             ErrorKind::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()),
             ErrorKind::Internal => ApiError::internal(error),
         }

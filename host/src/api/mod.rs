@@ -14,6 +14,7 @@
 //! CLI (`permissions::authorize`, `operators::act`); a page shows only what its user may do.
 
 mod auth;
+mod desired;
 mod error;
 mod metrics;
 mod pages;
@@ -330,10 +331,13 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(metrics::healthz))
         .layer(axum::middleware::from_fn(read_whole_body))
         // The extractors' own default (2 MiB) would refuse, with a 400, bodies the middleware
-        // above accepted: the one limit is MAX_BODY.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // above accepted: the limits are the middleware's.
+        .layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_BULK_BODY))
         .with_state(app)
 }
+
+/// The bulk endpoint of desired state, whose bodies may be up to `limits::API_BULK_BODY`.
+const BULK_PATH: &str = "/api/v1/desired";
 
 /// The largest request body accepted (a bulk decision on many orders fits well within it).
 pub const MAX_BODY: usize = crate::limits::API_BODY;
@@ -345,7 +349,9 @@ pub const MAX_BODY: usize = crate::limits::API_BODY;
 async fn read_whole_body(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY).await {
+    // A feed's bulk request may be larger; every other body is small.
+    let limit = if parts.uri.path() == BULK_PATH { crate::limits::API_BULK_BODY } else { MAX_BODY };
+    match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Err(error) => {
             let too_large =
@@ -354,7 +360,7 @@ async fn read_whole_body(request: axum::extract::Request, next: axum::middleware
                 ApiError::new(
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                     "too-large",
-                    format!("the request body is larger than {MAX_BODY} bytes"),
+                    format!("the request body is larger than {limit} bytes"),
                 )
                 .into_response()
             } else {

@@ -88,7 +88,20 @@ pub fn routes() -> Router<AppState> {
         .route("/plugins/{name}/enable", post(enable))
         .route("/plugins/{name}/reload", post(reload))
         .route("/notifications", get(notifications))
-        .route("/identities/{entity_type}/{key}", get(identity))
+        .route("/identities", get(super::desired::search))
+        .route(
+            "/identities/{entity_type}/{key}",
+            get(super::desired::identity).put(super::desired::put_identity).delete(super::desired::remove_identity),
+        )
+        .route("/identities/{entity_type}/{key}/history", get(super::desired::history))
+        .route("/identities/{entity_type}/{key}/assignments", get(super::desired::assignments))
+        .route(
+            "/identities/{entity_type}/{key}/assignments/{resource_type}",
+            get(super::desired::assignment)
+                .put(super::desired::put_assignment)
+                .delete(super::desired::withdraw_assignment),
+        )
+        .route("/desired", post(super::desired::bulk))
         .fallback(|| async { ApiError::not_found("no such endpoint (see the README's API section)") })
 }
 
@@ -181,7 +194,7 @@ async fn retry(
 }
 
 /// A page size from a query: 100 unless given, from 1 to 1000.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be from 1 to 1000"));
@@ -492,14 +505,4 @@ async fn notifications(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let list = app.read(move |store| Ok(store.notifications(q.status.as_deref(), Some(limit))?)).await?;
     Ok(Json(json!({ "notifications": list })))
-}
-
-async fn identity(
-    app: axum::extract::State<AppState>,
-    caller: Caller,
-    PathOf((entity_type, key)): PathOf<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Capability::View)?;
-    let view = app.read(move |store| Ok(store.identity_view(&entity_type, &key)?)).await?;
-    Ok(Json(json!(view)))
 }

@@ -44,7 +44,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
     let mut host = Host::open(config)?;
     let desired = provision::import::load(&data_path, &host.config, &host.store)?;
-    let imported = desired.apply(&mut host.store, false)?;
+    let imported = desired.apply(&mut host, "import:data.toml", false)?;
 
     let bar = super::progress();
     let report = provision::jobs::complete(&mut host, &bar);

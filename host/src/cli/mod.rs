@@ -137,9 +137,11 @@ struct JsonArg {
 struct ImportArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// The desired-state file (see examples/quickstart/data.toml)
-    file: PathBuf,
-    /// The file is the complete desired state: withdraw every assignment it does not list
+    /// Desired-state files, TOML or CSV (see examples/quickstart/data.toml and the README),
+    /// applied together as one change: an assignment may name an identity of an earlier file
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The files are the complete desired state: withdraw every assignment they do not list
     #[arg(long)]
     replace: bool,
     #[command(flatten)]
@@ -255,15 +257,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Orders(command) => orders::run(command),
         Command::Import(args) => {
             let mut host = open(&args.config)?;
-            let desired = provision::import::load(&args.file, &host.config, &host.store)?;
-            let imported = desired.apply(&mut host.store, args.replace)?;
+            let desired = provision::import::load_all(&args.files, &host.config, &host.store)?;
+            let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+            let imported = desired.apply(&mut host, &format!("import:{}", names.join(",")), args.replace)?;
             if args.json.json {
                 println!("{}", serde_json::to_string_pretty(&imported)?);
             } else {
                 println!(
-                    "Imported {} identities and {} assignments{}.",
+                    "Imported {} identities and {} assignments ({} as they were already){}.",
                     imported.identities,
                     imported.assignments,
+                    imported.unchanged,
                     if args.replace { format!("; withdrew {}", imported.withdrawn) } else { String::new() }
                 );
             }

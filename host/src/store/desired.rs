@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, StoreError, from_json, json};
+use super::{DesiredBatch, DesiredChange, Expect, Result, Store, StoreError, from_json};
 use crate::model::{ProvisioningState, ResourceContent};
 
 /// An owner of resources.
@@ -32,9 +32,11 @@ pub struct Assignment {
     pub resource_type: String,
     /// Desired attributes and entitlements.
     pub content: ResourceContent,
-    /// Start of validity, Unix ms.
+    /// Start of validity, Unix ms (RFC 3339 in JSON).
+    #[serde(default, with = "crate::model::rfc3339::option")]
     pub valid_from: Option<i64>,
-    /// End of validity, Unix ms.
+    /// End of validity, Unix ms (RFC 3339 in JSON).
+    #[serde(default, with = "crate::model::rfc3339::option")]
     pub valid_until: Option<i64>,
 }
 
@@ -69,115 +71,31 @@ pub struct Slot {
 }
 
 impl Store {
-    /// Inserts or updates identities, in one transaction.
+    /// Inserts or updates identities, in one transaction (history names the actor `library`).
     pub fn upsert_identities(&mut self, identities: &[Identity]) -> Result<()> {
-        let tx = self.write_tx()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO identities (entity_type, key, display_name, attributes) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (entity_type, key) DO UPDATE SET display_name = excluded.display_name,
-                    attributes = excluded.attributes",
-            )?;
-            for identity in identities {
-                crate::limits::check_id("the key", &identity.key, crate::limits::IDENTITY_KEY)
-                    .map_err(|e| StoreError::OverLimit(format!("identity of {}: {e}", identity.entity_type)))?;
-                crate::limits::check_data(identity.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())), [])
-                    .map_err(|e| StoreError::OverLimit(format!("identity `{}`: {e}", identity.key)))?;
-                stmt.execute(params![
-                    identity.entity_type,
-                    identity.key,
-                    identity.display_name,
-                    json(&identity.attributes)
-                ])
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                        StoreError::Invalid(format!(
-                            "identity `{}`: unknown entity type `{}`",
-                            identity.key, identity.entity_type
-                        ))
-                    }
-                    e => e.into(),
-                })?;
-            }
-        }
-        tx.commit()?;
+        let changes = identities.iter().map(|i| DesiredChange::PutIdentity(i.clone(), Expect::Anything)).collect();
+        self.apply_desired(&DesiredBatch { changes, actor: "library".into(), ..DesiredBatch::default() })?;
         Ok(())
     }
 
     /// Sets desired assignments, in one transaction. With `replace`, every assignment not in
-    /// `assignments` is withdrawn: the list is the complete desired state.
+    /// `assignments` is withdrawn: the list is the complete desired state. Returns how many
+    /// were withdrawn.
     pub fn set_assignments(&mut self, assignments: &[Assignment], replace: bool) -> Result<usize> {
-        let now = self.clock.now_ms();
-        let tx = self.write_tx()?;
-        let mut withdrawn = 0;
-        {
-            // With `replace`, the pairs seen are kept aside to withdraw every other one after.
-            tx.execute("CREATE TEMP TABLE IF NOT EXISTS kept (identity_id INTEGER, resource_type TEXT)", [])?;
-            tx.execute("DELETE FROM temp.kept", [])?;
-            let mut find = tx.prepare_cached(
-                "SELECT i.id FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
-                 WHERE t.name = ?1 AND i.key = ?2",
-            )?;
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO assignments (identity_id, resource_type, content, valid_from, valid_until, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (identity_id, resource_type) DO UPDATE SET content = excluded.content,
-                    valid_from = excluded.valid_from, valid_until = excluded.valid_until,
-                    updated_at = excluded.updated_at
-                 WHERE content IS NOT excluded.content OR valid_from IS NOT excluded.valid_from
-                    OR valid_until IS NOT excluded.valid_until",
-            )?;
-            let mut keep = tx.prepare_cached("INSERT INTO temp.kept VALUES (?1, ?2)")?;
-            for a in assignments {
-                // The import checks too, naming file and line; this holds for every caller.
-                crate::limits::check_data(
-                    a.content.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                    a.content.entitlements.iter().map(String::as_str),
-                )
-                .map_err(|e| {
-                    StoreError::OverLimit(format!("assignment of {} to `{}`: {e}", a.resource_type, a.identity))
-                })?;
-                let identity: Option<i64> =
-                    find.query_row(params![a.resource_type, a.identity], |r| r.get(0)).optional()?;
-                let identity = identity.ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "assignment of {} to `{}`: no such identity for that resource type's entity type",
-                        a.resource_type, a.identity
-                    ))
-                })?;
-                upsert.execute(params![
-                    identity,
-                    a.resource_type,
-                    json(&a.content),
-                    a.valid_from,
-                    a.valid_until,
-                    now
-                ])?;
-                if replace {
-                    keep.execute(params![identity, a.resource_type])?;
-                }
-            }
-            if replace {
-                withdrawn = tx.execute(
-                    "DELETE FROM assignments WHERE NOT EXISTS (SELECT 1 FROM temp.kept k
-                        WHERE k.identity_id = assignments.identity_id AND k.resource_type = assignments.resource_type)",
-                    [],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(withdrawn)
+        let changes = assignments.iter().map(|a| DesiredChange::SetAssignment(a.clone(), Expect::Anything)).collect();
+        let snapshot = if replace { self.resource_type_names()? } else { Vec::new() };
+        let applied =
+            self.apply_desired(&DesiredBatch { changes, snapshot, actor: "library".into(), request: None })?;
+        Ok(usize::try_from(applied.assignments_withdrawn).unwrap_or(usize::MAX))
     }
 
-    /// Withdraws one assignment: the identity should no longer have that resource.
-    pub fn withdraw_assignment(&mut self, identity: &str, resource_type: &str) -> Result<bool> {
-        let removed = self.conn.execute(
-            "DELETE FROM assignments WHERE resource_type = ?2 AND identity_id =
-                (SELECT i.id FROM identities i JOIN resource_types t ON t.entity_type = i.entity_type
-                 WHERE t.name = ?2 AND i.key = ?1)",
-            params![identity, resource_type],
-        )?;
-        Ok(removed > 0)
+    /// Every resource type the store knows.
+    pub fn resource_type_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT name FROM resource_types ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
     }
 
     /// The id of every `every`-th identity of the resource type's entity type, in id order:
@@ -298,7 +216,11 @@ impl Store {
     pub fn identity_exists(&self, entity_type: &str, key: &str) -> Result<bool> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM identities WHERE entity_type = ?1 AND key = ?2", [entity_type, key], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM identities WHERE entity_type = ?1 AND key = ?2 AND removed_at IS NULL",
+                [entity_type, key],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
@@ -317,11 +239,18 @@ pub struct IdentitySlot {
     pub orders: Vec<crate::model::Order>,
 }
 
+/// How many desired-state changes an identity's view shows (the rest: its history, paged).
+pub const VIEW_HISTORY: usize = 50;
+
 /// An identity with, per resource type of its entity type, desired and actual state and orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityView {
     /// The identity.
     pub identity: Identity,
+    /// Its version (the `ETag` of `/api/v1/identities/{entity_type}/{key}`).
+    pub version: i64,
+    /// Its latest desired-state changes, newest first.
+    pub history: Vec<super::DesiredRecord>,
     /// Per resource type.
     pub slots: Vec<IdentitySlot>,
 }
@@ -329,10 +258,13 @@ pub struct IdentityView {
 impl Store {
     /// An identity's page: its assignments, resources and orders per resource type.
     pub fn identity_view(&self, entity_type: &str, key: &str) -> Result<IdentityView> {
-        let (id, display_name, attributes): (i64, String, String) = self
+        let (id, display_name, attributes, version): (i64, String, String, i64) = self
             .conn
-            .prepare_cached("SELECT id, display_name, attributes FROM identities WHERE entity_type = ?1 AND key = ?2")?
-            .query_row([entity_type, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT id, display_name, attributes, version FROM identities
+                 WHERE entity_type = ?1 AND key = ?2 AND removed_at IS NULL",
+            )?
+            .query_row([entity_type, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("there is no {entity_type} `{key}`")))?;
         let identity = Identity {
@@ -358,7 +290,8 @@ impl Store {
             let (desired, actual) = slot.map(|s| (s.desired, s.actual)).unwrap_or_default();
             slots.push(IdentitySlot { resource_type, desired, actual, orders });
         }
-        Ok(IdentityView { identity, slots })
+        let history = self.desired_history(entity_type, key, None, VIEW_HISTORY)?;
+        Ok(IdentityView { identity, version, history, slots })
     }
 
     /// Identities whose key or name contains `text`, of every entity type (at most `limit`).
@@ -366,7 +299,7 @@ impl Store {
         let pattern = format!("%{}%", text.replace('%', "\\%").replace('_', "\\_"));
         let mut stmt = self.conn.prepare_cached(
             "SELECT entity_type, key, display_name, attributes FROM identities
-             WHERE key LIKE ?1 ESCAPE '\\' OR display_name LIKE ?1 ESCAPE '\\' ORDER BY entity_type, key LIMIT ?2",
+             WHERE removed_at IS NULL AND (key LIKE ?1 ESCAPE '\\' OR display_name LIKE ?1 ESCAPE '\\') ORDER BY entity_type, key LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![pattern, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))

@@ -10,6 +10,7 @@
 //! well over a hundred thousand.
 
 mod attempts;
+mod changes;
 mod desired;
 mod health;
 mod jobs;
@@ -34,6 +35,7 @@ use crate::machine::Refused;
 use crate::model::{Clock, SystemClock};
 
 pub use attempts::Attempt;
+pub use changes::{Applied, AssignmentRecord, DesiredBatch, DesiredChange, DesiredRecord, Expect, IdentityRecord};
 pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};
@@ -91,6 +93,18 @@ pub enum StoreError {
     /// A text over its limit (`crate::limits`); nothing was written.
     #[error(transparent)]
     TooLong(#[from] crate::limits::TooLong),
+    /// A change's precondition failed: the row is not at the version the writer read (or
+    /// exists, or not, against what it expected); nothing was written.
+    #[error("{0}")]
+    Stale(String),
+    /// The change at `index` of a request failed (the whole request wrote nothing).
+    #[error("changes[{index}]: {source}")]
+    AtChange {
+        /// Its place in the request, from 0.
+        index: usize,
+        /// What went wrong with it.
+        source: Box<StoreError>,
+    },
     /// This worker's lease on its work unit lapsed (it was paused or stalled past the expiry)
     /// or was taken over: it may write nothing more; the unit's next claimant redoes it.
     #[error("this worker's lease on its work unit lapsed or was taken over; nothing more was written")]
@@ -110,6 +124,8 @@ pub enum ErrorKind {
     Unavailable,
     /// This worker lost its claim: it must stop the unit.
     LeaseLost,
+    /// A precondition on a row's version failed: read it again, then decide.
+    Stale,
     /// Anything else: a bug or a damaged database.
     Internal,
 }
@@ -126,6 +142,8 @@ impl StoreError {
             StoreError::NoSuchOrder(_) | StoreError::NotFound(_) => ErrorKind::NotFound,
             StoreError::Conflict(_) => ErrorKind::Conflict,
             StoreError::LeaseLost => ErrorKind::LeaseLost,
+            StoreError::Stale(_) => ErrorKind::Stale,
+            StoreError::AtChange { source, .. } => source.kind(),
             StoreError::Migration(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
         }
     }

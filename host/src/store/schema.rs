@@ -373,6 +373,45 @@ CREATE INDEX work_units_open ON work_units (run, phase, state, target, kind);
 CREATE INDEX work_units_calling ON work_units (target) WHERE calling = 1;
 "#,
     ),
+    M::up(
+        r#"
+-- Desired state changes from the API, feeds and imports. Every effective change is a history
+-- row (append-only) whose id becomes the changed row's version: a writer sends back the version
+-- it read (If-Match) and a change made meanwhile makes its write fail instead of vanishing.
+-- Versions come from one sequence, so a row withdrawn and set again never repeats a version.
+-- A removed identity keeps its row (orders name it), hidden by removed_at.
+ALTER TABLE identities ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE identities ADD COLUMN removed_at INTEGER;
+ALTER TABLE assignments ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE desired_history (
+    id            INTEGER PRIMARY KEY,
+    at            INTEGER NOT NULL,
+    actor         TEXT NOT NULL,          -- user:rita, import:data.csv
+    request       TEXT,                   -- the client's request id, if any
+    entity_type   TEXT NOT NULL,
+    identity_key  TEXT NOT NULL,
+    resource_type TEXT,                   -- NULL: the identity itself
+    action        TEXT NOT NULL,          -- created, replaced, removed, withdrawn
+    before        TEXT,                   -- JSON
+    after         TEXT                    -- JSON
+);
+CREATE INDEX desired_history_by_identity ON desired_history (entity_type, identity_key, id);
+CREATE TRIGGER desired_history_is_append_only_update BEFORE UPDATE ON desired_history
+BEGIN SELECT RAISE(ABORT, 'desired-state history is append-only'); END;
+CREATE TRIGGER desired_history_is_append_only_delete BEFORE DELETE ON desired_history
+BEGIN SELECT RAISE(ABORT, 'desired-state history is append-only'); END;
+-- A client's request id with what it asked (a digest) and what it did: a retry under the same
+-- id gets the outcome back and changes nothing twice.
+CREATE TABLE desired_requests (
+    actor   TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    outcome TEXT NOT NULL,                -- JSON
+    PRIMARY KEY (actor, id)
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

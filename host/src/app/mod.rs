@@ -6,6 +6,8 @@
 //! [`crate::manual`], through [`crate::operators`]), followed by [`notify_after_action`]; a job
 //! run is [`crate::jobs`].
 
+pub mod desired;
+
 use crate::host::Host;
 use crate::model::{Order, ProvisioningState};
 use crate::notify::NotifyReport;

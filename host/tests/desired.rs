@@ -1,0 +1,400 @@
+//! Desired state over the API of a running `provision serve`: identities and assignments one at
+//! a time with versions (`ETag`, `If-Match`), the bulk endpoint (all or nothing, idempotent
+//! under the client's request id, snapshots held by thresholds), history, and permissions.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+mod common;
+use common::server::Server;
+use common::{run, text};
+
+struct Api {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    server: Server,
+    agent: ureq::Agent,
+}
+
+/// An answer: status, `ETag`, JSON body.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    body: Value,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.status, self.etag, self.body)
+    }
+}
+
+const MANAGE: &str = "/Custom/ProvisioningPolicy/ManageDesiredState/Directory_User";
+const VIEW: &str = "/Custom/ProvisioningPolicy/View";
+
+impl Api {
+    /// The demo deployment (its first run done) served with `extra` config appended, and users:
+    /// `vic` views, `fred` (a feed) manages Directory_User's desired state, `hank` neither.
+    fn start(extra: &str) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(dir.path(), &["demo", "--dir", "demo"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let config = dir.path().join("demo/provision.toml");
+        if !extra.is_empty() {
+            let mut toml = std::fs::read_to_string(&config).unwrap();
+            toml.push_str(extra);
+            std::fs::write(&config, toml).unwrap();
+        }
+        let c = config.to_str().unwrap();
+        for args in [
+            vec!["profiles", "add", "Viewers"],
+            vec!["profiles", "allow", "Viewers", VIEW],
+            vec!["users", "add", "vic", "--profile", "Viewers"],
+            vec!["profiles", "add", "Feeds"],
+            vec!["profiles", "allow", "Feeds", MANAGE],
+            vec!["users", "add", "fred", "--profile", "Feeds"],
+        ] {
+            let mut args = args.clone();
+            args.extend(["--config", c]);
+            let out = run(dir.path(), &args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        }
+        let server = Server::start(dir.path(), &config);
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        Api { _dir: dir, config, server, agent }
+    }
+
+    fn token(&self, user: &str) -> String {
+        let dir = self.config.parent().unwrap();
+        let out = run(dir, &["tokens", "create", "--user", user, "--config", self.config.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.server.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = match body {
+            Some(body) => {
+                self.agent.run(request.header("Content-Type", "application/json").body(body.to_string()).unwrap())
+            }
+            None => self.agent.run(request.body(()).unwrap()),
+        }
+        .expect("the server answers");
+        let status = response.status().as_u16();
+        let etag = response.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+        let text = response.into_body().read_to_string().unwrap();
+        Answer { status, etag, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Answer {
+        self.call("GET", path, Some(token), &[], None)
+    }
+
+    fn put(&self, path: &str, token: &str, headers: &[(&str, &str)], body: Value) -> Answer {
+        self.call("PUT", path, Some(token), headers, Some(&body.to_string()))
+    }
+
+    fn delete(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Answer {
+        self.call("DELETE", path, Some(token), headers, None)
+    }
+
+    fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.call("POST", path, Some(token), &[], Some(&body.to_string()))
+    }
+
+    /// Runs the complete job and returns the ended run.
+    fn run_job(&self, token: &str) -> Value {
+        let started = self.post("/api/v1/jobs/run", token, &json!({}));
+        assert_eq!(started.status, 202, "{started:?}");
+        let run = started.body["run"].as_i64().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let answer = self.get(&format!("/api/v1/jobs/{run}"), token);
+            assert_eq!(answer.status, 200, "{answer:?}");
+            if answer.body["run"]["status"] != "running" {
+                return answer.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "run {run} still running: {answer:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn code(answer: &Answer) -> &str {
+    answer.body["error"]["code"].as_str().unwrap_or_default()
+}
+
+const DAVE: &str = "/api/v1/identities/Directory_User/dave";
+const DAVE_SAAS: &str = "/api/v1/identities/Directory_User/dave/assignments/SaaS_Account";
+
+fn saas(name: &str) -> Value {
+    json!({ "attributes": { "userName": name, "email": format!("{name}@example.com"), "displayName": name },
+            "entitlements": ["Users"] })
+}
+
+#[test]
+fn identities_and_assignments_change_one_at_a_time_under_their_versions_and_reach_verified() {
+    let api = Api::start("");
+    let (fred, vic, hank, root) = (api.token("fred"), api.token("vic"), api.token("hank"), api.token("root"));
+
+    // Who may do what: nobody without a token, a viewer reads but may not change, a feed
+    // changes and reads its entity type, the help desk neither.
+    let anonymous = api.call("PUT", DAVE, None, &[], Some(r#"{"display_name": "Dave"}"#));
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let viewer = api.put(DAVE, &vic, &[], json!({ "display_name": "Dave" }));
+    assert_eq!((viewer.status, viewer.body["error"]["missing_permission"].as_str()), (403, Some(MANAGE)), "{viewer:?}");
+    let helpdesk = api.get("/api/v1/identities/Directory_User/alice", &hank);
+    assert_eq!((helpdesk.status, code(&helpdesk)), (403, "forbidden"), "{helpdesk:?}");
+    assert!(helpdesk.body["error"]["message"].as_str().unwrap().contains(MANAGE), "{helpdesk:?}");
+    assert_eq!(api.get("/api/v1/identities/Directory_User/alice", &fred).status, 200, "a feed reads what it writes");
+
+    // Bad requests name what is wrong.
+    let bad = api.put(DAVE, &fred, &[], json!({ "display_name": "Dave", "attributes": 5 }));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("attributes"), "{bad:?}");
+    let bad = api.put(DAVE, &fred, &[("If-Match", "12")], json!({}));
+    assert_eq!(bad.status, 400, "an unquoted ETag: {bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("If-Match"), "{bad:?}");
+    let bad = api.put("/api/v1/identities/Nobody_Type/dave", &fred, &[], json!({}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("Nobody_Type"), "{bad:?}");
+    let bad = api.put(DAVE_SAAS, &fred, &[], saas("dave"));
+    assert_eq!(bad.status, 400, "an assignment to nobody: {bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("dave"), "{bad:?}");
+    let bad = api.put("/api/v1/identities/Directory_User/alice/assignments/Nope", &fred, &[], saas("alice"));
+    assert_eq!(bad.status, 404, "{bad:?}");
+    let bad = api.put(
+        DAVE_SAAS,
+        &fred,
+        &[],
+        json!({ "valid_from": "2027-02-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z" }),
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
+
+    // Create, read, replace under the version read; a stale version is refused.
+    let created = api.put(
+        DAVE,
+        &fred,
+        &[("If-None-Match", "*")],
+        json!({ "display_name": "Dave", "attributes": { "department": "Ops" } }),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let v1 = created.etag.clone().expect("an ETag");
+    let read = api.get(DAVE, &vic);
+    assert_eq!((read.status, read.etag.as_deref()), (200, Some(v1.as_str())), "{read:?}");
+    assert_eq!(read.body["identity"]["display_name"], "Dave");
+    let again = api.put(DAVE, &fred, &[("If-None-Match", "*")], json!({ "display_name": "Someone else" }));
+    assert_eq!((again.status, code(&again)), (412, "stale"), "create-only never overwrites: {again:?}");
+    let replaced = api.put(
+        DAVE,
+        &fred,
+        &[("If-Match", &v1)],
+        json!({ "display_name": "Dave Doe", "attributes": { "department": "Ops" } }),
+    );
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    let v2 = replaced.etag.clone().unwrap();
+    assert_ne!(v1, v2);
+    let lost_update = api.put(DAVE, &fred, &[("If-Match", &v1)], json!({ "display_name": "Stale writer" }));
+    assert_eq!((lost_update.status, code(&lost_update)), (412, "stale"), "{lost_update:?}");
+    assert_eq!(api.get(DAVE, &vic).body["identity"]["display_name"], "Dave Doe", "the stale write changed nothing");
+    let same = api.put(DAVE, &fred, &[], json!({ "display_name": "Dave Doe", "attributes": { "department": "Ops" } }));
+    assert_eq!((same.status, same.etag.as_deref()), (200, Some(v2.as_str())), "the same again is no new version");
+
+    // The assignment, then a job run: the order goes through to Verified.
+    let assigned = api.put(DAVE_SAAS, &fred, &[], saas("dave"));
+    assert_eq!(assigned.status, 201, "{assigned:?}");
+    let a1 = assigned.etag.clone().unwrap();
+    let listed = api.get(&format!("{DAVE}/assignments"), &vic);
+    assert_eq!(listed.body["assignments"].as_array().unwrap().len(), 1, "{listed:?}");
+    assert_eq!(listed.body["assignments"][0]["version"].to_string(), a1.trim_matches('"'));
+    let run = api.run_job(&root);
+    assert_eq!(run["run"]["status"], "succeeded", "{run}");
+    let view = api.get(DAVE, &vic).body;
+    let slot = view["slots"].as_array().unwrap().iter().find(|s| s["resource_type"] == "SaaS_Account").unwrap().clone();
+    assert_eq!(slot["orders"][0]["state"]["name"], "Verified", "{slot}");
+
+    // Withdraw under the version; a second withdrawal finds nothing.
+    let stale = api.delete(DAVE_SAAS, &fred, &[("If-Match", "\"1\"")]);
+    assert_eq!((stale.status, code(&stale)), (412, "stale"), "{stale:?}");
+    let withdrawn = api.delete(DAVE_SAAS, &fred, &[("If-Match", &a1)]);
+    assert_eq!(withdrawn.status, 200, "{withdrawn:?}");
+    assert_eq!(api.delete(DAVE_SAAS, &fred, &[]).status, 404);
+
+    // Who changed what and when: newest first.
+    let history = api.get(&format!("{DAVE}/history"), &vic).body;
+    let actions: Vec<(String, String)> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["action"].as_str().unwrap().to_string(), h["resource_type"].as_str().unwrap_or("-").to_string()))
+        .collect();
+    let expected = [("withdrawn", "SaaS_Account"), ("created", "SaaS_Account"), ("replaced", "-"), ("created", "-")];
+    assert_eq!(actions, expected.map(|(a, r)| (a.to_string(), r.to_string())), "{history}");
+    assert!(history["history"].as_array().unwrap().iter().all(|h| h["actor"] == "user:fred"), "{history}");
+    assert_eq!(history["history"][2]["before"]["display_name"], "Dave");
+    assert_eq!(history["history"][2]["after"]["display_name"], "Dave Doe");
+
+    // Removing the identity: it is gone from the directory and the API.
+    let removed = api.delete(DAVE, &fred, &[]);
+    assert_eq!(removed.status, 200, "{removed:?}");
+    assert_eq!(api.get(DAVE, &vic).status, 404);
+    let directory = api.get("/api/v1/identities?q=dave", &vic).body;
+    assert_eq!(directory["identities"], json!([]), "{directory}");
+    let directory = api.get("/api/v1/identities?q=Sales", &vic).body;
+    let keys: Vec<&str> =
+        directory["identities"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["bob"], "an attribute's value is searched: {directory}");
+}
+
+#[test]
+fn two_writers_of_one_version_one_wins_and_the_other_is_told() {
+    let api = Api::start("");
+    let fred = api.token("fred");
+    let read = api.get("/api/v1/identities/Directory_User/carol", &fred);
+    let version = read.etag.clone().unwrap();
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (api, fred, version) = (&api, &fred, &version);
+                scope.spawn(move || {
+                    api.put(
+                        "/api/v1/identities/Directory_User/carol",
+                        fred,
+                        &[("If-Match", version)],
+                        json!({ "display_name": format!("Carol {i}") }),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(answers.iter().filter(|s| **s == 200).count(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 412).count(), 7, "{answers:?}");
+}
+
+fn set(identity: &str, resource_type: &str) -> Value {
+    json!({ "op": "set-assignment", "identity": identity, "resource_type": resource_type,
+            "attributes": { "userName": identity, "email": format!("{identity}@example.com"), "displayName": identity },
+            "entitlements": ["Users"] })
+}
+
+fn person(key: &str) -> Value {
+    json!({ "op": "put-identity", "entity_type": "Directory_User", "key": key, "attributes": { "source": "hr" } })
+}
+
+#[test]
+fn a_bulk_request_is_all_or_nothing_and_a_retry_changes_nothing_twice() {
+    let api = Api::start("");
+    let (fred, vic) = (api.token("fred"), api.token("vic"));
+
+    // One bad change (an assignment to nobody) and nothing of the request is written.
+    let bad = json!({ "request_id": "feed-1", "changes": [person("erin"), set("erin", "SaaS_Account"), person("finn"), set("ghost", "SaaS_Account")] });
+    let refused = api.post("/api/v1/desired", &fred, &bad);
+    assert_eq!(refused.status, 400, "{refused:?}");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("changes[3]") && message.contains("ghost"), "{message}");
+    assert_eq!(api.get("/api/v1/identities/Directory_User/erin", &vic).status, 404, "nothing of it was written");
+    let unknown = json!({ "request_id": "feed-1", "changes": [person("erin"), { "op": "set-assignment", "identity": "erin", "resource_type": "Nope" }] });
+    let refused = api.post("/api/v1/desired", &fred, &unknown);
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("changes[1]"), "{refused:?}");
+    let typo = json!({ "request_id": "feed-1", "changes": [{ "op": "put-identty", "entity_type": "Directory_User", "key": "x" }] });
+    let refused = api.post("/api/v1/desired", &fred, &typo);
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("put-identty"), "{refused:?}");
+    // A viewer may not; the permission is named.
+    let viewer = api.post("/api/v1/desired", &vic, &json!({ "request_id": "v", "changes": [person("x")] }));
+    assert_eq!((viewer.status, viewer.body["error"]["missing_permission"].as_str()), (403, Some(MANAGE)));
+
+    // The good request, then the same again: the second changes nothing and says so.
+    let good = json!({ "request_id": "feed-2", "changes": [person("erin"), set("erin", "SaaS_Account"), person("finn"), set("finn", "SaaS_Account")] });
+    let first = api.post("/api/v1/desired", &fred, &good);
+    assert_eq!(first.status, 200, "{first:?}");
+    let applied = &first.body["applied"];
+    assert_eq!((applied["identities_created"].as_u64(), applied["assignments_created"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(applied["replayed"], false);
+    let history = |key: &str| {
+        api.get(&format!("/api/v1/identities/Directory_User/{key}/history"), &vic).body["history"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = (history("erin"), history("finn"));
+    // Meanwhile someone changes erin; a retry of the feed's request must not undo it.
+    let changed =
+        api.put("/api/v1/identities/Directory_User/erin", &fred, &[], json!({ "display_name": "Erin (renamed)" }));
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let retried = api.post("/api/v1/desired", &fred, &good);
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(retried.body["applied"]["replayed"], true, "{retried:?}");
+    assert_eq!(retried.body["applied"]["identities_created"], 2, "the first outcome, as recorded");
+    assert_eq!((history("erin"), history("finn")), (before.0 + 1, before.1), "the retry wrote nothing");
+    assert_eq!(
+        api.get("/api/v1/identities/Directory_User/erin", &vic).body["identity"]["display_name"],
+        "Erin (renamed)"
+    );
+    // The same id for another request is a mistake the client must hear of.
+    let other = json!({ "request_id": "feed-2", "changes": [person("gus")] });
+    let conflict = api.post("/api/v1/desired", &fred, &other);
+    assert_eq!((conflict.status, code(&conflict)), (409, "conflict"), "{conflict:?}");
+
+    // A stale version in a bulk request refuses all of it.
+    let version = api.get("/api/v1/identities/Directory_User/finn", &vic).etag.unwrap();
+    let stale = json!({ "request_id": "feed-3", "changes": [person("hal"), { "op": "put-identity", "entity_type": "Directory_User", "key": "finn", "display_name": "F", "if_version": 1 }] });
+    let refused = api.post("/api/v1/desired", &fred, &stale);
+    assert_eq!((refused.status, code(&refused)), (412, "stale"), "{refused:?}");
+    assert_eq!(api.get("/api/v1/identities/Directory_User/hal", &vic).status, 404);
+    assert_eq!(api.get("/api/v1/identities/Directory_User/finn", &vic).etag.unwrap(), version);
+
+    // Too many changes for one request: 413, naming the limit.
+    let many: Vec<Value> = (0..50_001).map(|i| person(&format!("p{i}"))).collect();
+    let too_many = api.post("/api/v1/desired", &fred, &json!({ "request_id": "huge", "changes": many }));
+    assert_eq!((too_many.status, code(&too_many)), (413, "too-large"), "{too_many:?}");
+    assert!(too_many.body["error"]["message"].as_str().unwrap().contains("50000"), "{too_many:?}");
+}
+
+#[test]
+fn a_snapshot_withdraws_what_it_leaves_out_and_a_threshold_holds_the_deletions() {
+    let api = Api::start("\n[resource_types.SaaS_Account.thresholds]\ndeleted = 1\n");
+    let (fred, root, vic) = (api.token("fred"), api.token("root"), api.token("vic"));
+    // The HR feed's full list of SaaS accounts has only alice now: bob's and carol's go.
+    let feed =
+        json!({ "request_id": "hr-full-1", "snapshot": ["SaaS_Account"], "changes": [set("alice", "SaaS_Account")] });
+    let answer = api.post("/api/v1/desired", &fred, &feed);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["applied"]["assignments_withdrawn"], 2, "{answer:?}");
+    for key in ["bob", "carol"] {
+        let list = api.get(&format!("/api/v1/identities/Directory_User/{key}/assignments"), &vic).body;
+        let types: Vec<&str> =
+            list["assignments"].as_array().unwrap().iter().map(|a| a["resource_type"].as_str().unwrap()).collect();
+        assert!(!types.contains(&"SaaS_Account"), "{key}: {list}");
+    }
+    let kept = api.get("/api/v1/identities/Directory_User/bob/assignments", &vic).body;
+    assert!(
+        kept["assignments"].as_array().unwrap().iter().any(|a| a["resource_type"] == "Badge_Access"),
+        "other types are untouched: {kept}"
+    );
+    // Two deletions against a threshold of one: the run holds them for an operator.
+    let run = api.run_job(&root);
+    let holds = run["holds"].as_array().unwrap();
+    assert!(holds.iter().any(|h| h["resource_type"] == "SaaS_Account"), "{run}");
+    let bob = api.get("/api/v1/identities/Directory_User/bob", &vic).body;
+    let slot = bob["slots"].as_array().unwrap().iter().find(|s| s["resource_type"] == "SaaS_Account").unwrap().clone();
+    assert!(!slot["actual"].is_null(), "no deletion went out: bob's account is still there: {slot}");
+    assert!(slot["desired"].is_null(), "{slot}");
+}
