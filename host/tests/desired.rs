@@ -1,6 +1,7 @@
 //! Desired state over the API of a running `provision serve`: identities and assignments one at
 //! a time with versions (`ETag`, `If-Match`), the bulk endpoint (all or nothing, idempotent
-//! under the client's request id, snapshots held by thresholds), history, and permissions.
+//! under the client's request id, snapshots held by thresholds), history, and permissions; and
+//! the audit export out, by the CLI and the API alike.
 
 use std::path::PathBuf;
 
@@ -397,4 +398,52 @@ fn a_snapshot_withdraws_what_it_leaves_out_and_a_threshold_holds_the_deletions()
     let slot = bob["slots"].as_array().unwrap().iter().find(|s| s["resource_type"] == "SaaS_Account").unwrap().clone();
     assert!(!slot["actual"].is_null(), "no deletion went out: bob's account is still there: {slot}");
     assert!(slot["desired"].is_null(), "{slot}");
+}
+
+#[test]
+fn the_audit_export_gives_every_state_change_in_its_range_by_cli_and_api_alike() {
+    let api = Api::start("");
+    let (vic, hank) = (api.token("vic"), api.token("hank"));
+    let dir = api.config.parent().unwrap();
+    let c = api.config.to_str().unwrap();
+    let out = run(dir, &["history", "export", "--since", "2000-01-01", "--config", c]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The demo's run: every order's creation and each move after it.
+    let orders = api.get("/api/v1/orders", &vic).body;
+    let mut expected = 0;
+    for order in orders["orders"].as_array().unwrap() {
+        let id = order["id"].as_i64().unwrap();
+        expected += api.get(&format!("/api/v1/orders/{id}"), &vic).body["history"].as_array().unwrap().len();
+    }
+    assert!(expected >= 6, "{orders}");
+    assert_eq!(lines.len(), expected, "{lines:?}");
+    let ids: Vec<i64> = lines.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in history order: {ids:?}");
+    let verified = lines.iter().find(|l| l["to"]["name"] == "Verified").expect("a verification");
+    assert_eq!(verified["actor"], "job:synchronise");
+    assert_eq!(verified["entity_type"], "Directory_User");
+    assert!(verified["at"].as_str().unwrap().ends_with('Z'), "RFC 3339: {verified}");
+
+    // The same over the API, as CSV: a header and one row per change.
+    let answer = api.call("GET", "/api/v1/history?since=2000-01-01&format=csv", Some(&vic), &[], None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let csv = answer.body.as_str().unwrap().to_string();
+    let mut rows = csv.lines();
+    assert_eq!(rows.next(), Some("id,at,order,entity_type,owner,resource_type,from,to,event,actor,reason"));
+    assert_eq!(rows.count(), expected, "{csv}");
+    // A range that holds nothing, and bounds that are not times.
+    let out = run(
+        dir,
+        &["history", "export", "--since", "2000-01-01", "--until", "2000-01-02", "--format", "csv", "--config", c],
+    );
+    assert_eq!(text(&out.stdout).lines().count(), 1, "only the header: {}", text(&out.stdout));
+    let out = run(dir, &["history", "export", "--since", "yesterday", "--config", c]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--since: `yesterday`"), "{}", text(&out.stderr));
+    let bad = api.get("/api/v1/history?since=soon", &vic);
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("since"), "{bad:?}");
+    let forbidden = api.get("/api/v1/history?since=2000-01-01", &hank);
+    assert_eq!((forbidden.status, forbidden.body["error"]["missing_permission"].as_str()), (403, Some(VIEW)));
 }

@@ -16,6 +16,7 @@
 mod auth;
 mod desired;
 mod error;
+mod export;
 mod metrics;
 mod pages;
 mod v1;

@@ -102,6 +102,7 @@ pub fn routes() -> Router<AppState> {
                 .delete(super::desired::withdraw_assignment),
         )
         .route("/desired", post(super::desired::bulk))
+        .route("/history", get(super::export::history))
         .fallback(|| async { ApiError::not_found("no such endpoint (see the README's API section)") })
 }
 

@@ -7,6 +7,7 @@
 //! run is [`crate::jobs`].
 
 pub mod desired;
+pub mod history;
 
 use crate::host::Host;
 use crate::model::{Order, ProvisioningState};

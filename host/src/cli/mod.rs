@@ -3,6 +3,7 @@
 //! `--json`, for scripts.
 
 mod demo;
+mod history;
 mod jobs;
 mod notifications;
 mod orders;
@@ -88,7 +89,7 @@ enum Command {
     /// List, inspect and retry provisioning orders
     #[command(subcommand)]
     Orders(orders::OrdersCommand),
-    /// Load identities and assignments (the desired state) from a TOML file
+    /// Load identities and assignments (the desired state) from TOML or CSV files
     Import(ImportArgs),
     /// The plugins of a config: worlds, health, calls; enable a disabled one
     #[command(subcommand)]
@@ -111,6 +112,9 @@ enum Command {
     /// The notification outbox and its deliveries
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// The audit trail: export every order state change in a time range
+    #[command(subcommand)]
+    History(history::HistoryCommand),
     /// Serve the JSON API (/api/v1), the web pages, /metrics and /healthz, and run the complete
     /// job on `serve.job_interval`; stops cleanly on SIGINT or SIGTERM
     Serve(serve::ServeArgs),
@@ -278,6 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(command) => people::users(command),
         Command::Profiles(command) => people::profiles(command),
         Command::Notifications(command) => notifications::run(command),
+        Command::History(command) => history::run(command),
         Command::Serve(args) => serve::serve(args),
         Command::Tokens(command) => serve::tokens(command),
         Command::Plugins(command) => plugins::run(command),

@@ -41,7 +41,7 @@ pub use health::Health;
 pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};
 pub use operators::{Profile, User, UserSpec};
-pub use orders::{NewOrder, OrderFilter, Transition};
+pub use orders::{AuditRow, NewOrder, OrderFilter, Transition};
 pub use pace::{BACKOFF_MAX_MS, BACKOFF_MIN_MS, BatchOutcome, DEFER_AFTER_MS, MAX_PAUSE_MS, Pace};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+use serde::Serialize;
 
 use super::{Result, Store, StoreError, from_json, json};
 use crate::machine::{self, Event, NEW};
@@ -470,4 +471,68 @@ fn apply_in(
         results.push(Ok(to));
     }
     Ok(results)
+}
+
+/// One state change of one order, as the audit export gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    /// The history row's id: increasing, so a reader can go on after the last one it has.
+    pub id: i64,
+    /// When (RFC 3339 in JSON).
+    #[serde(with = "crate::model::rfc3339")]
+    pub at: i64,
+    /// The order.
+    pub order: i64,
+    /// The owner's entity type.
+    pub entity_type: String,
+    /// The owner's key.
+    pub owner: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// The state before; none when the order was created.
+    pub from: Option<ProvisioningState>,
+    /// The state after.
+    pub to: ProvisioningState,
+    /// The machine event.
+    pub event: String,
+    /// Who: `job:compute`, `plugin:NAME`, `user:LOGIN`.
+    pub actor: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Store {
+    /// Up to `limit` order state changes at or after `since` and before `until` (Unix ms), with
+    /// a history id above `after`, in id order. An export reads page after page, each a short
+    /// read: memory stays flat however many rows there are, and no read holds a snapshot long.
+    pub fn audit_page(&self, since: i64, until: i64, after: i64, limit: usize) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.id, h.at, h.order_id, i.entity_type, i.key, o.resource_type, h.from_state, h.to_state,
+                    h.event, h.actor, h.reason
+             FROM order_history h JOIN orders o ON o.id = h.order_id JOIN identities i ON i.id = o.identity_id
+             WHERE h.id > ?1 AND h.at >= ?2 AND h.at < ?3 ORDER BY h.id LIMIT ?4",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![after, since, until, limit])?;
+        let state =
+            |n: u8| ProvisioningState::from_number(n).ok_or_else(|| StoreError::Corrupt(format!("history state {n}")));
+        let mut page = Vec::new();
+        while let Some(row) = rows.next()? {
+            let from: Option<u8> = row.get(6)?;
+            page.push(AuditRow {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                order: row.get(2)?,
+                entity_type: row.get(3)?,
+                owner: row.get(4)?,
+                resource_type: row.get(5)?,
+                from: from.map(state).transpose()?,
+                to: state(row.get(7)?)?,
+                event: row.get(8)?,
+                actor: row.get(9)?,
+                reason: row.get(10)?,
+            });
+        }
+        Ok(page)
+    }
 }

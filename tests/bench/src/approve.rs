@@ -34,7 +34,7 @@ const APPROVALS: usize = 3000;
 const IDLE: usize = 200;
 const CHUNK: usize = 1000;
 
-fn config_text(cache: &Path) -> String {
+pub fn config_text(cache: &Path) -> String {
     let cache = serde_json::to_string(&cache.display().to_string()).expect("a path as a TOML string");
     format!(
         r#"[database]
@@ -91,7 +91,7 @@ profiles = ["Administrators"]
 }
 
 /// Identities `from..to`, each assigned `resource_type`, a chunk per transaction.
-fn load(host: &mut Host, from: usize, to: usize, resource_type: &str) -> Result<(), String> {
+pub fn load(host: &mut Host, from: usize, to: usize, resource_type: &str) -> Result<(), String> {
     for first in (from..to).step_by(CHUNK) {
         let keys: Vec<String> = (first..(first + CHUNK).min(to)).map(|i| format!("user{i:07}")).collect();
         let identities: Vec<Identity> = keys
@@ -140,7 +140,7 @@ fn prepare(n: usize, dir: &Path, cache: &Path) -> Result<(String, String), Strin
 }
 
 /// One API call over `agent`: status and JSON answer.
-fn call(agent: &ureq::Agent, url: &str, method: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+pub fn call(agent: &ureq::Agent, url: &str, method: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(url)

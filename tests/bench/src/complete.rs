@@ -435,7 +435,7 @@ fn redone_units(db: &Path) -> rusqlite::Result<Vec<String>> {
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`); 0 if absent.
-fn status_kib(field: &str) -> u64 {
+pub fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

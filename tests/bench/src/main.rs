@@ -1,7 +1,7 @@
 //! The benchmark suite. Every figure is measured in the same run on the same machine, as the
 //! median, min and max of several runs, and compared as a ratio:
 //!
-//!     cargo run --release --manifest-path tests/bench/Cargo.toml -- [storage|complete|approve|concurrency|rule|startup|all]
+//!     cargo run --release --manifest-path tests/bench/Cargo.toml -- [storage|complete|approve|concurrency|feed|rule|startup|all]
 //!
 //! - `storage`: the storage ceiling, batched SQLite writes of a state change and its history
 //!   row on the product's schema, without the host around them;
@@ -14,12 +14,16 @@
 //!   in the server (`BENCH_APPROVE_N`): p50 / p99 / max latency, against an idle server;
 //! - `concurrency`: orders per second against a managed system answering in 50 ms, at
 //!   `concurrency` 1, 4 and 16, with the process's CPU share;
+//! - `feed`: desired state in (`POST /api/v1/desired`, assignments per second for requests of
+//!   1 000 and 10 000 changes) and history out (the audit export's rows per second and peak
+//!   memory at 100 000 and 1 000 000 rows);
 //! - `rule`: one review rule four ways, per order;
 //! - `startup`: loading the bundled plugins cold (compiling) and warm (compiled cache).
 
 mod approve;
 mod complete;
 mod concurrency;
+mod feed;
 mod report;
 mod rule;
 mod startup;
@@ -29,6 +33,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(complete::CHILD) {
         complete::child(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some(feed::EXPORT_CHILD) {
+        feed::export_child(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some(approve::CHILD) {
@@ -64,6 +72,10 @@ fn main() {
         known = true;
         concurrency::run();
     }
+    if all || what == "feed" {
+        known = true;
+        feed::run();
+    }
     if all || what == "rule" {
         known = true;
         rule::run();
@@ -73,7 +85,7 @@ fn main() {
         startup::run();
     }
     if !known {
-        eprintln!("unknown benchmark `{what}`: storage, complete, approve, concurrency, rule, startup or all");
+        eprintln!("unknown benchmark `{what}`: storage, complete, approve, concurrency, feed, rule, startup or all");
         std::process::exit(2);
     }
 }
