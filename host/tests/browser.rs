@@ -182,3 +182,137 @@ async fn reviewers_provisioners_and_operators_use_the_pages() {
     client.close().await.unwrap();
     drop(server);
 }
+
+/// The text of `css` once it contains `wanted` (the page may change it by itself), or a failure
+/// naming what it showed.
+async fn until_shows(client: &Client, css: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown.contains(wanted) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "{css} never showed `{wanted}`: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The product documentation's verification: pick a user in the directory, request an
+/// entitlement, and check its provisioning state at every step on the user's page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requested_entitlement_is_followed_from_the_directory_to_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["demo", "--dir", "demo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.path().join("demo/provision.toml");
+    let c = config.to_str().unwrap();
+    for args in [
+        vec!["profiles", "add", "Requesters"],
+        vec!["profiles", "allow", "Requesters", "/Custom/ProvisioningPolicy/ManageDesiredState/Directory_User"],
+        vec!["users", "add", "rick", "--name", "Rick Requester", "--profile", "Requesters"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--config", c]);
+        let out = run(dir.path(), &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let token = |user: &str| {
+        let out = run(dir.path(), &["tokens", "create", "--user", user, "--config", c]);
+        text(&out.stdout).trim().to_string()
+    };
+    let (rick, rita, root) = (token("rick"), token("rita"), token("root"));
+    let server = Server::start(dir.path(), &config);
+    let url = server.url.clone();
+    let (_driver, driver_url) = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver_url, profile.path()).await;
+
+    // The requester finds carol in the Directory; he sees nothing he may not use.
+    sign_in(&client, &url, &rick).await;
+    assert!(client.find(Locator::LinkText("Jobs")).await.is_err(), "rick may not view jobs");
+    client.find(Locator::LinkText("Directory")).await.expect("the Directory link").click().await.unwrap();
+    let all = client.wait().for_element(Locator::Css("#directory")).await.unwrap().text().await.unwrap();
+    assert!(all.contains("alice") && all.contains("bob") && all.contains("carol"), "{all}");
+    client.find(Locator::Css("#q")).await.unwrap().send_keys("Engineering").await.unwrap();
+    client.find(Locator::Css("#find")).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.current_url().await.unwrap().as_str().contains("q=Engineering") {
+        assert!(Instant::now() < deadline, "the search did not load");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = client.wait().for_element(Locator::Css("#directory")).await.unwrap().text().await.unwrap();
+    assert!(found.contains("carol") && !found.contains("alice"), "found by her department: {found}");
+    shoot(&client, "directory").await;
+    client.find(Locator::LinkText("carol")).await.unwrap().click().await.unwrap();
+    let before = until_shows(&client, "#slot-Finance_Group_Membership", "no order").await;
+    assert!(before.contains("nothing"), "{before}");
+
+    // He requests the sensitive finance membership for her.
+    let rt = "Finance_Group_Membership";
+    client.find(Locator::Css(&format!("#request-{rt} summary"))).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Css(&format!("#attributes-{rt}")))
+        .await
+        .unwrap()
+        .send_keys("group = Finance-Approvers")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css(&format!("#entitlements-{rt}")))
+        .await
+        .unwrap()
+        .send_keys("Finance-Approvers")
+        .await
+        .unwrap();
+    client.execute(&format!("document.getElementById('request-{rt}').scrollIntoView()"), vec![]).await.unwrap();
+    shoot(&client, "request-form").await;
+    client.find(Locator::Css(&format!("#set-{rt}"))).await.unwrap().click().await.unwrap();
+    let recorded = message(&client).await;
+    assert!(recorded.contains("is recorded; compute run"), "{recorded}");
+    // The page follows the order by itself: the review rule holds it for a reviewer.
+    let waiting = until_shows(&client, &format!("#slot-{rt}"), "5 AwaitingApproval").await;
+    let order: i64 = waiting
+        .split("order ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the order's number: {waiting}"));
+    let history = client.find(Locator::Css("#desired-history")).await.unwrap().text().await.unwrap();
+    assert!(history.contains("user:rick") && history.contains(&format!("{rt} created")), "{history}");
+    shoot(&client, "request").await;
+    sign_out(&client).await;
+
+    // A reviewer approves it.
+    sign_in(&client, &url, &rita).await;
+    client.goto(&format!("{url}/review")).await.unwrap();
+    client
+        .find(Locator::Css(&format!("#approve-{order}")))
+        .await
+        .expect("it awaits rita's review")
+        .click()
+        .await
+        .unwrap();
+    let approved = message(&client).await;
+    assert!(approved.contains(&format!("order {order} → 1 Pending")), "{approved}");
+    sign_out(&client).await;
+
+    // The requester watches while an operator's run has the connector carry it out.
+    sign_in(&client, &url, &rick).await;
+    client.goto(&format!("{url}/identities/Directory_User/carol")).await.unwrap();
+    until_shows(&client, &format!("#slot-{rt}"), "1 Pending").await;
+    let started = server.call("POST", "/api/v1/jobs/run", &root, Some(json!({})));
+    assert_eq!(started.0, 202, "{:?}", started.2);
+    let verified = until_shows(&client, &format!("#slot-{rt}"), "4 Verified").await;
+    assert!(verified.contains("Finance-Approvers"), "the resource as synchronised: {verified}");
+    // Every state in turn, on her page.
+    let steps = until_shows(&client, &format!("#order-{order}"), "4 Verified").await;
+    let at = |state: &str| steps.find(state).unwrap_or_else(|| panic!("{state} missing: {steps}"));
+    assert!(at("5 AwaitingApproval") < at("1 Pending") && at("1 Pending") < at("8 Executed"), "{steps}");
+    assert!(at("8 Executed") < steps.rfind("4 Verified").unwrap(), "{steps}");
+    assert!(steps.contains("user:rita"), "the reviewer is named: {steps}");
+    client.close().await.unwrap();
+    drop(server);
+}

@@ -59,7 +59,7 @@ fn etag(version: i64) -> Result<HeaderValue, ApiError> {
 }
 
 /// Refuses a caller who may not see identities of `entity_type`.
-fn may_see(caller: &Caller, entity_type: &str) -> Result<(), ApiError> {
+pub(super) fn may_see(caller: &Caller, entity_type: &str) -> Result<(), ApiError> {
     if caller.principal().may_see_identities(entity_type) {
         return Ok(());
     }
@@ -243,7 +243,7 @@ pub(super) struct AssignmentBody {
 }
 
 /// The resource type must belong to the path's entity type.
-fn same_entity_type(app: &AppState, entity_type: &str, resource_type: &str) -> Result<(), ApiError> {
+pub(super) fn same_entity_type(app: &AppState, entity_type: &str, resource_type: &str) -> Result<(), ApiError> {
     match app.config().resource_types.get(resource_type) {
         Some(rt) if rt.entity_type == entity_type => Ok(()),
         Some(rt) => Err(ApiError::bad_request(format!(

@@ -21,7 +21,7 @@ use crate::jobs::Simulation;
 use crate::model::{HistoryEntry, ProvisioningState};
 use crate::operators::{ListFn, Paging, TotalsFn, WorkItem};
 use crate::permissions::{Action, Capability};
-use crate::store::{Hold, Identity, IdentityView, JobRun};
+use crate::store::{Hold, IdentityRecord, IdentityView, JobRun};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/manual", get(manual_page).post(manual))
         .route("/identities", get(identities))
         .route("/identities/{entity_type}/{key}", get(identity))
+        .route("/identities/{entity_type}/{key}/request", post(request_change))
         .route("/jobs", get(jobs_page))
         .route("/jobs/run", post(run_job))
         .route("/jobs/{run}/{decision}", post(decide_run))
@@ -48,6 +49,8 @@ struct Nav {
     review: bool,
     manual: bool,
     view: bool,
+    /// The Directory: someone who may see or change some entity type's identities.
+    directory: bool,
 }
 
 fn nav(app: &AppState, caller: &Caller) -> Nav {
@@ -58,6 +61,7 @@ fn nav(app: &AppState, caller: &Caller) -> Nav {
         review: entity_types().any(|et| caller.may_act(Action::ReviewProvisioning, et)),
         manual: entity_types().any(|et| caller.may_act(Action::PerformManualProvisioning, et)),
         view: caller.may(Capability::View),
+        directory: entity_types().any(|et| caller.principal().may_see_identities(et)),
     }
 }
 
@@ -362,24 +366,118 @@ struct IdentitiesPage {
     here: &'static str,
     message: Option<String>,
     query: String,
-    found: Vec<Identity>,
+    query_encoded: String,
+    /// The entity type searched, if one is.
+    selected: Option<String>,
+    selected_encoded: String,
+    /// The entity types the user may see.
+    entity_types: Vec<String>,
+    found: Vec<IdentityRecord>,
+    next_after: Option<i64>,
+    page: usize,
 }
+
+/// Identities on a Directory page.
+const DIRECTORY_PAGE: usize = 50;
 
 #[derive(Deserialize)]
 struct FindQuery {
     q: Option<String>,
+    entity_type: Option<String>,
+    after: Option<i64>,
+    message: Option<String>,
 }
 
+/// The Directory: identities of the entity types the user may see whose key, name or an
+/// attribute's value contains the text, a page at a time.
 async fn identities(
     State(app): State<AppState>,
     PageCaller(caller): PageCaller,
     Query(q): Query<FindQuery>,
 ) -> Result<Html<String>, PageError> {
-    caller.require(Capability::View)?;
+    let principal = caller.principal();
+    let entity_types: Vec<String> =
+        app.config().entity_types.keys().filter(|t| principal.may_see_identities(t)).cloned().collect();
+    if entity_types.is_empty() {
+        caller.require(Capability::View)?;
+    }
+    let selected = q.entity_type.filter(|t| !t.is_empty());
+    let types = match &selected {
+        Some(t) if entity_types.contains(t) => vec![t.clone()],
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "you may not see {t} identities, or there is no such entity type"
+            ))
+            .into());
+        }
+        None => entity_types.clone(),
+    };
     let query = q.q.unwrap_or_default();
-    let text = query.clone();
-    let found = app.read(move |store| Ok(store.find_identities(&text, 100)?)).await?;
-    Ok(render(&IdentitiesPage { nav: nav(&app, &caller), here: "identities", message: None, query, found }))
+    crate::limits::check("the search", &query, crate::limits::NAME)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let text = query.trim().to_string();
+    let after = q.after;
+    let found = app.read(move |store| Ok(store.search_identities(&text, &types, after, DIRECTORY_PAGE)?)).await?;
+    let next_after = (found.len() == DIRECTORY_PAGE).then(|| found.last().map(|(id, _)| *id)).flatten();
+    Ok(render(&IdentitiesPage {
+        nav: nav(&app, &caller),
+        here: "identities",
+        message: q.message,
+        query_encoded: url_encode(&query),
+        query,
+        selected_encoded: url_encode(selected.as_deref().unwrap_or_default()),
+        selected,
+        entity_types,
+        found: found.into_iter().map(|(_, record)| record).collect(),
+        next_after,
+        page: DIRECTORY_PAGE,
+    }))
+}
+
+/// The request form of one resource type, filled with what the identity should have now.
+struct SlotForm {
+    resource_type: String,
+    /// The assignment's version; none when there is none (the request creates it).
+    version: Option<i64>,
+    attributes: String,
+    entitlements: String,
+    valid_until: String,
+    open: bool,
+}
+
+/// One desired-state change as the page shows it.
+struct ChangeRow {
+    at: String,
+    actor: String,
+    request: Option<String>,
+    what: String,
+    before: String,
+    after: String,
+}
+
+/// A stored row of desired state (identity or assignment) in words.
+fn describe(value: &Option<serde_json::Value>) -> String {
+    let Some(serde_json::Value::Object(map)) = value else { return String::new() };
+    let mut parts = Vec::new();
+    if let Some(name) = map.get("display_name").and_then(|v| v.as_str()) {
+        parts.push(format!("name {name}"));
+    }
+    if let Some(serde_json::Value::Object(attributes)) = map.get("attributes") {
+        for (k, v) in attributes {
+            parts.push(format!("{k} = {}", v.as_str().unwrap_or_default()));
+        }
+    }
+    if let Some(serde_json::Value::Array(entitlements)) = map.get("entitlements") {
+        for e in entitlements {
+            parts.push(format!("+{}", e.as_str().unwrap_or_default()));
+        }
+    }
+    for bound in ["valid_from", "valid_until"] {
+        if let Some(t) = map.get(bound).and_then(|v| v.as_str()) {
+            parts.push(format!("{} {t}", bound.replace('_', " ")));
+        }
+    }
+    parts.join(", ")
 }
 
 #[derive(Template)]
@@ -391,33 +489,230 @@ struct IdentityPage<'a> {
     view: IdentityView,
     histories: HashMap<i64, Vec<HistoryEntry>>,
     empty: &'a Vec<HistoryEntry>,
+    /// Request forms, one per resource type (none without `ManageDesiredState`).
+    forms: Vec<SlotForm>,
+    changes: Vec<ChangeRow>,
+    /// Something is under way: the page follows it.
+    live: bool,
+}
+
+/// Whether a slot is under way: its latest order not yet in a final state, or its desired
+/// state changed after its latest order was made (the next compute makes one).
+fn under_way(slot: &crate::store::IdentitySlot, history: &[crate::store::DesiredRecord]) -> bool {
+    let order = slot.orders.first();
+    let moving = [
+        ProvisioningState::Pending,
+        ProvisioningState::Transmitted,
+        ProvisioningState::AwaitingApproval,
+        ProvisioningState::Executed,
+    ];
+    if order.is_some_and(|o| moving.contains(&o.state)) {
+        return true;
+    }
+    let changed = history.iter().find(|h| h.resource_type.as_deref() == Some(slot.resource_type.as_str()));
+    changed.is_some_and(|c| order.is_none_or(|o| c.at > o.created_at))
 }
 
 async fn identity(
     State(app): State<AppState>,
     PageCaller(caller): PageCaller,
     Path((entity_type, key)): Path<(String, String)>,
+    Query(q): Query<MessageQuery>,
 ) -> Result<Html<String>, PageError> {
-    caller.require(Capability::View)?;
-    let (view, histories) = app
+    super::desired::may_see(&caller, &entity_type)?;
+    let manage = caller.may_act(Action::ManageDesiredState, &entity_type);
+    let (view, histories, versions) = app
         .read(move |store| {
             let view = store.identity_view(&entity_type, &key)?;
             let mut histories = HashMap::new();
             for order in view.slots.iter().flat_map(|s| &s.orders) {
                 histories.insert(order.id, store.history(order.id)?);
             }
-            Ok((view, histories))
+            let versions: HashMap<String, i64> = store
+                .assignments_of(&entity_type, &key)?
+                .into_iter()
+                .map(|a| (a.assignment.resource_type, a.version))
+                .collect();
+            Ok((view, histories, versions))
         })
         .await?;
+    let forms = if manage {
+        view.slots
+            .iter()
+            .map(|slot| {
+                let desired = slot.desired.as_ref();
+                SlotForm {
+                    resource_type: slot.resource_type.clone(),
+                    version: versions.get(&slot.resource_type).copied(),
+                    attributes: desired
+                        .map(|a| a.content.attributes.iter().map(|(k, v)| format!("{k} = {v}\n")).collect())
+                        .unwrap_or_default(),
+                    entitlements: desired
+                        .map(|a| a.content.entitlements.iter().cloned().collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default(),
+                    valid_until: desired.and_then(|a| a.valid_until).map(crate::model::format_time).unwrap_or_default(),
+                    open: false,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let changes = view
+        .history
+        .iter()
+        .map(|h| ChangeRow {
+            at: crate::model::format_time(h.at),
+            actor: h.actor.clone(),
+            request: h.request.clone(),
+            what: match &h.resource_type {
+                Some(rt) => format!("{rt} {}", h.action),
+                None => format!("the identity {}", h.action),
+            },
+            before: describe(&h.before),
+            after: describe(&h.after),
+        })
+        .collect();
+    let live = view.slots.iter().any(|slot| under_way(slot, &view.history));
     let empty = Vec::new();
     Ok(render(&IdentityPage {
         nav: nav(&app, &caller),
         here: "identities",
-        message: None,
+        message: q.message,
         view,
         histories,
         empty: &empty,
+        forms,
+        changes,
+        live,
     }))
+}
+
+#[derive(Deserialize)]
+struct RequestForm {
+    csrf: String,
+    resource_type: String,
+    /// `set` or `withdraw`.
+    action: String,
+    /// The assignment's version the form was filled from; empty: there was none.
+    #[serde(default)]
+    version: String,
+    /// One `name = value` per line.
+    #[serde(default)]
+    attributes: String,
+    /// Separated by spaces or commas.
+    #[serde(default)]
+    entitlements: String,
+    #[serde(default)]
+    valid_until: String,
+}
+
+/// The change a request form asks for, or what is wrong with it, in the user's words.
+fn requested(key: &str, form: &RequestForm) -> Result<crate::store::DesiredChange, String> {
+    use crate::store::{Assignment, DesiredChange, Expect};
+    let expect = match form.version.trim() {
+        "" => Expect::Absent,
+        v => Expect::Version(
+            v.parse().map_err(|_| format!("the form's version `{v}` is not a number: reload the page"))?,
+        ),
+    };
+    match form.action.as_str() {
+        "withdraw" => Ok(DesiredChange::WithdrawAssignment {
+            identity: key.to_string(),
+            resource_type: form.resource_type.clone(),
+            expect,
+        }),
+        "set" => {
+            let mut attributes = std::collections::BTreeMap::new();
+            for (i, line) in form.attributes.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let Some((name, value)) = line.split_once('=') else {
+                    return Err(format!("attributes, line {}: `{line}` is not `name = value`", i + 1));
+                };
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(format!("attributes, line {}: the name is missing", i + 1));
+                }
+                attributes.insert(name.to_string(), value.trim().to_string());
+            }
+            let entitlements = form
+                .entitlements
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect();
+            let valid_until = match form.valid_until.trim() {
+                "" => None,
+                text => Some(crate::app::history::parse_time(text).map_err(|e| format!("valid until: {e}"))?),
+            };
+            Ok(DesiredChange::SetAssignment(
+                Assignment {
+                    identity: key.to_string(),
+                    resource_type: form.resource_type.clone(),
+                    content: crate::model::ResourceContent { attributes, entitlements },
+                    valid_from: None,
+                    valid_until,
+                },
+                expect,
+            ))
+        }
+        other => Err(format!("unknown action `{other}`: set or withdraw")),
+    }
+}
+
+/// "Request a change" on an identity's page: the change is recorded with the requester (the
+/// same function as the API's), then a compute starts right away when `serve.compute_on_request`
+/// (the default) so the review rule decides at once; otherwise the next scheduled run does.
+async fn request_change(
+    State(app): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((entity_type, key)): Path<(String, String)>,
+    Form(form): Form<RequestForm>,
+) -> Result<Response, PageError> {
+    csrf(&caller, &form.csrf)?;
+    let page = format!("/identities/{}/{}", url_encode(&entity_type), url_encode(&key));
+    super::desired::same_entity_type(&app, &entity_type, &form.resource_type)?;
+    let change = match requested(&key, &form) {
+        Ok(change) => change,
+        Err(problem) => return Ok(back(&page, &problem).into_response()),
+    };
+    let who = caller.principal();
+    let request = crate::app::desired::DesiredRequest { changes: vec![change], ..Default::default() };
+    let result = app.write(move |host| Ok(crate::app::desired::change(host, &who, request)?)).await;
+    let what = if form.action == "withdraw" { "withdrawal" } else { "request" };
+    let message = match result {
+        Ok(applied) if applied.unchanged > 0 => {
+            format!("{} is already as requested: nothing changed.", form.resource_type)
+        }
+        Ok(_) if !app.config().serve.compute_on_request => {
+            format!("Your {what} of {} is recorded; the next scheduled run computes its order.", form.resource_type)
+        }
+        Ok(_) => match app.start_run(super::v1::Step::Compute).await {
+            Ok(started) => {
+                let run = started.run;
+                super::log_run(started, &format!("started by {}'s request on {page}", caller.user.login));
+                format!(
+                    "Your {what} of {} is recorded; compute run {run} makes its order, whose states show below as they come.",
+                    form.resource_type
+                )
+            }
+            Err(error) if error.code == super::error::JOB_RUNNING => format!(
+                "Your {what} of {} is recorded; a run is going, so the next one computes its order.",
+                form.resource_type
+            ),
+            Err(error) => return Err(error.into()),
+        },
+        Err(error) if error.code == "stale" => format!(
+            "Someone changed {} of {key} since this page was shown: nothing was changed. Here it is as it is now; request again.",
+            form.resource_type
+        ),
+        Err(error) if error.status.is_client_error() => error.message,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(back(&page, &message).into_response())
 }
 
 struct RunRow {

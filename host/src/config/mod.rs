@@ -99,6 +99,9 @@ pub struct ServeConfig {
     pub secure_cookies: bool,
     /// How often plugin files are checked for a new version; none: only on SIGHUP or request.
     pub plugin_poll: Option<Duration>,
+    /// A person's request for a change on the pages starts a compute at once (so the review
+    /// rule decides while they look); false: the next scheduled run computes it.
+    pub compute_on_request: bool,
 }
 
 impl Default for ServeConfig {
@@ -109,6 +112,7 @@ impl Default for ServeConfig {
             session_lifetime: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             plugin_poll: Some(Duration::from_secs(2)),
+            compute_on_request: true,
         }
     }
 }
@@ -121,6 +125,7 @@ struct RawServe {
     session_lifetime: Option<String>,
     secure_cookies: Option<bool>,
     plugin_poll: Option<String>,
+    compute_on_request: Option<bool>,
 }
 
 /// A kind of owner, e.g. `Directory_User`.
@@ -706,6 +711,7 @@ impl Config {
                 Some(poll) => Some(poll),
                 None => defaults.plugin_poll,
             },
+            compute_on_request: raw.serve.compute_on_request.unwrap_or(defaults.compute_on_request),
         };
 
         let lease = duration(&source, "jobs.lease", raw.jobs.lease.as_deref())?.unwrap_or(DEFAULT_LEASE);

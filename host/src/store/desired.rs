@@ -293,27 +293,4 @@ impl Store {
         let history = self.desired_history(entity_type, key, None, VIEW_HISTORY)?;
         Ok(IdentityView { identity, version, history, slots })
     }
-
-    /// Identities whose key or name contains `text`, of every entity type (at most `limit`).
-    pub fn find_identities(&self, text: &str, limit: usize) -> Result<Vec<Identity>> {
-        let pattern = format!("%{}%", text.replace('%', "\\%").replace('_', "\\_"));
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT entity_type, key, display_name, attributes FROM identities
-             WHERE removed_at IS NULL AND (key LIKE ?1 ESCAPE '\\' OR display_name LIKE ?1 ESCAPE '\\') ORDER BY entity_type, key LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![pattern, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-        })?;
-        let mut found = Vec::new();
-        for row in rows {
-            let (entity_type, key, display_name, attributes) = row?;
-            found.push(Identity {
-                entity_type,
-                key,
-                display_name,
-                attributes: from_json(&attributes, "identity attributes")?,
-            });
-        }
-        Ok(found)
-    }
 }
