@@ -120,6 +120,7 @@ impl Host {
             .map_err(|source| OpenError::Store { path: config.database.display().to_string(), source })?;
         let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
         store.sync_catalog(&config).map_err(store_error)?;
+        store.sync_subscribers(&config.events).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
         let rates = Arc::new(crate::plugins::rate::Rates::new(&config));

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod events;
 pub mod host;
 pub mod import;
 pub mod jobs;

@@ -217,7 +217,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts one on a free port.
     pub fn start(handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> HttpServer {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("start a test HTTP server"));
+        HttpServer::start_on(0, handler)
+    }
+
+    /// Starts one on `port` of 127.0.0.1 (0: a free one).
+    pub fn start_on(port: u16, handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> HttpServer {
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("start a test HTTP server"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Box::new(handler);
@@ -274,9 +279,15 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts one on a free port, answering 200.
     pub fn start() -> WebhookReceiver {
+        WebhookReceiver::start_on(0)
+    }
+
+    /// Starts one on `port` (0: a free one), answering 200: a receiver that was down comes
+    /// back where its clients expect it.
+    pub fn start_on(port: u16) -> WebhookReceiver {
         let status = Arc::new(Mutex::new(200));
         let answer = status.clone();
-        let server = HttpServer::start(move |_| Reply::status(*answer.lock().expect("lock")));
+        let server = HttpServer::start_on(port, move |_| Reply::status(*answer.lock().expect("lock")));
         let port = server.port;
         WebhookReceiver { server, status, port }
     }

@@ -44,6 +44,8 @@ pub struct App {
     jobs: Arc<tokio::sync::Mutex<Host>>,
     /// Notification passes after people's actions, beside their answers.
     notifier: Mutex<Host>,
+    /// Event delivery passes (`events`), on a connection of their own.
+    publisher: Mutex<Host>,
     /// A notification pass is asked for and has not begun: it will route whatever is queued
     /// by then, so another is not needed.
     notify_asked: AtomicBool,
@@ -90,6 +92,7 @@ impl App {
     pub fn new(host: Host) -> Result<AppState, OpenError> {
         let jobs = host.sibling()?;
         let notifier = host.sibling()?;
+        let publisher = host.sibling()?;
         Ok(Arc::new(App {
             config: host.config.clone(),
             stop: host.stop.clone(),
@@ -98,6 +101,7 @@ impl App {
             host: Mutex::new(host),
             jobs: Arc::new(tokio::sync::Mutex::new(jobs)),
             notifier: Mutex::new(notifier),
+            publisher: Mutex::new(publisher),
             notify_asked: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -381,6 +385,7 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     println!("provision serve: listening on http://{}", listener.local_addr()?);
 
     let scheduler = tokio::spawn(schedule(app.clone()));
+    let publisher = tokio::spawn(publish_events(app.clone()));
     let watcher = tokio::spawn(watch_plugins(app.clone()));
     let stopping = app.clone();
     axum::serve(listener, router(app.clone()))
@@ -395,6 +400,7 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     app.stopping.send_replace(true);
     let _ = scheduler.await;
     let _ = watcher.await;
+    let _ = publisher.await;
     // Wait for a job still running (it stops after its batch), then for a notification pass.
     drop(app.jobs.lock().await);
     let notifier = app.clone();
@@ -415,6 +421,38 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = terminate => {},
+    }
+}
+
+/// Publishes order state changes to the config's subscribers: a delivery pass every second
+/// (each subscriber claimed for it under a lease, so several servers on one database take
+/// turns), until the server stops.
+async fn publish_events(app: AppState) {
+    if app.config.events.subscribers.is_empty() {
+        return;
+    }
+    let owner = format!("{}:{}:serve", crate::jobs::hostname(), std::process::id());
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = app.stopping.subscribe();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {},
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let (app, owner) = (app.clone(), owner.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let mut host = app.publisher.lock().unwrap_or_else(|e| e.into_inner());
+            let config = host.config.events.clone();
+            crate::events::deliver(&mut host.store, &config, &owner)
+        })
+        .await;
+        match pass {
+            Ok(Ok(report)) if report.delivered > 0 => tracing::debug!(delivered = report.delivered, "events delivered"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!("event delivery pass: {error}"),
+            Err(error) => tracing::error!("event delivery pass panicked: {error}"),
+        }
     }
 }
 

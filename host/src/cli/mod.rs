@@ -3,6 +3,7 @@
 //! `--json`, for scripts.
 
 mod demo;
+mod events;
 mod history;
 mod jobs;
 mod notifications;
@@ -112,6 +113,9 @@ enum Command {
     /// The notification outbox and its deliveries
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// Where order state changes are published (CloudEvents to webhooks): subscribers, delivery
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// The audit trail: export every order state change in a time range
     #[command(subcommand)]
     History(history::HistoryCommand),
@@ -283,6 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profiles(command) => people::profiles(command),
         Command::Notifications(command) => notifications::run(command),
         Command::History(command) => history::run(command),
+        Command::Events(command) => events::run(command),
         Command::Serve(args) => serve::serve(args),
         Command::Tokens(command) => serve::tokens(command),
         Command::Plugins(command) => plugins::run(command),

@@ -2,6 +2,7 @@
 //! types and resource types. Validated on load; every error names the file, the key and the
 //! line. See the README's config reference for each key.
 
+mod events;
 mod operators;
 mod plugins;
 mod policy;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use events::{EventsConfig, Subscriber};
 pub use operators::{
     NotificationsConfig, ProfileConfig, Secret, SecretError, SmtpConfig, SmtpTls, UserConfig, WebhookConfig,
 };
@@ -43,6 +45,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Where notifications are delivered.
     pub notifications: NotificationsConfig,
+    /// Where order state changes are published.
+    pub events: EventsConfig,
     /// `provision serve`.
     pub serve: ServeConfig,
     /// How job runs share the database.
@@ -482,6 +486,8 @@ struct RawConfig {
     #[serde(default)]
     notifications: operators::RawNotifications,
     #[serde(default)]
+    events: events::RawEvents,
+    #[serde(default)]
     serve: RawServe,
     #[serde(default)]
     jobs: RawJobs,
@@ -688,6 +694,7 @@ impl Config {
         let profiles = operators::profiles(&source, raw.profiles, entity_types.keys(), &mut warnings)?;
         let users = operators::users(&source, raw.users, &profiles)?;
         let notifications = operators::notifications(&source, raw.notifications, &base)?;
+        let events = events::events(&source, raw.events, &base, resource_types.keys())?;
         let defaults = ServeConfig::default();
         let listen = raw.serve.listen.unwrap_or(defaults.listen);
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -737,6 +744,7 @@ impl Config {
             users,
             profiles,
             notifications,
+            events,
             serve,
             jobs,
             warnings,

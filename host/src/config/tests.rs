@@ -280,3 +280,32 @@ fn a_rate_limit_is_requests_per_second_or_minute_with_a_burst() {
         assert!(err.to_string().starts_with("/etc/provision/provision.toml:"), "{err}");
     }
 }
+
+#[test]
+fn event_subscribers_are_checked_and_name_their_key_and_line() {
+    let subscriber =
+        "\n[events.subscribers.siem]\nurl = \"https://siem.example.com/in\"\nsecret = { env = \"SIEM\" }\n";
+    let config = load(&format!("{BASE}{subscriber}states = [\"verified\", \"3\"]\n")).unwrap();
+    let siem = &config.events.subscribers["siem"];
+    assert!(siem.wants("SaaS_Account", crate::model::ProvisioningState::Errored));
+    assert!(!siem.wants("SaaS_Account", crate::model::ProvisioningState::Pending));
+    assert!(!siem.from_beginning);
+    for (extra, key, words) in [
+        (
+            "resource_types = [\"SaaS_Acount\"]\n",
+            "events.subscribers.siem.resource_types[0]",
+            "unknown resource type `SaaS_Acount`",
+        ),
+        ("states = [\"Done\"]\n", "events.subscribers.siem.states[0]", "Done"),
+        ("from = \"yesterday\"\n", "events.subscribers.siem.from", "\"now\" or \"beginning\""),
+    ] {
+        let text = format!("{BASE}{subscriber}{extra}");
+        let err = load(&text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.message.contains(words), "{err}");
+        let line = text.lines().position(|l| l == extra.trim_end()).unwrap() + 1;
+        assert_eq!(err.position.map(|p| p.0), Some(line), "{err}");
+    }
+    let err = load(&format!("{BASE}{}", subscriber.replace("https://", "ftp://"))).unwrap_err();
+    assert_eq!(err.key, "events.subscribers.siem.url");
+}

@@ -9,7 +9,7 @@
 //! de-duplicate on the delivery id (webhook header, e-mail Message-ID).
 
 mod email;
-mod webhook;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

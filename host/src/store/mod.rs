@@ -12,6 +12,7 @@
 mod attempts;
 mod changes;
 mod desired;
+mod events;
 mod health;
 mod jobs;
 mod notifications;
@@ -37,6 +38,7 @@ use crate::model::{Clock, SystemClock};
 pub use attempts::Attempt;
 pub use changes::{Applied, AssignmentRecord, DesiredBatch, DesiredChange, DesiredRecord, Expect, IdentityRecord};
 pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
+pub use events::{SubscriberClaim, SubscriberState};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};
 pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipient};

@@ -412,6 +412,28 @@ CREATE TABLE desired_requests (
 );
 "#,
     ),
+    M::up(
+        r#"
+-- Subscribers of order state changes (config [events.subscribers]). The outbox is the order
+-- history itself: every state change is a history row written in the transaction of the change,
+-- so an event can be neither lost nor published for a change that did not happen. A subscriber
+-- has a cursor, the last history id it has had (or that its filters passed over), moved on only
+-- after the receiver acknowledged; a delivery pass claims the subscriber with a lease first, so
+-- two processes do not deliver to one subscriber at once.
+CREATE TABLE event_subscribers (
+    name            TEXT PRIMARY KEY,
+    cursor          INTEGER NOT NULL,
+    delivered       INTEGER NOT NULL DEFAULT 0,
+    failures        INTEGER NOT NULL DEFAULT 0,   -- in a row; 0 after a success
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    last_success_at INTEGER,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    created_at      INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);
