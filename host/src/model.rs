@@ -395,10 +395,13 @@ pub struct Order {
     /// Fulfilment attempts so far.
     pub attempts: u32,
     /// Creation time, Unix milliseconds.
+    #[serde(with = "crate::model::rfc3339")]
     pub created_at: i64,
     /// Last change, Unix milliseconds.
+    #[serde(with = "crate::model::rfc3339")]
     pub updated_at: i64,
     /// For an Errored order with a transient error: when it is due again, Unix milliseconds.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub next_attempt_at: Option<i64>,
     /// The job run whose threshold holds it from fulfilment, if any.
     pub held_run: Option<i64>,
@@ -408,6 +411,7 @@ pub struct Order {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
     /// Unix milliseconds.
+    #[serde(with = "crate::model::rfc3339")]
     pub at: i64,
     /// The state before; `None` for the order's creation.
     pub from: Option<ProvisioningState>,

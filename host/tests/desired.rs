@@ -447,3 +447,74 @@ fn the_audit_export_gives_every_state_change_in_its_range_by_cli_and_api_alike()
     let forbidden = api.get("/api/v1/history?since=2000-01-01", &hank);
     assert_eq!((forbidden.status, forbidden.body["error"]["missing_permission"].as_str()), (403, Some(VIEW)));
 }
+
+#[test]
+fn every_json_the_host_writes_keeps_one_contract() {
+    let api = Api::start("");
+    let (root, vic) = (api.token("root"), api.token("vic"));
+    let rfc3339 = |v: &Value| v.as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok());
+
+    // Times are RFC 3339, in the API and in the CLI's --json alike, for the same order.
+    let orders = api.get("/api/v1/orders", &vic).body;
+    let first = &orders["orders"][0];
+    assert!(rfc3339(&first["created_at"]) && rfc3339(&first["updated_at"]), "{first}");
+    let dir = api.config.parent().unwrap();
+    let out = run(dir, &["orders", "list", "--json", "--config", api.config.to_str().unwrap()]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let same = listed.as_array().unwrap().iter().find(|o| o["id"] == first["id"]).unwrap();
+    assert_eq!(same, first, "one shape for an order");
+    let order = api.get(&format!("/api/v1/orders/{}", first["id"]), &vic).body;
+    assert!(order["history"].as_array().unwrap().iter().all(|h| rfc3339(&h["at"])), "{order}");
+    let jobs = api.get("/api/v1/jobs", &vic).body;
+    assert!(rfc3339(&jobs["runs"][0]["run"]["started_at"]), "{jobs}");
+
+    // Durations carry their unit in the name; no serde internals.
+    let plugins = api.get("/api/v1/plugins", &vic).body;
+    let text = plugins.to_string();
+    assert!(!text.contains("nanos") && !text.contains("\"secs\""), "{text}");
+    let files = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "files").unwrap().clone();
+    assert!(files["since_load"]["call_time_ms"].is_number(), "{files}");
+    let load_ms = files["load_ms"].as_f64().unwrap();
+    assert_eq!((load_ms * 1000.0).round() / 1000.0, load_ms, "to the microsecond: {load_ms}");
+    let out = run(dir, &["plugins", "list", "--json", "--config", api.config.to_str().unwrap()]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&listed[0]), keys(&plugins["plugins"][0]), "one shape for a plugin");
+
+    // A synchronised resource is an object, not a pair.
+    let alice = api.get("/api/v1/identities/Directory_User/alice", &vic).body;
+    let account =
+        alice["slots"].as_array().unwrap().iter().find(|s| s["resource_type"] == "SaaS_Account").unwrap().clone();
+    assert_eq!(account["actual"]["id"], "alice", "{account}");
+    assert_eq!(account["actual"]["attributes"]["userName"], "alice", "{account}");
+
+    // Errors in the user's words: no Rust type names.
+    for (method, path, body, words) in [
+        ("GET", "/api/v1/orders/abc", None, "`abc` is not a whole number"),
+        (
+            "POST",
+            "/api/v1/reviews/approve",
+            Some(r#"{"orders": "all"}"#),
+            "`orders`: found the text \"all\", expected a list",
+        ),
+        ("POST", "/api/v1/reviews/approve", Some("[1, 2]"), "expected a JSON object"),
+        ("POST", "/api/v1/reviews/approve", Some(r#"{"orders": [1, 2"#), "ends too early"),
+        ("POST", "/api/v1/reviews/approve", Some(r#"{"comment": "x"}"#), "missing"),
+        ("GET", "/api/v1/orders?limit=lots", None, "is not a whole number"),
+    ] {
+        let answer = api.call(method, path, Some(&root), &[], body);
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        let message = answer.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{path} {body:?}: {message}");
+        for rust in ["i64", "usize", "struct", "Vec<", "DecideBody", "sequence"] {
+            assert!(!message.contains(rust), "{path} {body:?}: {message}");
+        }
+    }
+    // The scheme of Authorization is case-insensitive; a wrong method has the JSON error body.
+    let lower = api.call("GET", "/api/v1/me", None, &[("Authorization", &format!("bearer {vic}"))], None);
+    assert_eq!(lower.status, 200, "{lower:?}");
+    let wrong = api.call("DELETE", "/api/v1/orders", Some(&root), &[], None);
+    assert_eq!((wrong.status, code(&wrong)), (405, "method-not-allowed"), "{wrong:?}");
+    let not_json = api.call("POST", "/api/v1/desired", Some(&root), &[("Content-Type", "text/plain")], None);
+    assert!(not_json.status == 415 || not_json.status == 400, "{not_json:?}");
+}

@@ -222,8 +222,10 @@ fn assert_each_order_once(dir: &Path, slots: usize) {
 /// Two runs that both ran never overlapped: the later one started after the earlier finished.
 fn assert_one_after_the_other(runs: &[Value]) {
     for pair in runs.windows(2) {
-        let finished = pair[0]["finished_at"].as_i64().unwrap_or(i64::MAX);
-        let started = pair[1]["started_at"].as_i64().unwrap();
+        // RFC 3339, to the millisecond.
+        let time = |v: &Value| v.as_str().map(|t| t.parse::<jiff::Timestamp>().unwrap());
+        let finished = time(&pair[0]["finished_at"]).unwrap_or(jiff::Timestamp::MAX);
+        let started = time(&pair[1]["started_at"]).unwrap();
         assert!(started >= finished, "runs overlapped: {pair:#?}");
     }
 }

@@ -131,3 +131,67 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A deserialisation error (serde's, axum's) in the words of the API's users: JSON's kinds
+/// (object, list, number, text), no Rust type names, no internal struct names.
+pub fn plain(message: &str) -> String {
+    let mut text = message.trim().to_string();
+    for prefix in [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+        "Failed to deserialize query string: ",
+        "Invalid URL: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            text = rest.to_string();
+        }
+    }
+    // "expected struct DecideBody", "expected a map" → an object; and the other JSON kinds.
+    while let Some(start) = text.find("struct ") {
+        let end =
+            text[start + 7..].find(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(text.len(), |e| start + 7 + e);
+        text.replace_range(start..end, "an object");
+    }
+    while let Some(start) = text.find("enum ") {
+        let end =
+            text[start + 5..].find(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(text.len(), |e| start + 5 + e);
+        text.replace_range(start..end, "one of the values described");
+    }
+    let words = [
+        ("Cannot parse `", "`"),
+        ("` to a `i64`", "` is not a whole number"),
+        ("` to a `u64`", "` is not a whole number"),
+        ("` to a `u32`", "` is not a whole number"),
+        ("` to a `usize`", "` is not a whole number"),
+        ("` to a `f64`", "` is not a number"),
+        ("` to a `bool`", "` is not true or false"),
+        ("expected a map", "expected an object"),
+        ("expected a sequence", "expected a list"),
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected a borrowed string", "expected a text"),
+        ("expected a string", "expected a text"),
+        ("invalid type: integer", "found the number"),
+        ("invalid type: floating point", "found the number"),
+        ("invalid type: string", "found the text"),
+        ("invalid type: map", "found an object"),
+        ("invalid type: sequence", "found a list"),
+        ("invalid type: boolean", "found"),
+        ("invalid type: null", "found null"),
+        ("invalid type: unit value", "found null"),
+        ("invalid value: integer", "the number"),
+        ("invalid digit found in string", "is not a whole number"),
+        ("cannot parse integer from empty string", "is empty, not a whole number"),
+        ("number too large to fit in target type", "is too large a number"),
+        ("EOF while parsing", "the body ends too early (cut short?) while reading"),
+        ("trailing characters", "something follows the JSON value"),
+        ("missing field", "the field is missing:"),
+        ("unknown variant", "unknown value"),
+    ];
+    for (from, to) in words {
+        text = text.replace(from, to);
+    }
+    text
+}

@@ -29,14 +29,44 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            // Only reachable if a body limit were set below MAX_BODY; still a 413, not a 400.
-            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(rejection.status(), "too-large", rejection.body_text()))
-            }
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| {
+                let media = media.trim();
+                media.eq_ignore_ascii_case("application/json")
+                    || (media.starts_with("application/") && media.to_ascii_lowercase().ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
         }
+        let bytes = bytes::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(format!("the request body: {}", rejection.body_text())))?;
+        // Every body is an object; serde would also read a struct from a list of its fields.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("the request body: expected a JSON object ({...})"));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let at = error.path().to_string();
+            let message = super::error::plain(&error.into_inner().to_string());
+            if at == "." {
+                ApiError::bad_request(format!("the request body: {message}"))
+            } else {
+                ApiError::bad_request(format!("`{at}`: {message}"))
+            }
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ApiError::bad_request(format!("the request body: {}", super::error::plain(&e.to_string()))))?;
+        Ok(Body(value))
     }
 }
 
@@ -49,7 +79,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathOf<
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(PathOf(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+            Err(rejection) => {
+                Err(ApiError::bad_request(format!("the path: {}", super::error::plain(&rejection.body_text()))))
+            }
         }
     }
 }
@@ -63,7 +95,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(QueryOf(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+            Err(rejection) => {
+                Err(ApiError::bad_request(format!("the query: {}", super::error::plain(&rejection.body_text()))))
+            }
         }
     }
 }
@@ -104,6 +138,13 @@ pub fn routes() -> Router<AppState> {
         .route("/desired", post(super::desired::bulk))
         .route("/history", get(super::export::history))
         .fallback(|| async { ApiError::not_found("no such endpoint (see the README's API section)") })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{} is not allowed on {}", request.method(), request.uri().path()),
+            )
+        })
 }
 
 async fn me(caller: Caller) -> Json<Value> {
@@ -423,22 +464,19 @@ async fn cancel(
 /// running job: health as last saved, plugins from the shared table.
 pub(super) async fn plugin_list(app: &AppState) -> Result<Vec<Value>, ApiError> {
     let health = app.read(|store| Ok(store.health()?)).await?;
-    Ok(app
-        .plugins()
+    app.plugins()
         .values()
         .iter()
         .map(|p| {
-            let refused = app.plugins().refused(&p.name).map(|(at, why)| json!({ "at": at, "reason": why }));
-            json!({
-                "name": p.name, "worlds": p.worlds(), "can_read": p.can_read(),
-                "wit_version": p.wit_version(), "description": p.description(),
-                "sha256": p.sha256, "size": p.size, "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                "from_cache": p.from_cache, "stats": p.stats(),
-                "health": health.get(&p.name).cloned().unwrap_or_default(),
-                "reload_refused": refused,
-            })
+            let view = crate::app::PluginView::of(
+                p,
+                health.get(&p.name).cloned().unwrap_or_default(),
+                true,
+                app.plugins().refused(&p.name),
+            );
+            serde_json::to_value(view).map_err(ApiError::internal)
         })
-        .collect())
+        .collect()
 }
 
 async fn reload(

@@ -234,3 +234,93 @@ pub fn remove_user(host: &mut Host, login: &str) -> Result<(), ActionError> {
     }
     Ok(())
 }
+
+/// A loaded plugin as every front end shows it (`provision plugins list --json`, `GET
+/// /api/v1/plugins`): one shape.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginView<'a> {
+    /// Its name in the config.
+    pub name: &'a str,
+    /// The worlds it implements.
+    pub worlds: Vec<crate::plugins::World>,
+    /// A connector that can also read its managed system.
+    pub can_read: bool,
+    /// The WIT package version it was built against.
+    pub wit_version: &'static str,
+    /// What it says about itself.
+    pub description: Option<&'a crate::plugins::Description>,
+    /// Of its file or bundled bytes.
+    pub sha256: &'a str,
+    /// Bytes.
+    pub size: u64,
+    /// Compiling (or loading from the cache), linking and describing it, in milliseconds.
+    pub load_ms: f64,
+    /// Loaded from the compiled-component cache.
+    pub from_cache: bool,
+    /// What its calls cost in this process since it was loaded (a server's; none for a command,
+    /// which has made none).
+    pub since_load: Option<SinceLoad>,
+    /// Its health: calls and failures counted in the database by every process.
+    pub health: crate::store::Health,
+    /// The last reload that was refused, if any.
+    pub reload_refused: Option<Refusal>,
+}
+
+/// Calls in this process since a plugin was loaded, with their time.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SinceLoad {
+    /// Calls made.
+    pub calls: u64,
+    /// Time inside them, in milliseconds.
+    pub call_time_ms: f64,
+    /// Outbound HTTP requests.
+    pub http_requests: u64,
+    /// Time from sending those requests to their responses' headers, in milliseconds.
+    pub http_time_ms: f64,
+}
+
+/// A refused reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    /// When (RFC 3339).
+    #[serde(with = "crate::model::rfc3339")]
+    pub at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Milliseconds of a duration, to the microsecond.
+fn ms(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+impl<'a> PluginView<'a> {
+    /// The view of `plugin` with its stored health; `since_load` for a long-running process.
+    pub fn of(
+        plugin: &'a crate::plugins::Plugin,
+        health: crate::store::Health,
+        since_load: bool,
+        refused: Option<(i64, String)>,
+    ) -> PluginView<'a> {
+        let stats = plugin.stats();
+        PluginView {
+            name: &plugin.name,
+            worlds: plugin.worlds(),
+            can_read: plugin.can_read(),
+            wit_version: plugin.wit_version(),
+            description: plugin.description(),
+            sha256: &plugin.sha256,
+            size: plugin.size as u64,
+            load_ms: ms(plugin.load_time),
+            from_cache: plugin.from_cache,
+            since_load: since_load.then_some(SinceLoad {
+                calls: stats.calls,
+                call_time_ms: ms(stats.call_time),
+                http_requests: stats.http_requests,
+                http_time_ms: ms(stats.http_time),
+            }),
+            health,
+            reload_refused: refused.map(|(at, reason)| Refusal { at, reason }),
+        }
+    }
+}

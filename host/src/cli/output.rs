@@ -5,7 +5,6 @@
 //! that `--json` has the whole text.
 
 use comfy_table::{ContentArrangement, Table, presets::NOTHING};
-use serde_json::json;
 
 use provision::jobs::JobReport;
 use provision::limits::{SHOWN_CELL, SHOWN_DETAIL};
@@ -124,38 +123,11 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn order_json(order: &Order) -> serde_json::Value {
-    json!({
-        "id": order.id,
-        "owner": order.owner,
-        "entity_type": order.entity_type,
-        "resource_type": order.resource_type,
-        "resource_id": order.resource_id,
-        "change": order.change,
-        "state": { "number": order.state.number(), "name": order.state.name() },
-        "closed": order.closed,
-        "message": order.message,
-        "attempts": order.attempts,
-        "created_at": format_time(order.created_at),
-        "updated_at": format_time(order.updated_at),
-    })
-}
-
-fn history_json(entry: &HistoryEntry) -> serde_json::Value {
-    json!({
-        "at": format_time(entry.at),
-        "from": entry.from.map(|s| json!({ "number": s.number(), "name": s.name() })),
-        "to": { "number": entry.to.number(), "name": entry.to.name() },
-        "event": entry.event,
-        "actor": entry.actor,
-        "reason": entry.reason,
-    })
-}
-
 /// A list of orders.
 pub fn orders(orders: &[Order], as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return print_json(&orders.iter().map(order_json).collect::<Vec<_>>());
+        // The same shape as the API's and the events' (RFC 3339 times).
+        return print_json(&orders);
     }
     if orders.is_empty() {
         println!("No orders.");
@@ -196,8 +168,8 @@ pub fn history_lines(history: &[HistoryEntry]) -> String {
 /// One order with its history.
 pub fn order(order: &Order, history: &[HistoryEntry], as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        let mut value = order_json(order);
-        value["history"] = history.iter().map(history_json).collect();
+        let mut value = serde_json::to_value(order)?;
+        value["history"] = serde_json::to_value(history)?;
         return print_json(&value);
     }
     let mut s = Shown::default();

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use serde_json::json;
 
 use super::output::message;
 use super::{ConfigArg, JsonArg, open, print_json, table};
@@ -56,20 +55,10 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     .values()
                     .iter()
                     .map(|p| {
-                        json!({
-                            "name": p.name,
-                            "worlds": p.worlds(),
-                            "wit_version": p.wit_version(),
-                            "description": p.description(),
-                            "can_read": p.can_read(),
-                            "sha256": p.sha256,
-                            "size": p.size,
-                            "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                            "from_cache": p.from_cache,
-                            "health": host.health.get(&p.name).cloned().unwrap_or_default(),
-                        })
+                        let health = host.health.get(&p.name).cloned().unwrap_or_default();
+                        serde_json::to_value(provision::app::PluginView::of(p, health, false, None))
                     })
-                    .collect();
+                    .collect::<Result<_, _>>()?;
                 return print_json(&list).map(|()| ExitCode::SUCCESS);
             }
             let mut t =

@@ -11,8 +11,10 @@ use super::{Result, Store};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Attempt {
     /// When the order was about to be sent, Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub started_at: i64,
     /// When its outcome was recorded; none while open (or cut short by a crash).
+    #[serde(with = "crate::model::rfc3339::option")]
     pub finished_at: Option<i64>,
     /// The event that ended it (`connector-ok`, ...), `interrupted` or `not-sent`.
     pub outcome: Option<String>,

@@ -226,6 +226,16 @@ impl Store {
     }
 }
 
+/// A resource as synchronised from its managed system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActualResource {
+    /// Its id in the managed system.
+    pub id: String,
+    /// Its attributes and entitlements.
+    #[serde(flatten)]
+    pub content: ResourceContent,
+}
+
 /// One resource type of an identity: what it should have, what it has, and its orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentitySlot {
@@ -233,8 +243,8 @@ pub struct IdentitySlot {
     pub resource_type: String,
     /// The desired assignment, if any.
     pub desired: Option<Assignment>,
-    /// The synchronised resource (id, content), if any.
-    pub actual: Option<(String, ResourceContent)>,
+    /// The synchronised resource, if any.
+    pub actual: Option<ActualResource>,
     /// Its orders, newest first.
     pub orders: Vec<crate::model::Order>,
 }
@@ -288,6 +298,7 @@ impl Store {
             })?;
             orders.reverse();
             let (desired, actual) = slot.map(|s| (s.desired, s.actual)).unwrap_or_default();
+            let actual = actual.map(|(id, content)| ActualResource { id, content });
             slots.push(IdentitySlot { resource_type, desired, actual, orders });
         }
         let history = self.desired_history(entity_type, key, None, VIEW_HISTORY)?;

@@ -21,8 +21,10 @@ pub struct Health {
     /// The last failure.
     pub last_error: Option<String>,
     /// When it was disabled (Unix ms); none while enabled.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub disabled_at: Option<i64>,
     /// When it was last called (Unix ms).
+    #[serde(with = "crate::model::rfc3339::option")]
     pub last_call_at: Option<i64>,
 }
 

@@ -13,8 +13,10 @@ pub struct JobRun {
     /// `complete`, `compute`, `fulfil` or `synchronise`.
     pub kind: String,
     /// Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub started_at: i64,
     /// Unix ms; none while running.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub finished_at: Option<i64>,
     /// `running`, `succeeded`, `threshold exceeded` (orders held), `failed`, `interrupted` (its
     /// process died; the message says who took its job lock over).

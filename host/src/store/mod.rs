@@ -37,7 +37,7 @@ use crate::model::{Clock, SystemClock};
 
 pub use attempts::Attempt;
 pub use changes::{Applied, AssignmentRecord, DesiredBatch, DesiredChange, DesiredRecord, Expect, IdentityRecord};
-pub use desired::{Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
+pub use desired::{ActualResource, Assignment, Identity, IdentitySlot, IdentityView, Slot, SlotOrder};
 pub use events::{SubscriberClaim, SubscriberState};
 pub use health::Health;
 pub use jobs::{Hold, JobRun};

@@ -66,6 +66,7 @@ pub struct Notification {
     /// The outbox id.
     pub id: i64,
     /// Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub created_at: i64,
     /// Why.
     pub kind: NotificationKind,
@@ -97,10 +98,12 @@ pub struct Delivery {
     /// Attempts so far.
     pub attempts: u32,
     /// When the next attempt is due, Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub next_attempt_at: i64,
     /// The last failure.
     pub last_error: Option<String>,
     /// When it was sent, Unix ms.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub sent_at: Option<i64>,
 }
 

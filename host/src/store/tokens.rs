@@ -17,8 +17,10 @@ pub struct TokenInfo {
     /// What it is for.
     pub name: String,
     /// Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub created_at: i64,
     /// Unix ms; none: never.
+    #[serde(with = "crate::model::rfc3339::option")]
     pub expires_at: Option<i64>,
 }
 

@@ -201,6 +201,7 @@ pub struct Running {
     /// Its kind.
     pub kind: String,
     /// When it started, Unix ms.
+    #[serde(with = "crate::model::rfc3339")]
     pub started_at: i64,
     /// The step at work.
     pub step: String,
