@@ -262,7 +262,12 @@ fn every_endpoint_answers_and_guards_its_action() {
     // 400s name what is wrong.
     for (method, path, body, needle) in [
         ("POST", "/api/v1/reviews/approve", Some("{\"orders\": [3"), "ends too early"),
-        ("POST", "/api/v1/reviews/approve", Some("{\"orders\": \"3\"}"), "`orders`: found the text \"3\", expected a list"),
+        (
+            "POST",
+            "/api/v1/reviews/approve",
+            Some("{\"orders\": \"3\"}"),
+            "`orders`: found the text \"3\", expected a list",
+        ),
         ("POST", "/api/v1/reviews/approve", Some("{\"orders\": [3], \"colour\": 1}"), "unknown field `colour`"),
         ("POST", "/api/v1/manual/report-error", Some("{\"orders\": [1]}"), "the field is missing: `message`"),
         ("POST", "/api/v1/jobs/run", Some("{\"only\": \"everything\"}"), "unknown value `everything`"),
