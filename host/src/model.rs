@@ -88,6 +88,23 @@ impl fmt::Display for ProvisioningState {
 }
 
 /// Serialised as `{"number": 4, "name": "Verified"}`: both ways people and scripts name it.
+/// In JSON a state is `{"number": 4, "name": "Verified"}`.
+impl utoipa::PartialSchema for ProvisioningState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let names: Vec<&str> = ProvisioningState::ALL.iter().map(|s| s.name()).collect();
+        ObjectBuilder::new()
+            .description(Some("A provisioning state, numbered as the product documentation numbers them"))
+            .property("number", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(8)))
+            .required("number")
+            .property("name", ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)))
+            .required("name")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProvisioningState {}
+
 impl Serialize for ProvisioningState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
@@ -150,7 +167,7 @@ impl FromStr for ProvisioningState {
 }
 
 /// What an order does to its resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     /// Create the resource.
@@ -193,7 +210,7 @@ impl fmt::Display for ChangeKind {
 }
 
 /// Why people are told about orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotificationKind {
     /// Orders were handed to people for manual provisioning (Transmitted).
@@ -231,7 +248,7 @@ impl fmt::Display for NotificationKind {
 }
 
 /// The desired or actual content of one resource: attribute values and entitlements.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceContent {
     /// Single-valued attributes by name.
     #[serde(default)]
@@ -242,7 +259,7 @@ pub struct ResourceContent {
 }
 
 /// What one order changes: the payload a connector carries out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     /// Added, modified or deleted.
     pub kind: ChangeKind,
@@ -368,7 +385,7 @@ impl Change {
 }
 
 /// A stored provisioning order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     /// The order's id.
     pub id: i64,
@@ -396,22 +413,26 @@ pub struct Order {
     pub attempts: u32,
     /// Creation time, Unix milliseconds.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Last change, Unix milliseconds.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// For an Errored order with a transient error: when it is due again, Unix milliseconds.
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
     /// The job run whose threshold holds it from fulfilment, if any.
     pub held_run: Option<i64>,
 }
 
 /// One row of an order's append-only history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// Unix milliseconds.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// The state before; `None` for the order's creation.
     pub from: Option<ProvisioningState>,

@@ -206,7 +206,7 @@ pub(crate) fn work_list(
 }
 
 /// An order as a person sees it in a work list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkItem {
     /// The order.
     pub order: Order,

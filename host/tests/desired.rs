@@ -518,3 +518,48 @@ fn every_json_the_host_writes_keeps_one_contract() {
     let not_json = api.call("POST", "/api/v1/desired", Some(&root), &[("Content-Type", "text/plain")], None);
     assert!(not_json.status == 415 || not_json.status == 400, "{not_json:?}");
 }
+
+#[test]
+fn the_served_document_is_the_committed_one_and_schemathesis_finds_nothing_against_it() {
+    let api = Api::start("");
+    let root = api.token("root");
+    // The description needs no token.
+    let served = api.call("GET", "/api/v1/openapi.json", None, &[], None);
+    assert_eq!(served.status, 200, "{served:?}");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(docs).unwrap()).unwrap();
+    assert!(
+        served.body == committed,
+        "the server serves another document than docs/openapi.json: run `UPDATE_OPENAPI=1 cargo test -p provision --lib openapi`"
+    );
+    assert_eq!(served.body["openapi"], "3.1.0");
+
+    // Fuzzed from the document, a bounded number of examples per operation, every request under
+    // a time limit: no 5xx, no undocumented status, every answer as the document says.
+    let st = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/.venv/bin/st");
+    assert!(st.exists(), "{} is missing: run tests/setup.sh", st.display());
+    // Its own directory: schemathesis keeps a cache where it runs.
+    let scratch = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(st)
+        .current_dir(scratch.path())
+        .args([
+            "run",
+            &format!("{}/api/v1/openapi.json", api.server.url),
+            "--header",
+            &format!("Authorization: Bearer {root}"),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "10",
+            "--seed",
+            "17",
+            "--no-color",
+        ])
+        .output()
+        .expect("run schemathesis");
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    assert!(report.contains("passed"), "{report}");
+}

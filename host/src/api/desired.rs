@@ -9,14 +9,16 @@ use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::error::ErrorBody;
 use super::v1::{Body, PathOf, QueryOf, page_limit};
 use super::{ApiError, AppState, Caller};
 use crate::app::desired::DesiredRequest;
 use crate::model::ResourceContent;
 use crate::permissions::Capability;
-use crate::store::{Applied, Assignment, DesiredChange, Expect, Identity};
+use crate::store::{
+    Applied, Assignment, AssignmentRecord, DesiredChange, DesiredRecord, Expect, Identity, IdentityRecord, IdentityView,
+};
 
 /// The precondition a request's headers state: `If-Match: "12"` (that version), `If-Match: *`
 /// (it exists), `If-None-Match: *` (it does not: create only).
@@ -73,6 +75,72 @@ pub(super) fn may_see(caller: &Caller, entity_type: &str) -> Result<(), ApiError
     Err(denied)
 }
 
+/// A page of the directory.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SearchAnswer {
+    identities: Vec<IdentityRecord>,
+    /// Where the next page starts (`after`); none on the last page.
+    next_after: Option<i64>,
+}
+
+/// An identity as written, with its new version.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct IdentityWritten {
+    identity: Identity,
+    /// Its version (also the `ETag`).
+    version: i64,
+}
+
+/// What removing an identity did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Removed {
+    removed: bool,
+    /// Its assignments withdrawn with it.
+    assignments_withdrawn: u64,
+}
+
+/// An identity's assignments.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AssignmentList {
+    assignments: Vec<AssignmentRecord>,
+}
+
+/// One assignment.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AssignmentAnswer {
+    assignment: AssignmentRecord,
+}
+
+/// An assignment as written, with its new version.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AssignmentWritten {
+    assignment: Assignment,
+    /// Its version (also the `ETag`).
+    version: i64,
+}
+
+/// What withdrawing did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Withdrawn {
+    withdrawn: bool,
+}
+
+/// A page of an identity's desired-state history.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HistoryAnswer {
+    /// Newest first.
+    history: Vec<DesiredRecord>,
+    /// Where the next page starts (`before`); none on the last page.
+    next_before: Option<i64>,
+}
+
+/// What a bulk request did (or, `replayed`, did when first sent).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct BulkAnswer {
+    request_id: String,
+    applied: Applied,
+}
+
 /// Applies one change as its own request; returns what it did.
 async fn apply_one(app: &AppState, caller: &Caller, change: DesiredChange) -> Result<Applied, ApiError> {
     let who = caller.principal();
@@ -90,8 +158,9 @@ async fn apply_one(app: &AppState, caller: &Caller, change: DesiredChange) -> Re
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SearchQuery {
     /// Text in the key, the name or an attribute's value.
     q: Option<String>,
@@ -104,11 +173,14 @@ pub(super) struct SearchQuery {
 }
 
 /// The directory: identities the caller may see, paged.
+#[utoipa::path(get, path = "/api/v1/identities", tag = "desired state", params(SearchQuery),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
 pub(super) async fn search(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<SearchQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SearchAnswer>, ApiError> {
     let limit = page_limit(q.limit)?;
     let types: Vec<String> = match &q.entity_type {
         Some(entity_type) => {
@@ -140,10 +212,13 @@ pub(super) async fn search(
     let found = app.read(move |store| Ok(store.search_identities(text.trim(), &types, q.after, limit)?)).await?;
     let next_after = (found.len() == limit).then(|| found.last().map(|(id, _)| *id)).flatten();
     let identities: Vec<_> = found.into_iter().map(|(_, record)| record).collect();
-    Ok(Json(json!({ "identities": identities, "next_after": next_after })))
+    Ok(Json(SearchAnswer { identities, next_after }))
 }
 
 /// An identity with its assignments, resources, orders and latest history; `ETag` its version.
+#[utoipa::path(get, path = "/api/v1/identities/{entity_type}/{key}", tag = "desired state", params(EntityType, Key),
+    responses((status = 200, body = IdentityView, headers(("ETag" = String, description = "its version"))),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn identity(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -151,10 +226,10 @@ pub(super) async fn identity(
 ) -> Result<Response, ApiError> {
     may_see(&caller, &entity_type)?;
     let view = app.read(move |store| Ok(store.identity_view(&entity_type, &key)?)).await?;
-    Ok(([(header::ETAG, etag(view.version)?)], Json(json!(view))).into_response())
+    Ok(([(header::ETAG, etag(view.version)?)], Json(view)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IdentityBody {
     /// The name to show (the key when absent).
@@ -165,6 +240,11 @@ pub(super) struct IdentityBody {
 }
 
 /// Creates or replaces an identity: `201` when created, `200` when replaced; `ETag` its version.
+#[utoipa::path(put, path = "/api/v1/identities/{entity_type}/{key}", tag = "desired state",
+    params(EntityType, Key, IfMatch, IfNoneMatch), request_body = IdentityBody,
+    responses((status = 200, body = IdentityWritten), (status = 201, body = IdentityWritten),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(super) async fn put_identity(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -183,38 +263,49 @@ pub(super) async fn put_identity(
     let applied = apply_one(&app, &caller, change).await?;
     let version = applied.versions.first().copied().flatten().unwrap_or_default();
     let status = if applied.identities_created > 0 { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, [(header::ETAG, etag(version)?)], Json(json!({ "identity": identity, "version": version })))
-        .into_response())
+    Ok((status, [(header::ETAG, etag(version)?)], Json(IdentityWritten { identity, version })).into_response())
 }
 
 /// Removes an identity: its assignments are withdrawn (the next compute deletes its resources).
+#[utoipa::path(delete, path = "/api/v1/identities/{entity_type}/{key}", tag = "desired state",
+    params(EntityType, Key, IfMatch),
+    responses((status = 200, body = Removed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub(super) async fn remove_identity(
     app: axum::extract::State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     PathOf((entity_type, key)): PathOf<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let expect = expect(&headers)?;
     let change = DesiredChange::RemoveIdentity { entity_type: entity_type.clone(), key: key.clone(), expect };
     let applied = apply_one(&app, &caller, change).await?;
     if applied.identities_removed == 0 {
         return Err(ApiError::not_found(format!("there is no {entity_type} `{key}`")));
     }
-    Ok(Json(json!({ "removed": true, "assignments_withdrawn": applied.assignments_withdrawn })))
+    Ok(Json(Removed { removed: true, assignments_withdrawn: applied.assignments_withdrawn }))
 }
 
 /// An identity's assignments, each with its version.
+#[utoipa::path(get, path = "/api/v1/identities/{entity_type}/{key}/assignments", tag = "desired state",
+    params(EntityType, Key),
+    responses((status = 200, body = AssignmentList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub(super) async fn assignments(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf((entity_type, key)): PathOf<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AssignmentList>, ApiError> {
     may_see(&caller, &entity_type)?;
     let list = app.read(move |store| Ok(store.assignments_of(&entity_type, &key)?)).await?;
-    Ok(Json(json!({ "assignments": list })))
+    Ok(Json(AssignmentList { assignments: list }))
 }
 
 /// One assignment; `ETag` its version.
+#[utoipa::path(get, path = "/api/v1/identities/{entity_type}/{key}/assignments/{resource_type}", tag = "desired state",
+    params(EntityType, Key, ResourceType),
+    responses((status = 200, body = AssignmentAnswer, headers(("ETag" = String, description = "its version"))),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn assignment(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -222,10 +313,10 @@ pub(super) async fn assignment(
 ) -> Result<Response, ApiError> {
     may_see(&caller, &entity_type)?;
     let record = app.read(move |store| Ok(store.assignment(&entity_type, &key, &resource_type)?)).await?;
-    Ok(([(header::ETAG, etag(record.version)?)], Json(json!({ "assignment": record }))).into_response())
+    Ok(([(header::ETAG, etag(record.version)?)], Json(AssignmentAnswer { assignment: record })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AssignmentBody {
     /// Desired attributes.
@@ -236,9 +327,11 @@ pub(super) struct AssignmentBody {
     entitlements: BTreeSet<String>,
     /// Start of validity (RFC 3339).
     #[serde(default, with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     valid_from: Option<i64>,
     /// End of validity (RFC 3339).
     #[serde(default, with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     valid_until: Option<i64>,
 }
 
@@ -258,6 +351,12 @@ pub(super) fn same_entity_type(app: &AppState, entity_type: &str, resource_type:
 }
 
 /// Sets one assignment: `201` when created, `200` when replaced; `ETag` its version.
+#[utoipa::path(put, path = "/api/v1/identities/{entity_type}/{key}/assignments/{resource_type}", tag = "desired state",
+    params(EntityType, Key, ResourceType, IfMatch, IfNoneMatch), request_body = AssignmentBody,
+    responses((status = 200, body = AssignmentWritten), (status = 201, body = AssignmentWritten),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody)))]
 pub(super) async fn put_assignment(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -277,17 +376,20 @@ pub(super) async fn put_assignment(
     let applied = apply_one(&app, &caller, DesiredChange::SetAssignment(assignment.clone(), expect)).await?;
     let version = applied.versions.first().copied().flatten().unwrap_or_default();
     let status = if applied.assignments_created > 0 { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, [(header::ETAG, etag(version)?)], Json(json!({ "assignment": assignment, "version": version })))
-        .into_response())
+    Ok((status, [(header::ETAG, etag(version)?)], Json(AssignmentWritten { assignment, version })).into_response())
 }
 
 /// Withdraws one assignment (the next compute deletes the resource).
+#[utoipa::path(delete, path = "/api/v1/identities/{entity_type}/{key}/assignments/{resource_type}", tag = "desired state",
+    params(EntityType, Key, ResourceType, IfMatch),
+    responses((status = 200, body = Withdrawn), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub(super) async fn withdraw_assignment(
     app: axum::extract::State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     PathOf((entity_type, key, resource_type)): PathOf<(String, String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Withdrawn>, ApiError> {
     let expect = expect(&headers)?;
     same_entity_type(&app, &entity_type, &resource_type)?;
     let change =
@@ -296,11 +398,12 @@ pub(super) async fn withdraw_assignment(
     if applied.assignments_withdrawn == 0 {
         return Err(ApiError::not_found(format!("{entity_type} `{key}` has no assignment of {resource_type}")));
     }
-    Ok(Json(json!({ "withdrawn": true })))
+    Ok(Json(Withdrawn { withdrawn: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct HistoryQuery {
     /// Changes before this one (`next_before` of the previous page).
     before: Option<i64>,
@@ -309,21 +412,25 @@ pub(super) struct HistoryQuery {
 }
 
 /// An identity's desired-state history, newest first, paged.
+#[utoipa::path(get, path = "/api/v1/identities/{entity_type}/{key}/history", tag = "desired state",
+    params(EntityType, Key, HistoryQuery),
+    responses((status = 200, body = HistoryAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
 pub(super) async fn history(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf((entity_type, key)): PathOf<(String, String)>,
     QueryOf(q): QueryOf<HistoryQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HistoryAnswer>, ApiError> {
     may_see(&caller, &entity_type)?;
     let limit = page_limit(q.limit)?;
     let list = app.read(move |store| Ok(store.desired_history(&entity_type, &key, q.before, limit)?)).await?;
     let next_before = (list.len() == limit).then(|| list.last().map(|r| r.id)).flatten();
-    Ok(Json(json!({ "history": list, "next_before": next_before })))
+    Ok(Json(HistoryAnswer { history: list, next_before }))
 }
 
 /// One change of a bulk request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub(super) enum BulkChange {
     /// Create or replace an identity.
@@ -346,8 +453,10 @@ pub(super) enum BulkChange {
         #[serde(default)]
         entitlements: BTreeSet<String>,
         #[serde(default, with = "crate::model::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
         valid_from: Option<i64>,
         #[serde(default, with = "crate::model::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
         valid_until: Option<i64>,
         if_version: Option<i64>,
     },
@@ -399,7 +508,7 @@ impl BulkChange {
 }
 
 /// A bulk request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BulkBody {
     /// The client's id for this request: sending it again changes nothing twice.
@@ -412,11 +521,15 @@ pub(super) struct BulkBody {
 }
 
 /// Many changes at once, all or nothing, idempotent under `request_id`.
+#[utoipa::path(post, path = "/api/v1/desired", tag = "desired state", request_body = BulkBody,
+    responses((status = 200, body = BulkAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(super) async fn bulk(
     app: axum::extract::State<AppState>,
     caller: Caller,
     Body(body): Body<BulkBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BulkAnswer>, ApiError> {
     let request = DesiredRequest {
         changes: body.changes.into_iter().map(BulkChange::into_change).collect(),
         snapshot: body.snapshot,
@@ -424,5 +537,47 @@ pub(super) async fn bulk(
     };
     let who = caller.principal();
     let applied = app.write(move |host| Ok(crate::app::desired::change(host, &who, request)?)).await?;
-    Ok(Json(json!({ "request_id": body.request_id, "applied": applied })))
+    Ok(Json(BulkAnswer { request_id: body.request_id, applied }))
 }
+
+/// Path and header parameters, described once (for the document only: handlers take them
+/// from `PathOf` and the headers).
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(names("entity_type"), parameter_in = Path)]
+pub(super) struct EntityType(
+    /// The identity's entity type, e.g. `Directory_User`.
+    String,
+);
+
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(names("key"), parameter_in = Path)]
+pub(super) struct Key(
+    /// The identity's key within its entity type.
+    String,
+);
+
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(names("resource_type"), parameter_in = Path)]
+pub(super) struct ResourceType(
+    /// The resource type, of the identity's entity type.
+    String,
+);
+
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(names("If-Match"), parameter_in = Header)]
+pub(super) struct IfMatch(
+    /// The version read (`"12"`, the `ETag`) or `*`: the change applies only if it still holds.
+    Option<String>,
+);
+
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(names("If-None-Match"), parameter_in = Header)]
+pub(super) struct IfNoneMatch(
+    /// `*`: create only, never overwrite.
+    Option<String>,
+);

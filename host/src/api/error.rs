@@ -11,15 +11,17 @@ use crate::operators::ActionError;
 use crate::store::{ErrorKind, StoreError};
 
 /// An error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// HTTP status.
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
     /// Stable code: `unauthorized`, `forbidden`, `own-order`, `not-found`, `conflict`,
     /// `bad-request`, `too-large`, `stale` (a version precondition failed: read again), `job-running` (a run is going here, or one of another kind is unfinished; the
     /// message names it), `lease-lost`, `unavailable` (the database is busy or unreachable: try again),
     /// `internal`.
+    #[schema(value_type = String)]
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -118,14 +120,19 @@ impl From<JobError> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {...}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ApiError,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a ApiError,
-        }
-        let mut response = (self.status, Json(Body { error: &self })).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let status = self.status;
+        let unauthorized = status == StatusCode::UNAUTHORIZED;
+        let mut response = (status, Json(ErrorBody { error: self })).into_response();
+        if unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         response

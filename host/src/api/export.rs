@@ -66,8 +66,9 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ExportQuery {
     /// From this time on (RFC 3339 or a date).
     since: String,
@@ -75,10 +76,17 @@ pub(super) struct ExportQuery {
     until: Option<String>,
     /// `jsonl` (default) or `csv`.
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(jsonl|csv)$")]
     format: Format,
 }
 
-/// Every order state change in the range, oldest first, as JSON lines or CSV, streamed.
+/// Every order state change in the range, oldest first, as JSON lines (one `AuditRow` each) or
+/// CSV, streamed.
+#[utoipa::path(get, path = "/api/v1/history", tag = "audit", params(ExportQuery),
+    responses((status = 200, description = "The changes, streamed",
+            content((String = "application/jsonl"), (String = "text/csv"))),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)))]
 pub(super) async fn history(
     app: axum::extract::State<AppState>,
     caller: Caller,

@@ -18,6 +18,7 @@ mod desired;
 mod error;
 mod export;
 mod metrics;
+pub mod openapi;
 mod pages;
 mod v1;
 

@@ -12,8 +12,9 @@ use axum::{Json, Router};
 use indicatif::ProgressBar;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Caller};
 use crate::app::{RetrySelection, WorkAction};
 use crate::host::Host;
@@ -104,6 +105,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(super::openapi::serve))
         .route("/me", get(me))
         .route("/orders", get(orders))
         .route("/orders/retry", post(retry))
@@ -147,17 +149,24 @@ pub fn routes() -> Router<AppState> {
         })
 }
 
-async fn me(caller: Caller) -> Json<Value> {
-    Json(json!({ "login": caller.user.login, "display_name": caller.user.display_name,
-        "profiles": caller.user.profiles, "permissions": caller.user.permissions }))
+#[utoipa::path(get, path = "/api/v1/me", tag = "people",
+    responses((status = 200, body = MeAnswer), (status = 401, body = ErrorBody)))]
+async fn me(caller: Caller) -> Json<MeAnswer> {
+    Json(MeAnswer {
+        login: caller.user.login,
+        display_name: caller.user.display_name,
+        profiles: caller.user.profiles,
+        permissions: caller.user.permissions,
+    })
 }
 
 fn list(text: &Option<String>) -> Vec<String> {
     text.iter().flat_map(|t| t.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OrdersQuery {
     /// Comma-separated states, numbers or names.
     state: Option<String>,
@@ -170,11 +179,13 @@ struct OrdersQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(OrdersQuery),
+    responses((status = 200, body = OrdersPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn orders(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<OrdersQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrdersPage>, ApiError> {
     caller.require(Capability::View)?;
     let states = list(&q.state)
         .iter()
@@ -191,35 +202,41 @@ async fn orders(
     };
     let orders = app.read(move |store| Ok(store.orders(&filter)?)).await?;
     let next_after = (orders.len() == limit).then(|| orders.last().map(|o| o.id)).flatten();
-    Ok(Json(json!({ "orders": orders, "next_after": next_after })))
+    Ok(Json(OrdersPage { orders, next_after }))
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "The order")),
+    responses((status = 200, body = OrderAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn order(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(id): PathOf<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderAnswer>, ApiError> {
     caller.require(Capability::View)?;
     let (order, history, attempts) =
         app.read(move |store| Ok((store.order(id)?, store.history(id)?, store.attempts(id)?))).await?;
-    Ok(Json(json!({ "order": order, "history": history, "attempts": attempts })))
+    Ok(Json(OrderAnswer { order, history, attempts }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RetryBody {
     /// Order ids; or:
     orders: Option<Vec<i64>>,
     /// `errored` (the only state that can be retried), with:
+    #[schema(value_type = Option<String>)]
     state: Option<ProvisioningState>,
     resource_types: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/orders/retry", tag = "orders",
+    request_body = RetryBody,
+    responses((status = 200, body = OrdersChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn retry(
     app: axum::extract::State<AppState>,
     caller: Caller,
     Body(body): Body<RetryBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrdersChanged>, ApiError> {
     let selection = match (body.orders, body.state) {
         (Some(ids), None) => RetrySelection::Orders(ids),
         (None, Some(ProvisioningState::Errored)) => {
@@ -232,7 +249,7 @@ async fn retry(
     };
     let who = caller.principal();
     let retried = app.write(move |host| Ok(crate::app::retry(host, &who, selection)?)).await?;
-    Ok(Json(json!({ "orders": retried })))
+    Ok(Json(OrdersChanged { orders: retried }))
 }
 
 /// A page size from a query: 100 unless given, from 1 to 1000.
@@ -244,8 +261,9 @@ pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WorkQuery {
     entity_type: Option<String>,
     /// Page after this order id.
@@ -278,102 +296,118 @@ async fn work_page(
     Ok((items, totals, next_after))
 }
 
+#[utoipa::path(get, path = "/api/v1/reviews", tag = "review", params(WorkQuery),
+    responses((status = 200, body = ReviewsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn reviews(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<WorkQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReviewsPage>, ApiError> {
     let (items, totals, next_after) =
         work_page(&app, caller.user.login, q, crate::review::list, crate::review::totals).await?;
-    Ok(Json(json!({ "reviews": items, "totals": totals, "next_after": next_after })))
+    Ok(Json(ReviewsPage { reviews: items, totals, next_after }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecideBody {
     orders: Vec<i64>,
     comment: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/reviews/{decision}", tag = "review", params(("decision" = String, Path, description = "approve, decline or postpone")),
+    request_body = DecideBody,
+    responses((status = 200, body = OrdersChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn review(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(decision): PathOf<String>,
     Body(body): Body<DecideBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrdersChanged>, ApiError> {
     let action = WorkAction::named(&decision, WorkAction::REVIEW).map_err(|e| ApiError::not_found(e.to_string()))?;
     let who = caller.principal();
     let orders =
         app.act(move |host| Ok(crate::app::act(host, &who, &body.orders, action, body.comment.as_deref())?)).await?;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(OrdersChanged { orders }))
 }
 
+#[utoipa::path(get, path = "/api/v1/manual", tag = "manual provisioning", params(WorkQuery),
+    responses((status = 200, body = ManualPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn manual(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<WorkQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ManualPage>, ApiError> {
     let (items, totals, next_after) =
         work_page(&app, caller.user.login, q, crate::manual::list, crate::manual::totals).await?;
-    Ok(Json(json!({ "manual": items, "totals": totals, "next_after": next_after })))
+    Ok(Json(ManualPage { manual: items, totals, next_after }))
 }
 
+#[utoipa::path(post, path = "/api/v1/manual/confirm", tag = "manual provisioning",
+    request_body = DecideBody,
+    responses((status = 200, body = OrdersChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn confirm(
     app: axum::extract::State<AppState>,
     caller: Caller,
     Body(body): Body<DecideBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrdersChanged>, ApiError> {
     let who = caller.principal();
     let orders = app
         .act(move |host| Ok(crate::app::act(host, &who, &body.orders, WorkAction::Confirm, body.comment.as_deref())?))
         .await?;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(OrdersChanged { orders }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReportBody {
     orders: Vec<i64>,
     message: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/manual/report-error", tag = "manual provisioning",
+    request_body = ReportBody,
+    responses((status = 200, body = OrdersChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn report_error(
     app: axum::extract::State<AppState>,
     caller: Caller,
     Body(body): Body<ReportBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrdersChanged>, ApiError> {
     let who = caller.principal();
     let orders = app
         .act(move |host| Ok(crate::app::act(host, &who, &body.orders, WorkAction::ReportError, Some(&body.message))?))
         .await?;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(OrdersChanged { orders }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LimitQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(LimitQuery),
+    responses((status = 200, body = JobsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn jobs(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobsAnswer>, ApiError> {
     caller.require(Capability::View)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     let (runs, holds) = app.read(move |store| Ok((store.job_runs(limit)?, store.holds(None)?))).await?;
-    let runs: Vec<Value> = runs
+    let runs = runs
         .into_iter()
         .map(|run| {
-            let held: Vec<_> = holds.iter().filter(|h| h.run == run.id).collect();
-            json!({ "run": run, "holds": held })
+            let held = holds.iter().filter(|h| h.run == run.id).cloned().collect();
+            RunWithHolds { run, holds: held }
         })
         .collect();
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(JobsAnswer { runs }))
 }
 
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum Step {
     #[default]
@@ -383,7 +417,7 @@ pub(super) enum Step {
     Fulfil,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RunBody {
     #[serde(default)]
@@ -406,6 +440,9 @@ pub(super) async fn simulate(app: &AppState) -> Result<crate::jobs::Simulation, 
 /// Starts the complete job, or one step of it: `202 Accepted` with the run and where to follow
 /// it (`Location`) as soon as the run is recorded; the run goes on on the job host. A dry run is
 /// a simulation, answered when done.
+#[utoipa::path(post, path = "/api/v1/jobs/run", tag = "jobs",
+    request_body = RunBody,
+    responses((status = 202, body = RunStarted, headers(("Location" = String, description = "the run"))), (status = 200, description = "a dry run: the simulation", body = SimulationAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn run_job(
     app: axum::extract::State<AppState>,
     caller: Caller,
@@ -413,51 +450,56 @@ async fn run_job(
 ) -> Result<Response, ApiError> {
     caller.require(Capability::Operate)?;
     if body.dry_run {
-        return Ok(Json(json!({ "simulation": simulate(&app).await? })).into_response());
+        return Ok(Json(SimulationAnswer { simulation: simulate(&app).await? }).into_response());
     }
     let started = app.start_run(body.only).await?;
     let (run, href) = (started.run, format!("/api/v1/jobs/{}", started.run));
     super::log_run(started, &format!("started by {}", caller.user.login));
     let location = HeaderValue::from_str(&href).map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(json!({ "run": run, "href": href })))
-        .into_response())
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(RunStarted { run, href })).into_response())
 }
 
 /// One run: its row (status, counters once it ended, message), its holds, and its live
 /// progress: per step of its plan the units planned, done and at work and the counters the done
 /// units recorded; `no_worker` when it is running but nobody holds any of its units.
+#[utoipa::path(get, path = "/api/v1/jobs/{run}", tag = "jobs", params(("run" = i64, Path, description = "The run")),
+    responses((status = 200, body = JobAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn job(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(run): PathOf<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobAnswer>, ApiError> {
     caller.require(Capability::View)?;
     let (run, holds, progress) = app
         .read(move |store| Ok((store.job_run(run)?, store.holds(Some(run))?, crate::jobs::progress(store, run)?)))
         .await?;
-    Ok(Json(json!({ "run": run, "holds": holds, "progress": progress })))
+    Ok(Json(JobAnswer { run, holds, progress }))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/resume", tag = "jobs", params(("run" = i64, Path, description = "The run")),
+    responses((status = 200, body = HoldDecided), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn resume(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(run): PathOf<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HoldDecided>, ApiError> {
     caller.require(Capability::Operate)?;
     let actor = format!("user:{}", caller.user.login);
     let released = app.write(move |host| Ok(crate::jobs::resume(host, run, &actor)?)).await?;
-    Ok(Json(json!({ "run": run, "released": released })))
+    Ok(Json(HoldDecided { run, released: Some(released), cancelled: None }))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/cancel", tag = "jobs", params(("run" = i64, Path, description = "The run")),
+    responses((status = 200, body = HoldDecided), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(run): PathOf<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HoldDecided>, ApiError> {
     caller.require(Capability::Operate)?;
     let actor = format!("user:{}", caller.user.login);
     let cancelled = app.write(move |host| Ok(crate::jobs::cancel(host, run, &actor)?)).await?;
-    Ok(Json(json!({ "run": run, "cancelled": cancelled })))
+    Ok(Json(HoldDecided { run, released: None, cancelled: Some(cancelled) }))
 }
 
 /// Every loaded plugin with its health, call statistics and last refused reload. Read beside a
@@ -479,20 +521,24 @@ pub(super) async fn plugin_list(app: &AppState) -> Result<Vec<Value>, ApiError> 
         .collect()
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/reload", tag = "plugins", params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = Reloaded), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn reload(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(name): PathOf<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reloaded>, ApiError> {
     caller.require(Capability::Operate)?;
     if !app.plugins().contains_key(&name) {
         return Err(ApiError::not_found(format!("there is no plugin `{name}`")));
     }
     match super::reload_plugin(&app, name.clone()).await? {
         Ok(crate::host::Reloaded::Swapped { from, to }) => {
-            Ok(Json(json!({ "plugin": name, "reloaded": true, "from": from, "to": to })))
+            Ok(Json(Reloaded { plugin: name, reloaded: true, from: Some(from), to: Some(to) }))
         }
-        Ok(crate::host::Reloaded::Unchanged) => Ok(Json(json!({ "plugin": name, "reloaded": false }))),
+        Ok(crate::host::Reloaded::Unchanged) => {
+            Ok(Json(Reloaded { plugin: name, reloaded: false, from: None, to: None }))
+        }
         Err(why) => Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "reload-refused",
@@ -501,16 +547,20 @@ async fn reload(
     }
 }
 
-async fn plugins(app: axum::extract::State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, body = PluginsAnswer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn plugins(app: axum::extract::State<AppState>, caller: Caller) -> Result<Json<PluginsAnswer>, ApiError> {
     caller.require(Capability::View)?;
-    Ok(Json(json!({ "plugins": plugin_list(&app).await? })))
+    Ok(Json(PluginsAnswer { plugins: plugin_list(&app).await? }))
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/enable", tag = "plugins", params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = Enabled), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn enable(
     app: axum::extract::State<AppState>,
     caller: Caller,
     PathOf(name): PathOf<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Enabled>, ApiError> {
     caller.require(Capability::Operate)?;
     let enabled = app
         .write(move |host| {
@@ -520,21 +570,24 @@ async fn enable(
             Ok(host.enable(&name)?)
         })
         .await?;
-    Ok(Json(json!({ "was_disabled": enabled })))
+    Ok(Json(Enabled { was_disabled: enabled }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct NotificationsQuery {
     status: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", params(NotificationsQuery),
+    responses((status = 200, body = NotificationsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn notifications(
     app: axum::extract::State<AppState>,
     caller: Caller,
     QueryOf(q): QueryOf<NotificationsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationsAnswer>, ApiError> {
     caller.require(Capability::View)?;
     if let Some(status) = &q.status
         && !["pending", "sent", "failed"].contains(&status.as_str())
@@ -543,5 +596,133 @@ async fn notifications(
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let list = app.read(move |store| Ok(store.notifications(q.status.as_deref(), Some(limit))?)).await?;
-    Ok(Json(json!({ "notifications": list })))
+    Ok(Json(NotificationsAnswer { notifications: list }))
+}
+
+/// The caller.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct MeAnswer {
+    login: String,
+    display_name: String,
+    profiles: Vec<String>,
+    /// Every permission path the profiles give.
+    permissions: Vec<String>,
+}
+
+/// A page of orders.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct OrdersPage {
+    orders: Vec<crate::model::Order>,
+    /// Where the next page starts (`after`); none on the last page.
+    next_after: Option<i64>,
+}
+
+/// One order with its history and fulfilment attempts.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct OrderAnswer {
+    order: crate::model::Order,
+    history: Vec<crate::model::HistoryEntry>,
+    attempts: Vec<crate::store::Attempt>,
+}
+
+/// Orders as an action left them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct OrdersChanged {
+    orders: Vec<crate::model::Order>,
+}
+
+/// A page of the review list.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ReviewsPage {
+    reviews: Vec<WorkItem>,
+    /// Orders awaiting the caller's review, per entity type.
+    totals: BTreeMap<String, u64>,
+    next_after: Option<i64>,
+}
+
+/// A page of the manual provisioning list.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ManualPage {
+    manual: Vec<WorkItem>,
+    /// Orders waiting for the caller, per entity type.
+    totals: BTreeMap<String, u64>,
+    next_after: Option<i64>,
+}
+
+/// A run with the holds it placed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RunWithHolds {
+    run: crate::store::JobRun,
+    holds: Vec<crate::store::Hold>,
+}
+
+/// The latest runs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct JobsAnswer {
+    runs: Vec<RunWithHolds>,
+}
+
+/// A run started (or joined).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RunStarted {
+    run: i64,
+    /// Where to follow it.
+    href: String,
+}
+
+/// What a dry run found.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct SimulationAnswer {
+    simulation: crate::jobs::Simulation,
+}
+
+/// One run, its holds and its live progress.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct JobAnswer {
+    run: crate::store::JobRun,
+    holds: Vec<crate::store::Hold>,
+    progress: crate::jobs::RunProgress,
+}
+
+/// Orders a held run released (resume) or closed (cancel).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct HoldDecided {
+    run: i64,
+    /// Orders a resume released to fulfilment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    released: Option<usize>,
+    /// Orders a cancel closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled: Option<usize>,
+}
+
+/// What a reload did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Reloaded {
+    plugin: String,
+    /// Whether a new component took over (false: the file had not changed).
+    reloaded: bool,
+    /// The old component's sha256.
+    from: Option<String>,
+    /// The new one's.
+    to: Option<String>,
+}
+
+/// The loaded plugins.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct PluginsAnswer {
+    #[schema(value_type = Vec<crate::app::PluginView>)]
+    plugins: Vec<Value>,
+}
+
+/// Whether enabling changed anything.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Enabled {
+    was_disabled: bool,
+}
+
+/// The outbox.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct NotificationsAnswer {
+    notifications: Vec<crate::store::Notification>,
 }

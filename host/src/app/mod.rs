@@ -237,7 +237,7 @@ pub fn remove_user(host: &mut Host, login: &str) -> Result<(), ActionError> {
 
 /// A loaded plugin as every front end shows it (`provision plugins list --json`, `GET
 /// /api/v1/plugins`): one shape.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginView<'a> {
     /// Its name in the config.
     pub name: &'a str,
@@ -267,7 +267,7 @@ pub struct PluginView<'a> {
 }
 
 /// Calls in this process since a plugin was loaded, with their time.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct SinceLoad {
     /// Calls made.
     pub calls: u64,
@@ -280,10 +280,11 @@ pub struct SinceLoad {
 }
 
 /// A refused reload.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Refusal {
     /// When (RFC 3339).
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// Why.
     pub reason: String,

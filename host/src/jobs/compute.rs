@@ -27,7 +27,7 @@ pub fn compute(host: &mut Host, progress: &ProgressBar) -> Result<JobReport, Job
 }
 
 /// New orders of one change kind, by the first state their review rule gave them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KindTally {
     /// Orders to write.
     pub orders: u64,
@@ -42,7 +42,7 @@ pub struct KindTally {
 }
 
 /// A threshold a run exceeded for a resource type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Exceeded {
     /// Orders to write per change kind.
     pub counts: BTreeMap<ChangeKind, u64>,
@@ -51,7 +51,7 @@ pub struct Exceeded {
 }
 
 /// What compute did, or would do, for one resource type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TypeTally {
     /// New orders to write, per change kind.
     pub changes: BTreeMap<ChangeKind, KindTally>,
@@ -110,7 +110,7 @@ fn tally_decision(tally: &mut KindTally, event: Event) {
 }
 
 /// What a simulation (`job run --dry-run`) found: per resource type, what compute would write.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Simulation {
     /// Per resource type.
     pub resource_types: BTreeMap<String, TypeTally>,

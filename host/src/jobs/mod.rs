@@ -34,7 +34,7 @@ const REVIEW_BATCH: usize = 500;
 const COMPUTE_CHUNK: usize = 1000;
 
 /// What a job run did, by counter. Also stored with the run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Counters {
     /// Resources read from managed systems.

@@ -344,7 +344,7 @@ fn report(store: &Store, run: i64) -> Result<JobReport, JobError> {
 
 /// Where a run is, step by step, read from the database (any process's workers count): what
 /// `GET /api/v1/jobs/{run}`, the Jobs page and `job show` print.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunProgress {
     /// The run.
     pub run: i64,
@@ -362,7 +362,7 @@ pub struct RunProgress {
 }
 
 /// One step of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StepProgress {
     /// `synchronise`, `compute`, `fulfil`, ...
     pub step: String,

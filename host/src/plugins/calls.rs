@@ -46,7 +46,7 @@ where
 }
 
 /// What a plugin says about itself (`describe`, 0.2.0 and later).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Description {
     /// Its own name.
     pub name: String,

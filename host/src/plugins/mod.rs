@@ -57,7 +57,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const TIME_MARGIN: Duration = Duration::from_millis(50);
 
 /// A world (role) a component implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum World {
     /// Exports `fulfil` (and maybe `read`).

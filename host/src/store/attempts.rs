@@ -8,13 +8,15 @@ use rusqlite::params;
 use super::{Result, Store};
 
 /// One fulfilment attempt of an order.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// When the order was about to be sent, Unix ms.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
     /// When its outcome was recorded; none while open (or cut short by a crash).
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     /// The event that ended it (`connector-ok`, ...), `interrupted` or `not-sent`.
     pub outcome: Option<String>,

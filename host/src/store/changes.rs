@@ -71,7 +71,7 @@ pub struct DesiredBatch {
 }
 
 /// What a request changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Applied {
     /// Identities created (or brought back after a removal).
     pub identities_created: u64,
@@ -95,12 +95,13 @@ pub struct Applied {
 }
 
 /// One effective change, as history keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DesiredRecord {
     /// Its id: the version it gave its row.
     pub id: i64,
     /// When (Unix ms; RFC 3339 in JSON).
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// Who.
     pub actor: String,
@@ -116,13 +117,15 @@ pub struct DesiredRecord {
     /// (assignments).
     pub action: String,
     /// The row before (JSON), if there was one.
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
     /// The row after (JSON), if there is one.
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 
 /// An identity with its version (the id of the last change to it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IdentityRecord {
     /// The identity.
     #[serde(flatten)]
@@ -132,7 +135,7 @@ pub struct IdentityRecord {
 }
 
 /// An assignment with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AssignmentRecord {
     /// The assignment.
     #[serde(flatten)]

@@ -10,7 +10,7 @@ use super::{DesiredBatch, DesiredChange, Expect, Result, Store, StoreError, from
 use crate::model::{ProvisioningState, ResourceContent};
 
 /// An owner of resources.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Identity {
     /// Its entity type, e.g. `Directory_User`.
     pub entity_type: String,
@@ -24,7 +24,7 @@ pub struct Identity {
 }
 
 /// Desired state: the identity should have a resource of this type with this content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     /// The owner's key (the entity type is the resource type's).
     pub identity: String,
@@ -34,9 +34,11 @@ pub struct Assignment {
     pub content: ResourceContent,
     /// Start of validity, Unix ms (RFC 3339 in JSON).
     #[serde(default, with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_from: Option<i64>,
     /// End of validity, Unix ms (RFC 3339 in JSON).
     #[serde(default, with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_until: Option<i64>,
 }
 
@@ -227,7 +229,7 @@ impl Store {
 }
 
 /// A resource as synchronised from its managed system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ActualResource {
     /// Its id in the managed system.
     pub id: String,
@@ -237,7 +239,7 @@ pub struct ActualResource {
 }
 
 /// One resource type of an identity: what it should have, what it has, and its orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IdentitySlot {
     /// The resource type.
     pub resource_type: String,
@@ -253,7 +255,7 @@ pub struct IdentitySlot {
 pub const VIEW_HISTORY: usize = 50;
 
 /// An identity with, per resource type of its entity type, desired and actual state and orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IdentityView {
     /// The identity.
     pub identity: Identity,

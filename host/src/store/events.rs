@@ -8,7 +8,7 @@ use super::{Result, Store};
 use crate::config::EventsConfig;
 
 /// A subscriber as stored: how far it got, and how its deliveries go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SubscriberState {
     /// Its name (config `[events.subscribers.NAME]`).
     pub name: String,
@@ -22,11 +22,13 @@ pub struct SubscriberState {
     pub failures: i64,
     /// No attempt before this (RFC 3339 in JSON), after failures.
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
     /// The last failure's reason.
     pub last_error: Option<String>,
     /// The last delivery that succeeded (RFC 3339 in JSON).
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success_at: Option<i64>,
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Result, Store};
 
 /// The health record of one plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// Calls made.
     pub calls: u64,
@@ -22,9 +22,11 @@ pub struct Health {
     pub last_error: Option<String>,
     /// When it was disabled (Unix ms); none while enabled.
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub disabled_at: Option<i64>,
     /// When it was last called (Unix ms).
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_call_at: Option<i64>,
 }
 

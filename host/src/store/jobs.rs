@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Result, Store, StoreError, from_json, json};
 
 /// A recorded job run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobRun {
     /// Its id.
     pub id: i64,
@@ -14,29 +14,34 @@ pub struct JobRun {
     pub kind: String,
     /// Unix ms.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
     /// Unix ms; none while running.
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     /// `running`, `succeeded`, `threshold exceeded` (orders held), `failed`, `interrupted` (its
     /// process died; the message says who took its job lock over).
     pub status: String,
     /// Counters by name.
+    #[schema(value_type = Object)]
     pub counters: serde_json::Map<String, serde_json::Value>,
     /// A message, for failures.
     pub message: Option<String>,
 }
 
 /// A resource type whose orders a run holds because a threshold was exceeded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Hold {
     /// The run.
     pub run: i64,
     /// The resource type.
     pub resource_type: String,
     /// Orders the run created, per change kind.
+    #[schema(value_type = Object)]
     pub counters: serde_json::Map<String, serde_json::Value>,
     /// The effective limits, per change kind.
+    #[schema(value_type = Object)]
     pub limits: serde_json::Map<String, serde_json::Value>,
     /// `held`, `resumed` or `cancelled`.
     pub status: String,

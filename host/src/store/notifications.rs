@@ -29,7 +29,7 @@ pub struct Queued {
 }
 
 /// Someone a notification goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recipient {
     /// Login.
     pub login: String,
@@ -61,12 +61,13 @@ pub struct NewNotification {
 }
 
 /// A notification of the outbox with its deliveries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     /// The outbox id.
     pub id: i64,
     /// Unix ms.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Why.
     pub kind: NotificationKind,
@@ -87,7 +88,7 @@ pub struct Notification {
 }
 
 /// One channel's delivery of a notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The delivery id (also sent to webhooks, for de-duplication).
     pub id: i64,
@@ -99,11 +100,13 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the next attempt is due, Unix ms.
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: i64,
     /// The last failure.
     pub last_error: Option<String>,
     /// When it was sent, Unix ms.
     #[serde(with = "crate::model::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<i64>,
 }
 

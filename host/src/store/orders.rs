@@ -474,12 +474,13 @@ fn apply_in(
 }
 
 /// One state change of one order, as the audit export gives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// The history row's id: increasing, so a reader can go on after the last one it has.
     pub id: i64,
     /// When (RFC 3339 in JSON).
     #[serde(with = "crate::model::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// The order.
     pub order: i64,
