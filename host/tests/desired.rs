@@ -563,3 +563,44 @@ fn the_served_document_is_the_committed_one_and_schemathesis_finds_nothing_again
     assert!(out.status.success(), "schemathesis found problems:\n{report}");
     assert!(report.contains("passed"), "{report}");
 }
+
+#[test]
+fn every_desired_state_endpoint_wants_a_token_and_names_the_permission_it_lacks() {
+    let api = Api::start("");
+    let (hank, vic) = (api.token("hank"), api.token("vic"));
+    let set = r#"{"attributes": {"userName": "alice"}}"#;
+    let bulk =
+        r#"{"request_id": "r", "changes": [{"op": "remove-identity", "entity_type": "Directory_User", "key": "bob"}]}"#;
+    let endpoints: [(&str, &str, Option<&str>, &str); 11] = [
+        ("GET", "/api/v1/identities", None, VIEW),
+        ("GET", "/api/v1/identities/Directory_User/alice", None, VIEW),
+        ("PUT", "/api/v1/identities/Directory_User/alice", Some("{}"), MANAGE),
+        ("DELETE", "/api/v1/identities/Directory_User/alice", None, MANAGE),
+        ("GET", "/api/v1/identities/Directory_User/alice/assignments", None, VIEW),
+        ("GET", "/api/v1/identities/Directory_User/alice/assignments/SaaS_Account", None, VIEW),
+        ("PUT", "/api/v1/identities/Directory_User/alice/assignments/SaaS_Account", Some(set), MANAGE),
+        ("DELETE", "/api/v1/identities/Directory_User/alice/assignments/SaaS_Account", None, MANAGE),
+        ("GET", "/api/v1/identities/Directory_User/alice/history", None, VIEW),
+        ("POST", "/api/v1/desired", Some(bulk), MANAGE),
+        ("GET", "/api/v1/history?since=2000-01-01", None, VIEW),
+    ];
+    for (method, path, body, permission) in endpoints {
+        let anonymous = api.call(method, path, None, &[], body);
+        assert_eq!((anonymous.status, code(&anonymous)), (401, "unauthorized"), "{method} {path}: {anonymous:?}");
+        let wrong = api.call(method, path, Some("not-a-token"), &[], body);
+        assert_eq!(wrong.status, 401, "{method} {path}: {wrong:?}");
+        // The help desk may neither see nor change identities; a viewer may not change them.
+        let who = if permission == MANAGE && method != "GET" { &vic } else { &hank };
+        let refused = api.call(method, path, Some(who), &[], body);
+        assert_eq!(refused.status, 403, "{method} {path}: {refused:?}");
+        assert_eq!(
+            refused.body["error"]["missing_permission"].as_str(),
+            Some(permission),
+            "{method} {path}: {refused:?}"
+        );
+    }
+    // Nothing any of them tried was written.
+    let root = api.token("root");
+    assert_eq!(api.get("/api/v1/identities/Directory_User/bob", &root).status, 200);
+    assert_eq!(api.get("/api/v1/identities/Directory_User/alice/assignments/SaaS_Account", &root).status, 200);
+}
