@@ -604,3 +604,49 @@ fn every_desired_state_endpoint_wants_a_token_and_names_the_permission_it_lacks(
     assert_eq!(api.get("/api/v1/identities/Directory_User/bob", &root).status, 200);
     assert_eq!(api.get("/api/v1/identities/Directory_User/alice/assignments/SaaS_Account", &root).status, 200);
 }
+
+#[test]
+fn a_running_server_publishes_every_state_change_to_its_subscribers() {
+    let (arrivals, arrived) = std::sync::mpsc::channel();
+    let hooks = common::hooks::Hooks::start(false, move || {
+        let _ = arrivals.send(());
+    });
+    let api = Api::start(&format!(
+        "\n[events.subscribers.siem]\nurl = \"http://127.0.0.1:{}/events\"\nsecret = \"s3cret\"\n",
+        hooks.port
+    ));
+    let root = api.token("root");
+    // The demo's first run happened before the subscriber was known: it starts after it.
+    assert_eq!(api.put(DAVE, &root, &[], json!({ "display_name": "Dave" })).status, 201);
+    assert_eq!(api.put(DAVE_SAAS, &root, &[], saas("dave")).status, 201);
+    let ended = api.run_job(&root);
+    assert_eq!(ended["run"]["status"], "succeeded", "{ended}");
+    // Dave's account: created Pending, Executed, Verified; each published by the server's own
+    // delivery loop, without anyone asking.
+    let changes = api.get("/api/v1/history?since=2000-01-01", &root);
+    let new: Vec<Value> = changes
+        .body
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|c| c["owner"] == "dave")
+        .collect();
+    assert_eq!(new.len(), 3, "{new:?}");
+    for _ in 0..new.len() {
+        arrived.recv_timeout(std::time::Duration::from_secs(60)).expect("the server published the change");
+    }
+    let dir = api.config.parent().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = run(dir, &["events", "list", "--json", "--config", api.config.to_str().unwrap()]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let siem = &list[0];
+        if siem["delivered"] == 3 {
+            assert_eq!((siem["behind"].as_i64(), siem["failures"].as_i64()), (Some(0), Some(0)), "{siem}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cursor did not reach the end: {siem}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
