@@ -149,3 +149,50 @@ fn an_import_over_a_data_limit_is_refused_naming_file_line_and_key_and_imports_n
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["counters"]["orders_created"], 0, "{report}");
 }
+
+#[test]
+fn db_status_reads_without_writing_and_migrate_brings_the_schema_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = provision(&["demo", "--dir", "demo"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::copy(dir.path().join("demo/provision.toml"), fresh.join("provision.toml")).unwrap();
+
+    // Before anything: no database, and status does not create one.
+    let out = provision(&["db", "status", "--json"], &fresh);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((before["exists"].as_bool(), before["version"].as_u64()), (Some(false), Some(0)), "{before}");
+    let latest = before["latest"].as_u64().unwrap();
+    assert_eq!(before["pending"].as_u64(), Some(latest));
+    assert!(!fresh.join("provision.db").exists(), "status created the database");
+
+    let out = provision(&["db", "migrate"], &fresh);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("from schema version 0 to {latest}")), "{}", stdout(&out));
+    let out = provision(&["db", "migrate"], &fresh);
+    assert!(stdout(&out).contains("already at schema version"), "{}", stdout(&out));
+
+    // The demo's database: up to date, with what the demo wrote.
+    let out = provision(&["db", "status", "--json"], &dir.path().join("demo"));
+    let demo: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((demo["pending"].as_u64(), demo["newer"].as_bool()), (Some(0), Some(false)), "{demo}");
+    assert_eq!(
+        (demo["counts"]["identities"].as_u64(), demo["counts"]["orders"].as_u64()),
+        (Some(3), Some(6)),
+        "{demo}"
+    );
+    assert!(demo["counts"]["history"].as_u64().unwrap() >= 12, "{demo}");
+
+    // A database a newer host wrote: status says so and exits 1, migrate refuses to touch it.
+    let db = rusqlite::Connection::open(fresh.join("provision.db")).unwrap();
+    db.pragma_update(None, "user_version", i64::try_from(latest + 1).unwrap()).unwrap();
+    drop(db);
+    let out = provision(&["db", "status"], &fresh);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("written by a newer host"), "{}", stdout(&out));
+    let out = provision(&["db", "migrate"], &fresh);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("upgrade this host"), "{}", stderr(&out));
+}

@@ -2,6 +2,7 @@
 //! opens the host, calls one library function, and prints the result for people or, with
 //! `--json`, for scripts.
 
+mod db;
 mod demo;
 mod events;
 mod history;
@@ -116,6 +117,9 @@ enum Command {
     /// Where order state changes are published (CloudEvents to webhooks): subscribers, delivery
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// The database: schema version, pending migrations, size; apply migrations
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// The audit trail: export every order state change in a time range
     #[command(subcommand)]
     History(history::HistoryCommand),
@@ -287,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profiles(command) => people::profiles(command),
         Command::Notifications(command) => notifications::run(command),
         Command::History(command) => history::run(command),
+        Command::Db(command) => db::run(command),
         Command::Events(command) => events::run(command),
         Command::Serve(args) => serve::serve(args),
         Command::Tokens(command) => serve::tokens(command),

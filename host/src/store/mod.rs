@@ -21,6 +21,7 @@ mod orders;
 mod pace;
 mod resources;
 mod schema;
+mod status;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -45,6 +46,7 @@ pub use notifications::{Delivery, NewNotification, Notification, Queued, Recipie
 pub use operators::{Profile, User, UserSpec};
 pub use orders::{AuditRow, NewOrder, OrderFilter, Transition};
 pub use pace::{BACKOFF_MAX_MS, BACKOFF_MIN_MS, BatchOutcome, DEFER_AFTER_MS, MAX_PAUSE_MS, Pace};
+pub use status::{Counts, DatabaseStatus, status};
 pub use tokens::{Session, TokenInfo, random_secret};
 pub use units::{
     Claim, Fence, MAX_CLAIMS, PhaseProgress, ReadOn, Renewer, RunEnd, Running, Started, Unit, UnitKind, UnitResults,

@@ -1,0 +1,105 @@
+//! What the database is: its backend, where, its schema version against the host's, and how
+//! much it holds (`provision db status`), read without changing it.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::{Result, schema};
+
+/// A database as `provision db status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatabaseStatus {
+    /// `sqlite`.
+    pub backend: &'static str,
+    /// The file.
+    pub location: String,
+    /// Whether it exists yet (the first `db migrate`, import or job creates it).
+    pub exists: bool,
+    /// Its schema version: the migrations applied.
+    pub version: usize,
+    /// The version this host writes.
+    pub latest: usize,
+    /// Migrations this host would apply (`provision db migrate`, or any command that writes).
+    pub pending: usize,
+    /// A database written by a newer host than this one, which this one must not use.
+    pub newer: bool,
+    /// The file's size in bytes (with its write-ahead log).
+    pub bytes: u64,
+    /// Rows of the main tables (none before the schema has them).
+    pub counts: Option<Counts>,
+}
+
+/// How much the database holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Identities.
+    pub identities: i64,
+    /// Assignments.
+    pub assignments: i64,
+    /// Orders.
+    pub orders: i64,
+    /// Order history rows.
+    pub history: i64,
+    /// Job runs.
+    pub job_runs: i64,
+}
+
+/// The status of the SQLite database at `path`, opened read-only (nothing is created or
+/// migrated).
+pub fn status(path: &Path) -> Result<DatabaseStatus> {
+    let location = path.display().to_string();
+    let latest = schema::VERSION;
+    if !path.exists() {
+        return Ok(DatabaseStatus {
+            backend: "sqlite",
+            location,
+            exists: false,
+            version: 0,
+            latest,
+            pending: latest,
+            newer: false,
+            bytes: 0,
+            counts: None,
+        });
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // rusqlite_migration keeps the version in SQLite's user_version.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(0);
+    let wal = path.with_extension(format!("{}-wal", path.extension().and_then(|e| e.to_str()).unwrap_or_default()));
+    let bytes = [path.to_path_buf(), wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    // The tables counted exist from the first migration on.
+    let counts = (version >= 1)
+        .then(|| {
+            conn.query_row(
+                "SELECT (SELECT COUNT(*) FROM identities), (SELECT COUNT(*) FROM assignments),
+                        (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM order_history),
+                        (SELECT COUNT(*) FROM job_runs)",
+                [],
+                |r| {
+                    Ok(Counts {
+                        identities: r.get(0)?,
+                        assignments: r.get(1)?,
+                        orders: r.get(2)?,
+                        history: r.get(3)?,
+                        job_runs: r.get(4)?,
+                    })
+                },
+            )
+        })
+        .transpose()?;
+    Ok(DatabaseStatus {
+        backend: "sqlite",
+        location,
+        exists: true,
+        version,
+        latest,
+        pending: latest.saturating_sub(version),
+        newer: version > latest,
+        bytes,
+        counts,
+    })
+}
