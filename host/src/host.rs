@@ -167,6 +167,41 @@ impl Host {
         })
     }
 
+    /// What decides orders on this host, key by key (`plugins.rule.sha256`,
+    /// `resource_types.SaaS_Account.review_rule`, ...): every process working on one run must
+    /// agree on it, or the same run would decide alike orders differently. Plugin settings are
+    /// kept as a digest, so no secret is stored.
+    pub fn decides(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest;
+        let mut decides = std::collections::BTreeMap::new();
+        for plugin in self.plugins.values().iter() {
+            decides.insert(format!("plugins.{}.sha256", plugin.name), plugin.sha256.clone());
+        }
+        for plugin in self.config.plugins.values() {
+            let settings = format!("{:?}", plugin.config);
+            decides.insert(
+                format!("plugins.{}.config", plugin.name),
+                hex::encode(sha2::Sha256::digest(settings.as_bytes()))[..16].to_string(),
+            );
+        }
+        for rt in self.config.resource_types.values() {
+            let key = |field: &str| format!("resource_types.{}.{field}", rt.name);
+            decides.insert(key("entity_type"), rt.entity_type.clone());
+            decides.insert(key("connection"), rt.connection.clone());
+            decides.insert(key("classification"), rt.classification.clone());
+            decides.insert(key("review_rule"), rt.review_rule.clone().unwrap_or_default());
+            decides.insert(key("thresholds"), format!("{:?}", rt.thresholds));
+        }
+        for connection in self.config.connections.values() {
+            let kind = match &connection.kind {
+                crate::config::ConnectionKind::Connector { plugin } => format!("connector {plugin}"),
+                crate::config::ConnectionKind::ManualTicket => "manual-ticket".to_string(),
+            };
+            decides.insert(format!("connections.{}.kind", connection.name), kind);
+        }
+        decides
+    }
+
     /// A second host on the same database file and the same loaded plugins (shared, not
     /// compiled again), with a connection of its own: what it writes waits only for SQLite's
     /// one writer at a time, never for a job running on this host. It shares the shutdown flag

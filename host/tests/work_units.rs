@@ -501,3 +501,37 @@ fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) on a child process of this test, which is alive (it has not been reaped).
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
 }
+
+/// A host whose config decides orders differently (here: another connection for a resource
+/// type) takes no unit of a run started with the other config, and says which keys differ.
+#[test]
+fn a_host_whose_config_decides_differently_takes_no_unit_of_the_run() {
+    let (events, rx) = channel();
+    let hooks = hooks(&events);
+    let config = HOOK_CONFIG.replace("PORT", &hooks.port.to_string());
+    let dir = deployment(&config, &data(20, true));
+    let dir = dir.path();
+    // The same database (beside the config), another connection for Account.
+    let other = config.replace(
+        "[resource_types.Account]\nentity_type = \"Directory_User\"\nconnection = \"saas\"",
+        "[resource_types.Account]\nentity_type = \"Directory_User\"\nconnection = \"helpdesk\"",
+    );
+    assert_ne!(other, config);
+    std::fs::write(dir.join("other.toml"), other).unwrap();
+
+    spawn(dir, &["job", "run", "--json"], "first", &events);
+    until_delivering(&rx);
+    let out = run(dir, &["job", "run", "--config", "other.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a config problem: {stderr}");
+    assert!(stderr.contains("job run 1 is running with a config that differs"), "{stderr}");
+    assert!(stderr.contains("resource_types.Account.connection is `helpdesk` here, `saas` in the run"), "{stderr}");
+    assert!(!stderr.contains("plugins.files.sha256"), "only what differs is named: {stderr}");
+
+    hooks.release();
+    let (status, out, _) = exit_of(&rx, "first");
+    assert!(status.success(), "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["counters"]["orders_created"], 21, "{report}");
+    assert_each_order_once(dir, 21);
+}

@@ -116,6 +116,7 @@ impl From<JobError> for ApiError {
             JobError::Store(store) => store.into(),
             JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, JOB_RUNNING, error.to_string()),
             JobError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", error.to_string()),
+            JobError::ConfigDiffers { .. } => ApiError::new(StatusCode::CONFLICT, "config-differs", error.to_string()),
         }
     }
 }

@@ -200,6 +200,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         cause.downcast_ref::<SourceError>().is_some()
             || cause.downcast_ref::<InvalidInput>().is_some()
             || matches!(cause.downcast_ref::<OpenError>(), Some(OpenError::Config(_)))
+            || matches!(cause.downcast_ref::<JobError>(), Some(JobError::ConfigDiffers { .. }))
     });
     let refused = error
         .chain()

@@ -140,6 +140,19 @@ pub enum JobError {
     /// A unit stopped part-way for a shutdown; it is redone by the next worker.
     #[error("stopped part-way: the host is shutting down")]
     Stopped,
+    /// The unfinished run of this kind was started by a host whose config differs in what
+    /// decides orders: this one takes none of its units.
+    #[error(
+        "job run {run} is running with a config that differs from this host's in what decides orders, so this host \
+         takes none of its units (make the configs the same, or let the run finish first): {}",
+        differences.join("; ")
+    )]
+    ConfigDiffers {
+        /// The run.
+        run: i64,
+        /// Each difference, in words.
+        differences: Vec<String>,
+    },
 }
 
 /// The problem a job reports when it stopped early for a shutdown.

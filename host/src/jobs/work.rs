@@ -112,13 +112,20 @@ fn start(host: &mut Host, step: Step) -> Result<i64, JobError> {
     };
     let mut delays = polling();
     let mut told = false;
+    let decides = host.decides();
     loop {
-        match host.store.start_run(step.kind(), plan, &first)? {
+        match host.store.start_run(step.kind(), plan, &first, &decides)? {
             Started::New(run) => {
                 tracing::info!(run, "started job run {run} ({})", step.kind());
                 return Ok(run);
             }
             Started::Joined(run) => {
+                if let Some(theirs) = host.store.run_decides(run)? {
+                    let differences = differences(&decides, &theirs);
+                    if !differences.is_empty() {
+                        return Err(JobError::ConfigDiffers { run, differences });
+                    }
+                }
                 tracing::info!(run, "joining the unfinished job run {run} ({}): its units are shared", step.kind());
                 return Ok(run);
             }
@@ -467,6 +474,23 @@ impl Wake {
         let seen = state.0;
         let _ = self.changed.wait_timeout_while(state, timeout, |s| s.0 == seen && !s.1);
     }
+}
+
+/// Where two hosts' views of what decides orders differ, in words, key by key.
+fn differences(
+    ours: &std::collections::BTreeMap<String, String>,
+    theirs: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| match (ours.get(key), theirs.get(key)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) => Some(format!("{key} is `{a}` here, `{b}` in the run")),
+            (Some(a), None) => Some(format!("{key} is `{a}` here, absent in the run")),
+            (None, Some(b)) => Some(format!("{key} is absent here, `{b}` in the run")),
+            (None, None) => None,
+        })
+        .collect()
 }
 
 /// This machine's name, for the owner of a claim.

@@ -434,6 +434,13 @@ CREATE TABLE event_subscribers (
 );
 "#,
     ),
+    M::up(
+        r#"
+-- What decided the run's orders (plugins' sha256, resource types, connections), as the host that
+-- started it had it: a process whose config differs takes none of its units.
+ALTER TABLE job_runs ADD COLUMN decides TEXT;
+"#,
+    ),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(STEPS);

@@ -249,20 +249,37 @@ pub struct UnitResults {
 impl Store {
     /// Starts a run of `kind` with its plan (the steps, in order) and its first phase's units,
     /// or joins the unfinished run of the same kind; one immediate transaction.
-    pub fn start_run(&mut self, kind: &str, plan: &[&str], first: &[UnitSpec]) -> Result<Started> {
+    pub fn start_run(
+        &mut self,
+        kind: &str,
+        plan: &[&str],
+        first: &[UnitSpec],
+        decides: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Started> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(running) = running(&tx)? {
             return Ok(if running.kind == kind { Started::Joined(running.run) } else { Started::Busy(running) });
         }
         let now = self.clock.now_ms();
         tx.execute(
-            "INSERT INTO job_runs (kind, started_at, status, plan, phase) VALUES (?1, ?2, 'running', ?3, 0)",
-            params![kind, now, json(&plan)],
+            "INSERT INTO job_runs (kind, started_at, status, plan, phase, decides) VALUES (?1, ?2, 'running', ?3, 0, ?4)",
+            params![kind, now, json(&plan), json(decides)],
         )?;
         let run = tx.last_insert_rowid();
         insert_units(&tx, run, 0, first)?;
         tx.commit()?;
         Ok(Started::New(run))
+    }
+
+    /// What decided a run's orders as its starting host had it (none for a run started before
+    /// hosts recorded it).
+    pub fn run_decides(&self, run: i64) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT decides FROM job_runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()?
+            .flatten();
+        text.map(|t| super::from_json(&t, "what decides a run")).transpose()
     }
 
     /// The unfinished run, if any.
