@@ -263,6 +263,11 @@ fn a_second_run_of_the_same_kind_joins_the_first() {
     assert_eq!(runs.len(), 1, "the joining run recorded a run: {runs:#?}");
     assert_eq!(runs[0]["status"], "succeeded");
     assert_each_order_once(dir, 21);
+    // Opening with the other config changed nothing the run's workers read: Account is still
+    // `basic` in the catalog its orders were decided with.
+    let orders = json(dir, &["orders", "list", "--json"]);
+    let accounts: Vec<&Value> = orders.as_array().unwrap().iter().filter(|o| o["resource_type"] == "Account").collect();
+    assert!(accounts.iter().all(|o| o["classification"] == "basic"), "{accounts:?}");
 }
 
 /// While a complete run is unfinished, a run of another kind is refused (exit 6) naming it;
@@ -321,6 +326,11 @@ fn with_wait_a_run_of_another_kind_starts_when_the_first_is_done() {
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:#?}");
     assert_one_after_the_other(&runs);
     assert_each_order_once(dir, 21);
+    // Opening with the other config changed nothing the run's workers read: Account is still
+    // `basic` in the catalog its orders were decided with.
+    let orders = json(dir, &["orders", "list", "--json"]);
+    let accounts: Vec<&Value> = orders.as_array().unwrap().iter().filter(|o| o["resource_type"] == "Account").collect();
+    assert!(accounts.iter().all(|o| o["classification"] == "basic"), "{accounts:?}");
 }
 
 const RACE_CONFIG: &str = r#"
@@ -494,6 +504,11 @@ fn a_paused_worker_whose_lease_was_taken_over_writes_nothing_more() {
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["status"], "succeeded", "{runs:#?}");
     assert_each_order_once(dir, 21);
+    // Opening with the other config changed nothing the run's workers read: Account is still
+    // `basic` in the catalog its orders were decided with.
+    let orders = json(dir, &["orders", "list", "--json"]);
+    let accounts: Vec<&Value> = orders.as_array().unwrap().iter().filter(|o| o["resource_type"] == "Account").collect();
+    assert!(accounts.iter().all(|o| o["classification"] == "basic"), "{accounts:?}");
 }
 
 fn signal(pid: u32, signal: i32) {
@@ -514,7 +529,7 @@ fn a_host_whose_config_decides_differently_takes_no_unit_of_the_run() {
     // The same database (beside the config), another connection for Account.
     let other = config.replace(
         "[resource_types.Account]\nentity_type = \"Directory_User\"\nconnection = \"saas\"",
-        "[resource_types.Account]\nentity_type = \"Directory_User\"\nconnection = \"helpdesk\"",
+        "[resource_types.Account]\nentity_type = \"Directory_User\"\nconnection = \"helpdesk\"\nclassification = \"sensitive\"",
     );
     assert_ne!(other, config);
     std::fs::write(dir.join("other.toml"), other).unwrap();
@@ -527,6 +542,12 @@ fn a_host_whose_config_decides_differently_takes_no_unit_of_the_run() {
     assert!(stderr.contains("job run 1 is running with a config that differs"), "{stderr}");
     assert!(stderr.contains("resource_types.Account.connection is `helpdesk` here, `saas` in the run"), "{stderr}");
     assert!(!stderr.contains("plugins.files.sha256"), "only what differs is named: {stderr}");
+
+    // Opening with the other config, while the run is unfinished, changes nothing its workers
+    // read: Account stays `basic` in the catalog, as the run's review decided it.
+    let orders = json(dir, &["orders", "list", "--json", "--config", "other.toml"]);
+    let accounts: Vec<&Value> = orders.as_array().unwrap().iter().filter(|o| o["resource_type"] == "Account").collect();
+    assert!(!accounts.is_empty() && accounts.iter().all(|o| o["classification"] == "basic"), "{accounts:?}");
 
     hooks.release();
     let (status, out, _) = exit_of(&rx, "first");

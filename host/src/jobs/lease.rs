@@ -125,7 +125,8 @@ mod tests {
         let mut store = Store::open(&dir.path().join("provision.db")).unwrap();
         let renewer = store.renewer().unwrap().unwrap();
         let units = [UnitSpec::new(UnitKind::Fulfil, "saas"), UnitSpec::new(UnitKind::Fulfil, "saas")];
-        let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units, &Default::default()).unwrap() else {
+        let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units, &Default::default(), None).unwrap()
+        else {
             panic!()
         };
         // The renewer thread's own loop never runs within this test (its period is an hour).

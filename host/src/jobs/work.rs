@@ -114,7 +114,7 @@ fn start(host: &mut Host, step: Step) -> Result<i64, JobError> {
     let mut told = false;
     let decides = host.decides();
     loop {
-        match host.store.start_run(step.kind(), plan, &first, &decides)? {
+        match host.store.start_run(step.kind(), plan, &first, &decides, Some(&host.config))? {
             Started::New(run) => {
                 tracing::info!(run, "started job run {run} ({})", step.kind());
                 return Ok(run);

@@ -321,26 +321,14 @@ impl Store {
     }
 
     /// Writes the config's entity types and resource types, so orders can refer to them.
-    /// Types removed from the config are kept: old orders still refer to them.
+    /// Types removed from the config are kept: old orders still refer to them. While a job run
+    /// is unfinished, types it knows are left as they are (only new ones are added): the run's
+    /// workers read them (a review rule sees the classification), and a host opening with
+    /// another config must not change them under it; the next run to start writes its own.
     pub fn sync_catalog(&mut self, config: &Config) -> Result<()> {
         let tx = self.write_tx()?;
-        for et in config.entity_types.values() {
-            tx.execute(
-                "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name",
-                params![et.name, et.display_name],
-            )?;
-        }
-        for rt in config.resource_types.values() {
-            tx.execute(
-                "INSERT INTO resource_types (name, entity_type, connection, classification, review_rule)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET entity_type = excluded.entity_type,
-                    connection = excluded.connection, classification = excluded.classification,
-                    review_rule = excluded.review_rule",
-                params![rt.name, rt.entity_type, rt.connection, rt.classification, rt.review_rule],
-            )?;
-        }
+        let unfinished = units::running_run_exists(&tx)?;
+        write_catalog(&tx, config, !unfinished)?;
         tx.commit()?;
         Ok(())
     }
@@ -379,6 +367,34 @@ impl Store {
             .query_row("SELECT entity_type FROM resource_types WHERE name = ?1", [resource_type], |row| row.get(0))
             .optional()?)
     }
+}
+
+/// Writes the config's types; `update` changes the ones already there too.
+fn write_catalog(tx: &rusqlite::Transaction<'_>, config: &Config, update: bool) -> Result<()> {
+    let (entity_sql, resource_sql) = if update {
+        (
+            "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name",
+            "INSERT INTO resource_types (name, entity_type, connection, classification, review_rule)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET entity_type = excluded.entity_type,
+                connection = excluded.connection, classification = excluded.classification,
+                review_rule = excluded.review_rule",
+        )
+    } else {
+        (
+            "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO resource_types (name, entity_type, connection, classification, review_rule)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+        )
+    };
+    for et in config.entity_types.values() {
+        tx.execute(entity_sql, params![et.name, et.display_name])?;
+    }
+    for rt in config.resource_types.values() {
+        tx.execute(resource_sql, params![rt.name, rt.entity_type, rt.connection, rt.classification, rt.review_rule])?;
+    }
+    Ok(())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {

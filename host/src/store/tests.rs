@@ -173,11 +173,11 @@ fn fulfil_units(n: usize) -> Vec<UnitSpec> {
 #[test]
 fn one_run_at_a_time_joined_by_its_kind_refused_to_another() {
     let mut store = store_with_identity();
-    let Started::New(run) = store.start_run("complete", &["fulfil"], &[], &Default::default()).unwrap() else {
+    let Started::New(run) = store.start_run("complete", &["fulfil"], &[], &Default::default(), None).unwrap() else {
         panic!("no run yet")
     };
-    assert_eq!(store.start_run("complete", &["fulfil"], &[], &Default::default()).unwrap(), Started::Joined(run));
-    match store.start_run("compute", &["compute"], &[], &Default::default()).unwrap() {
+    assert_eq!(store.start_run("complete", &["fulfil"], &[], &Default::default(), None).unwrap(), Started::Joined(run));
+    match store.start_run("compute", &["compute"], &[], &Default::default(), None).unwrap() {
         Started::Busy(running) => assert_eq!((running.run, running.kind.as_str()), (run, "complete")),
         other => panic!("a second kind started beside the first: {other:?}"),
     }
@@ -195,7 +195,7 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     mine.set_clock(clock.clone());
     theirs.set_clock(clock.clone());
     let (a_renews, b_renews) = (mine.renewer().unwrap().unwrap(), theirs.renewer().unwrap().unwrap());
-    let Started::New(run) = mine.start_run("fulfil", &["fulfil"], &fulfil_units(1), &Default::default()).unwrap()
+    let Started::New(run) = mine.start_run("fulfil", &["fulfil"], &fulfil_units(1), &Default::default(), None).unwrap()
     else {
         panic!()
     };
@@ -241,7 +241,8 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
 #[test]
 fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
     let mut store = store_with_identity();
-    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(3), &Default::default()).unwrap()
+    let Started::New(run) =
+        store.start_run("fulfil", &["fulfil"], &fulfil_units(3), &Default::default(), None).unwrap()
     else {
         panic!()
     };
@@ -266,7 +267,8 @@ fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
 #[test]
 fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
     let mut store = store_with_identity();
-    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(1), &Default::default()).unwrap()
+    let Started::New(run) =
+        store.start_run("fulfil", &["fulfil"], &fulfil_units(1), &Default::default(), None).unwrap()
     else {
         panic!()
     };
@@ -287,7 +289,8 @@ fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
 fn recovery_leaves_a_live_workers_attempts_alone() {
     let mut store = store_with_identity();
     let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
-    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &fulfil_units(2), &Default::default()).unwrap()
+    let Started::New(run) =
+        store.start_run("fulfil", &["fulfil"], &fulfil_units(2), &Default::default(), None).unwrap()
     else {
         panic!()
     };
@@ -447,7 +450,7 @@ fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starvin
     // More units of the connection that will be paused than a claim looks at, then another's.
     let mut units = units_of("slow", 70);
     units.extend(units_of("other", 2));
-    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units, &Default::default()).unwrap() else {
+    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units, &Default::default(), None).unwrap() else {
         panic!()
     };
     let now = crate::model::now_ms();
@@ -488,7 +491,8 @@ fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starvin
 #[test]
 fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_for_the_next_run() {
     let mut store = store_with_identity();
-    let Started::New(run) = store.start_run("fulfil", &["fulfil"], &units_of("saas", 6), &Default::default()).unwrap()
+    let Started::New(run) =
+        store.start_run("fulfil", &["fulfil"], &units_of("saas", 6), &Default::default(), None).unwrap()
     else {
         panic!()
     };

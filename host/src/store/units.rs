@@ -249,16 +249,22 @@ pub struct UnitResults {
 impl Store {
     /// Starts a run of `kind` with its plan (the steps, in order) and its first phase's units,
     /// or joins the unfinished run of the same kind; one immediate transaction.
+    /// A new run writes `catalog`'s types first (in its transaction), so its workers, and
+    /// any that join, read the starting host's.
     pub fn start_run(
         &mut self,
         kind: &str,
         plan: &[&str],
         first: &[UnitSpec],
         decides: &std::collections::BTreeMap<String, String>,
+        catalog: Option<&crate::config::Config>,
     ) -> Result<Started> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(running) = running(&tx)? {
             return Ok(if running.kind == kind { Started::Joined(running.run) } else { Started::Busy(running) });
+        }
+        if let Some(config) = catalog {
+            super::write_catalog(&tx, config, true)?;
         }
         let now = self.clock.now_ms();
         tx.execute(
@@ -838,4 +844,9 @@ fn insert_units(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, units: &[U
         ])?;
     }
     Ok(())
+}
+
+/// Whether a job run is unfinished.
+pub(super) fn running_run_exists(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(running(conn)?.is_some())
 }
