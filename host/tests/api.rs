@@ -23,21 +23,19 @@ impl Api {
         let out = run(dir.path(), &["demo", "--dir", "demo"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let config = dir.path().join("demo/provision.toml");
-        let c = config.to_str().unwrap();
-        for args in [
-            vec!["profiles", "add", "Viewers"],
-            vec!["profiles", "allow", "Viewers", "/Custom/ProvisioningPolicy/View"],
-            vec!["users", "add", "vic", "--profile", "Viewers"],
-            vec!["profiles", "add", "Solo"],
-            vec!["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User"],
-            vec!["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/PerformManualProvisioning/Directory_User"],
-            vec!["users", "add", "sam", "--profile", "Solo"],
-        ] {
-            let mut args = args.clone();
-            args.extend(["--config", c]);
-            let out = run(dir.path(), &args);
-            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        }
+        common::configure(
+            dir.path(),
+            &config,
+            &[
+                &["profiles", "add", "Viewers"],
+                &["profiles", "allow", "Viewers", "/Custom/ProvisioningPolicy/View"],
+                &["users", "add", "vic", "--profile", "Viewers"],
+                &["profiles", "add", "Solo"],
+                &["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/ReviewProvisioning/Directory_User"],
+                &["profiles", "allow", "Solo", "/Custom/ProvisioningPolicy/PerformManualProvisioning/Directory_User"],
+                &["users", "add", "sam", "--profile", "Solo"],
+            ],
+        );
         let server = Server::start(dir.path(), &config);
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         Api { _dir: dir, config, server, agent }

@@ -209,16 +209,15 @@ async fn a_requested_entitlement_is_followed_from_the_directory_to_verified() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let config = dir.path().join("demo/provision.toml");
     let c = config.to_str().unwrap();
-    for args in [
-        vec!["profiles", "add", "Requesters"],
-        vec!["profiles", "allow", "Requesters", "/Custom/ProvisioningPolicy/ManageDesiredState/Directory_User"],
-        vec!["users", "add", "rick", "--name", "Rick Requester", "--profile", "Requesters"],
-    ] {
-        let mut args = args.clone();
-        args.extend(["--config", c]);
-        let out = run(dir.path(), &args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-    }
+    common::configure(
+        dir.path(),
+        &config,
+        &[
+            &["profiles", "add", "Requesters"],
+            &["profiles", "allow", "Requesters", "/Custom/ProvisioningPolicy/ManageDesiredState/Directory_User"],
+            &["users", "add", "rick", "--name", "Rick Requester", "--profile", "Requesters"],
+        ],
+    );
     let token = |user: &str| {
         let out = run(dir.path(), &["tokens", "create", "--user", user, "--config", c]);
         text(&out.stdout).trim().to_string()

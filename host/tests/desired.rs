@@ -47,20 +47,18 @@ impl Api {
             toml.push_str(extra);
             std::fs::write(&config, toml).unwrap();
         }
-        let c = config.to_str().unwrap();
-        for args in [
-            vec!["profiles", "add", "Viewers"],
-            vec!["profiles", "allow", "Viewers", VIEW],
-            vec!["users", "add", "vic", "--profile", "Viewers"],
-            vec!["profiles", "add", "Feeds"],
-            vec!["profiles", "allow", "Feeds", MANAGE],
-            vec!["users", "add", "fred", "--profile", "Feeds"],
-        ] {
-            let mut args = args.clone();
-            args.extend(["--config", c]);
-            let out = run(dir.path(), &args);
-            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        }
+        common::configure(
+            dir.path(),
+            &config,
+            &[
+                &["profiles", "add", "Viewers"],
+                &["profiles", "allow", "Viewers", VIEW],
+                &["users", "add", "vic", "--profile", "Viewers"],
+                &["profiles", "add", "Feeds"],
+                &["profiles", "allow", "Feeds", MANAGE],
+                &["users", "add", "fred", "--profile", "Feeds"],
+            ],
+        );
         let server = Server::start(dir.path(), &config);
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         Api { _dir: dir, config, server, agent }

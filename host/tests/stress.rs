@@ -251,14 +251,17 @@ fn orders_are_carried_out_once_whatever_is_killed_or_paused_beside_people() {
             import(dir, 1);
         }
         // One process is killed and another paused past its lease, at random moments.
-        let victims = [chaos.below(PROCESSES as u64) as usize, chaos.below(PROCESSES as u64) as usize];
-        std::thread::sleep(Duration::from_millis(50 + chaos.below(400)));
+        // Two different processes: the same one drawn twice would leave the round unpaused.
+        let first = chaos.below(PROCESSES as u64) as usize;
+        let victims = [first, (first + 1 + chaos.below(PROCESSES as u64 - 1) as usize) % PROCESSES];
+        // Both strike early in the round, while the processes still have work.
+        std::thread::sleep(Duration::from_millis(50 + chaos.below(250)));
         let killed = &mut workers[victims[0]].child;
         if killed.try_wait().unwrap().is_none() {
             killed.kill().unwrap(); // SIGKILL
             kills += 1;
         }
-        std::thread::sleep(Duration::from_millis(chaos.below(300)));
+        std::thread::sleep(Duration::from_millis(chaos.below(150)));
         let paused = &mut workers[victims[1]].child;
         let mut was_paused = false;
         if victims[1] != victims[0] && paused.try_wait().unwrap().is_none() {

@@ -72,43 +72,42 @@ pub fn export(
     out: impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ExportError> {
+    // One way to write a row per format; the paging is the same for both.
+    enum Sink<W: Write> {
+        Lines(std::io::BufWriter<W>),
+        Csv(Box<csv::Writer<W>>),
+    }
+    let mut sink = match format {
+        Format::Jsonl => Sink::Lines(std::io::BufWriter::new(out)),
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(COLUMNS).map_err(std::io::Error::other)?;
+            Sink::Csv(Box::new(writer))
+        }
+    };
     let mut written = 0u64;
     let mut after = 0;
-    match format {
-        Format::Jsonl => {
-            let mut out = std::io::BufWriter::new(out);
-            loop {
-                let page = store.audit_page(since, until, after, PAGE)?;
-                for row in &page {
-                    serde_json::to_writer(&mut out, row).map_err(std::io::Error::other)?;
+    loop {
+        let page = store.audit_page(since, until, after, PAGE)?;
+        for row in &page {
+            match &mut sink {
+                Sink::Lines(out) => {
+                    serde_json::to_writer(&mut *out, row).map_err(std::io::Error::other)?;
                     out.write_all(b"\n")?;
                 }
-                written += page.len() as u64;
-                progress(written);
-                match page.last() {
-                    Some(last) if page.len() == PAGE => after = last.id,
-                    _ => break,
-                }
+                Sink::Csv(out) => out.write_record(csv_row(row)).map_err(std::io::Error::other)?,
             }
-            out.flush()?;
         }
-        Format::Csv => {
-            let mut out = csv::Writer::from_writer(out);
-            out.write_record(COLUMNS).map_err(std::io::Error::other)?;
-            loop {
-                let page = store.audit_page(since, until, after, PAGE)?;
-                for row in &page {
-                    out.write_record(csv_row(row)).map_err(std::io::Error::other)?;
-                }
-                written += page.len() as u64;
-                progress(written);
-                match page.last() {
-                    Some(last) if page.len() == PAGE => after = last.id,
-                    _ => break,
-                }
-            }
-            out.flush()?;
+        written += page.len() as u64;
+        progress(written);
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.id,
+            _ => break,
         }
+    }
+    match &mut sink {
+        Sink::Lines(out) => out.flush()?,
+        Sink::Csv(out) => out.flush()?,
     }
     Ok(written)
 }

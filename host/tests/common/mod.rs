@@ -29,3 +29,15 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Runs each command against `config` (`--config` appended), failing the test on the first that
+/// does not succeed: how a test gives a deployment its profiles and users.
+pub fn configure(dir: &Path, config: &Path, commands: &[&[&str]]) {
+    let config = config.to_str().expect("a UTF-8 path");
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--config", config]);
+        let out = run(dir, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+}

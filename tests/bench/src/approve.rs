@@ -139,6 +139,27 @@ fn prepare(n: usize, dir: &Path, cache: &Path) -> Result<(String, String), Strin
     Ok((rita, root))
 }
 
+/// `provision serve` on the deployment in `dir`, in a child process of the bench's own (`CHILD`),
+/// once it answers: the child, its base URL, and an agent to call it.
+pub fn serve(dir: &Path) -> (std::process::Child, String, ureq::Agent) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let mut server = Command::new(std::env::current_exe().expect("the bench's own executable"))
+        .args([CHILD, &dir.display().to_string(), &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while agent.get(format!("{base}/healthz")).call().is_err() {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        assert!(server.try_wait().expect("the server's status").is_none(), "the server exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, base, agent)
+}
+
 /// One API call over `agent`: status and JSON answer.
 pub fn call(agent: &ureq::Agent, url: &str, method: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
     let request = ureq::http::Request::builder()
@@ -181,21 +202,7 @@ pub fn run() {
     eprintln!("approve: preparing {APPROVALS} orders awaiting review and {n} new assignments");
     let (rita, operator) = prepare(n, &dir, &cache).unwrap_or_else(|e| panic!("prepare the deployment: {e}"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let mut server = Command::new(std::env::current_exe().expect("the bench's own executable"))
-        .args([CHILD, &dir.display().to_string(), &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let base = format!("http://127.0.0.1:{port}");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while agent.get(format!("{base}/healthz")).call().is_err() {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        assert!(server.try_wait().expect("the server's status").is_none(), "the server exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut server, base, agent) = serve(&dir);
 
     let mut orders: Vec<i64> = Vec::new();
     let mut page = format!("{base}/api/v1/reviews?limit=1000");

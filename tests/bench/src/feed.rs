@@ -15,8 +15,8 @@
 //!   N/3 orders (each is created Pending, then Executed, then Verified).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use indicatif::ProgressBar;
 use provision::config::Config;
@@ -52,20 +52,7 @@ fn bulk() {
         let (_, token) = host.store.create_token("root", "bench", None).expect("a token");
         token
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let mut server = Command::new(std::env::current_exe().expect("the bench's own executable"))
-        .args([crate::approve::CHILD, &dir.display().to_string(), &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let base = format!("http://127.0.0.1:{port}");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while agent.get(format!("{base}/healthz")).call().is_err() {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut server, base, agent) = crate::approve::serve(&dir);
     let url = format!("{base}/api/v1/desired");
     crate::report::title("POST /api/v1/desired: set-assignment changes per request, one transaction each");
     println!("| changes per request | assignments/s, median | min | max | requests |");
