@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::{Db, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Assignment, Identity, Result, Store, StoreError, from_json, json};
@@ -187,7 +187,7 @@ struct Stored<'a> {
 /// Appends a history row; its id is the version of the changed row.
 #[allow(clippy::too_many_arguments)]
 fn record(
-    tx: &Transaction<'_>,
+    tx: &Db,
     batch: &DesiredBatch,
     now: i64,
     entity_type: &str,
@@ -202,10 +202,9 @@ fn record(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
     )?;
     let request = batch.request.as_ref().map(|(id, _)| id.as_str());
-    Ok(stmt
-        .query_row(params![now, batch.actor, request, entity_type, key, resource_type, action, before, after], |r| {
-            r.get(0)
-        })?)
+    stmt.query_row(params![now, batch.actor, request, entity_type, key, resource_type, action, before, after], |r| {
+        r.get(0)
+    })
 }
 
 impl Store {
@@ -236,9 +235,9 @@ impl Store {
         tx.execute(
             "CREATE TEMP TABLE IF NOT EXISTS snapshot_kept (identity_id INTEGER, resource_type TEXT,
                 PRIMARY KEY (identity_id, resource_type))",
-            [],
+            (),
         )?;
-        tx.execute("DELETE FROM temp.snapshot_kept", [])?;
+        tx.execute("DELETE FROM temp.snapshot_kept", ())?;
         for (index, change) in batch.changes.iter().enumerate() {
             let version = apply_one(&tx, batch, now, change, &mut applied).map_err(|e| at(index, e))?;
             applied.versions.push(version);
@@ -409,7 +408,7 @@ impl Store {
 
 /// Applies one change; returns the version of its row afterwards.
 fn apply_one(
-    tx: &Transaction<'_>,
+    tx: &Db,
     batch: &DesiredBatch,
     now: i64,
     change: &DesiredChange,
@@ -656,7 +655,7 @@ struct IdentityBody<'a> {
 }
 
 /// The row id and entity type of the identity `key` of `resource_type`'s entity type.
-fn owner(tx: &Transaction<'_>, key: &str, resource_type: &str) -> Result<(i64, String)> {
+fn owner(tx: &Db, key: &str, resource_type: &str) -> Result<(i64, String)> {
     let entity_type: Option<String> = tx
         .prepare_cached("SELECT entity_type FROM resource_types WHERE name = ?1")?
         .query_row([resource_type], |r| r.get(0))
@@ -675,7 +674,7 @@ fn owner(tx: &Transaction<'_>, key: &str, resource_type: &str) -> Result<(i64, S
 }
 
 /// Withdraws every assignment of `resource_type` the request did not set; returns how many.
-fn withdraw_unlisted(tx: &Transaction<'_>, batch: &DesiredBatch, now: i64, resource_type: &str) -> Result<u64> {
+fn withdraw_unlisted(tx: &Db, batch: &DesiredBatch, now: i64, resource_type: &str) -> Result<u64> {
     // identity id, entity type, key, content, validity
     type Gone = (i64, String, String, String, Option<i64>, Option<i64>);
     let gone: Vec<Gone> = tx

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{DesiredBatch, DesiredChange, Expect, Result, Store, StoreError, from_json};
@@ -93,11 +93,10 @@ impl Store {
 
     /// Every resource type the store knows.
     pub fn resource_type_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .conn
+        self.conn
             .prepare_cached("SELECT name FROM resource_types ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?)
+            .query_map((), |r| r.get(0))?
+            .collect::<Result<_, _>>()
     }
 
     /// The id of every `every`-th identity of the resource type's entity type, in id order:
@@ -205,11 +204,9 @@ impl Store {
 
     /// Counts of identities and assignments, for summaries.
     pub fn desired_counts(&self) -> Result<(i64, i64)> {
-        Ok(self.conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM identities), (SELECT COUNT(*) FROM assignments)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        self.conn.query_row("SELECT (SELECT COUNT(*) FROM identities), (SELECT COUNT(*) FROM assignments)", (), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 }
 

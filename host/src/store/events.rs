@@ -1,7 +1,7 @@
 //! Subscribers of order state changes: a cursor into the order history each, claimed with a
 //! lease for a delivery pass (see `crate::events`).
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store};
@@ -70,7 +70,7 @@ impl Store {
                     next_attempt_at, last_error, last_success_at
              FROM event_subscribers ORDER BY name",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok(SubscriberState {
                 name: r.get(0)?,
                 cursor: r.get(1)?,
@@ -82,7 +82,7 @@ impl Store {
                 last_success_at: r.get(7)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// Claims a subscriber for a delivery pass by `owner` for `lease_ms`: none when it is not

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use super::db::params;
 use serde::Serialize;
 
 use super::{Result, Store};
@@ -36,7 +36,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, calls, failures, consecutive_failures, last_error, disabled_at, last_call_at FROM plugin_health",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 Health {
@@ -49,7 +49,7 @@ impl Store {
                 },
             ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// Writes a plugin's health.

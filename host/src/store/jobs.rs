@@ -1,6 +1,6 @@
 //! Job runs: one row per run of the complete job (or of one of its steps), with its counters.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, from_json, json};
@@ -127,11 +127,11 @@ impl Store {
 
     /// Records the start of a run.
     pub fn start_job(&mut self, kind: &str) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO job_runs (kind, started_at, status) VALUES (?1, ?2, 'running')",
+        self.conn.query_row(
+            "INSERT INTO job_runs (kind, started_at, status) VALUES (?1, ?2, 'running') RETURNING id",
             params![kind, self.clock.now_ms()],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+            |r| r.get(0),
+        )
     }
 
     /// Records the end of a run. A run already marked `interrupted` (its lock was taken over)

@@ -11,6 +11,7 @@
 
 mod attempts;
 mod changes;
+pub(crate) mod db;
 mod desired;
 mod events;
 mod health;
@@ -19,6 +20,7 @@ mod notifications;
 mod operators;
 mod orders;
 mod pace;
+mod postgres_schema;
 mod resources;
 mod schema;
 mod status;
@@ -30,7 +32,10 @@ mod units;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
+
+pub use db::Backend;
+use db::{Db, OptionalExtension, Tx, params};
 
 use crate::config::Config;
 use crate::machine::Refused;
@@ -155,35 +160,82 @@ impl StoreError {
 
 /// An error of the database engine, kept opaque so that no caller depends on the backend.
 #[derive(Debug)]
-pub struct DatabaseError(rusqlite::Error);
+pub enum DatabaseError {
+    /// SQLite's.
+    Sqlite(rusqlite::Error),
+    /// PostgreSQL's.
+    Postgres(postgres::Error),
+    /// A query for one row found none.
+    NoRows,
+}
 
 impl DatabaseError {
     fn kind(&self) -> ErrorKind {
-        match self.0.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Unavailable,
-            Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly) => ErrorKind::Unavailable,
-            Some(rusqlite::ErrorCode::ConstraintViolation) => ErrorKind::Conflict,
-            _ if matches!(self.0, rusqlite::Error::QueryReturnedNoRows) => ErrorKind::NotFound,
-            _ => ErrorKind::Internal,
+        match self {
+            DatabaseError::Sqlite(error) => match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorKind::Unavailable,
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly) => ErrorKind::Unavailable,
+                Some(rusqlite::ErrorCode::ConstraintViolation) => ErrorKind::Conflict,
+                _ if matches!(error, rusqlite::Error::QueryReturnedNoRows) => ErrorKind::NotFound,
+                _ => ErrorKind::Internal,
+            },
+            DatabaseError::Postgres(error) => match error.code().map(postgres::error::SqlState::code) {
+                // Integrity constraints (unique, foreign key, check, not null).
+                Some(code) if code.starts_with("23") => ErrorKind::Conflict,
+                // Serialization failures and deadlocks, connection failures, the server
+                // shutting down or out of resources, a read-only server, a session ended
+                // for idling in a transaction: the same request may succeed later.
+                Some(code)
+                    if ["40", "08", "57", "53"].iter().any(|class| code.starts_with(class))
+                        || code == "25006"
+                        || code == "25P03" =>
+                {
+                    ErrorKind::Unavailable
+                }
+                None if error.is_closed() => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            DatabaseError::NoRows => ErrorKind::NotFound,
         }
     }
 }
 
 impl std::fmt::Display for DatabaseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        match self {
+            DatabaseError::Sqlite(error) => error.fmt(f),
+            DatabaseError::Postgres(error) => match error.as_db_error() {
+                // The server's own words, without the client's "db error: ERROR:" wrapping.
+                Some(db) => f.write_str(db.message()),
+                None => error.fmt(f),
+            },
+            DatabaseError::NoRows => f.write_str("the query found no row"),
+        }
     }
 }
 
 impl std::error::Error for DatabaseError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        match self {
+            DatabaseError::Sqlite(error) => error.source(),
+            DatabaseError::Postgres(error) => error.source(),
+            DatabaseError::NoRows => None,
+        }
     }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Database(DatabaseError(error))
+        match error {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::Database(DatabaseError::NoRows),
+            error => StoreError::Database(DatabaseError::Sqlite(error)),
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        StoreError::Database(DatabaseError::Postgres(error))
     }
 }
 
@@ -196,9 +248,21 @@ impl From<rusqlite_migration::Error> for StoreError {
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Where a store's database is.
+#[derive(Clone)]
+pub enum Location {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// SQLite in memory (tests, dry runs): nothing to share.
+    Memory,
+    /// A PostgreSQL database, shared by several hosts.
+    Postgres(Box<postgres::Config>),
+}
+
 /// A connection to the host's database.
 pub struct Store {
-    conn: Connection,
+    conn: Db,
+    location: Location,
     installation: String,
     /// While this connection works on a unit: its claim's fencing token, which every write
     /// transaction checks (see [`Store::write_tx`]).
@@ -208,18 +272,46 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create the database directory {}: {e}", dir.display()))
             })?;
         }
-        Store::from_connection(Connection::open(path)?)
+        Store::from_connection(Connection::open(path)?, Location::Sqlite(path.to_path_buf()))
     }
 
-    /// Opens an existing database without ever writing to it (for simulations): no migration,
-    /// and SQLite refuses any write.
+    /// Opens the database at `location` and brings its schema up to date.
+    pub fn open_at(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open(path),
+            Location::Memory => Store::open_in_memory(),
+            Location::Postgres(config) => {
+                let db = postgres_schema::connect(config)?;
+                postgres_schema::migrate(&db)?;
+                Store::from_db(db, location.clone())
+            }
+        }
+    }
+
+    /// Opens the database at `location` without ever writing to it (for simulations and
+    /// listings): no migration, and the database refuses any write.
+    pub fn open_read_only_at(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open_read_only(path),
+            Location::Memory => Err(StoreError::Unavailable("an in-memory database has no second connection".into())),
+            Location::Postgres(config) => {
+                let db = postgres_schema::connect(config)?;
+                db.execute_batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+                postgres_schema::check_current(&db)?;
+                Store::from_db(db, location.clone())
+            }
+        }
+    }
+
+    /// Opens an existing SQLite database without ever writing to it (for simulations): no
+    /// migration, and SQLite refuses any write.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -235,16 +327,15 @@ impl Store {
                 schema::VERSION
             )));
         }
-        let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation, fence: None, clock: Arc::new(SystemClock) })
+        Store::from_db(Db::sqlite(conn), Location::Sqlite(path.to_path_buf()))
     }
 
     /// An in-memory database, for tests and dry runs.
     pub fn open_in_memory() -> Result<Store> {
-        Store::from_connection(Connection::open_in_memory()?)
+        Store::from_connection(Connection::open_in_memory()?, Location::Memory)
     }
 
-    fn from_connection(mut conn: Connection) -> Result<Store> {
+    fn from_connection(mut conn: Connection, location: Location) -> Result<Store> {
         // WAL lets readers (listings, the web pages) run beside a job; NORMAL sync is durable
         // across process crashes, which is what an order must survive.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -253,22 +344,34 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::MIGRATIONS.to_latest(&mut conn)?;
-        let installation = conn.query_row("SELECT id FROM installation", [], |row| row.get(0))?;
-        Ok(Store { conn, installation, fence: None, clock: Arc::new(SystemClock) })
+        Store::from_db(Db::sqlite(conn), location)
     }
 
-    /// A second, read-only connection to the same database file, for reading beside this
-    /// one's writes (WAL: the reader sees what was committed when each of its reads began).
-    /// None for an in-memory database, which has no file to share.
+    fn from_db(conn: Db, location: Location) -> Result<Store> {
+        let installation = conn.query_row("SELECT id FROM installation", (), |row| row.get(0))?;
+        Ok(Store { conn, location, installation, fence: None, clock: Arc::new(SystemClock) })
+    }
+
+    /// Where this store's database is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Which engine the database is.
+    pub fn backend(&self) -> Backend {
+        self.conn.backend()
+    }
+
+    /// A second, read-only connection to the same database, for reading beside this one's
+    /// writes (it sees what was committed when each of its reads began). None for an
+    /// in-memory database, which has no file to share.
     pub fn reader(&self) -> Result<Option<Store>> {
-        match self.conn.path().filter(|path| !path.is_empty()) {
-            Some(path) => {
-                let mut reader = Store::open_read_only(Path::new(path))?;
-                reader.clock = self.clock.clone();
-                Ok(Some(reader))
-            }
-            None => Ok(None),
+        if matches!(self.location, Location::Memory) {
+            return Ok(None);
         }
+        let mut reader = Store::open_read_only_at(&self.location)?;
+        reader.clock = self.clock.clone();
+        Ok(Some(reader))
     }
 
     /// Reads the time from `clock` from now on (tests move a manual clock instead of sleeping).
@@ -289,24 +392,32 @@ impl Store {
 
     /// A connection of its own for renewing leases beside this one's work (none in memory).
     pub fn renewer(&self) -> Result<Option<Renewer>> {
-        let Some(path) = self.path() else { return Ok(None) };
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        let conn = match &self.location {
+            Location::Memory => return Ok(None),
+            Location::Sqlite(path) => {
+                let conn = Connection::open(path)?;
+                conn.busy_timeout(std::time::Duration::from_secs(2))?;
+                Db::sqlite(conn)
+            }
+            Location::Postgres(config) => postgres_schema::connect(config)?,
+        };
         Ok(Some(Renewer { conn, clock: self.clock.clone() }))
     }
 
-    /// The database file; none in memory.
+    /// The SQLite database file; none in memory or on PostgreSQL.
     pub fn path(&self) -> Option<std::path::PathBuf> {
-        self.conn.path().filter(|path| !path.is_empty()).map(std::path::PathBuf::from)
+        match &self.location {
+            Location::Sqlite(path) => Some(path.clone()),
+            Location::Memory | Location::Postgres(_) => None,
+        }
     }
 
-    /// Begins a write transaction: IMMEDIATE, so that it waits for SQLite's writer lock up
-    /// front (a deferred one that reads and then writes fails at once with SQLITE_BUSY if another
-    /// connection wrote in between), and so that the check below cannot go stale before the
-    /// writes. While this connection works on a unit, the unit must still be claimed under its
+    /// Begins a write transaction: it waits for the database's one writer up front (SQLite's
+    /// IMMEDIATE; the write lock on PostgreSQL, see `db`), so that what it reads cannot go stale
+    /// before its writes, and so that the check below holds until it commits. While this connection works on a unit, the unit must still be claimed under its
     /// fence and unexpired: a worker paused past its lease, or taken over, fails here.
-    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    fn write_tx(&mut self) -> Result<Tx<'_>> {
+        let tx = self.conn.write_transaction()?;
         if let Some(fence) = self.fence
             && !units::holds(&tx, fence, self.clock.now_ms())?
         {
@@ -349,7 +460,7 @@ impl Store {
     /// The number of orders in each state.
     pub fn count_by_state(&self) -> Result<Vec<(crate::model::ProvisioningState, i64)>> {
         let mut stmt = self.conn.prepare_cached("SELECT state, COUNT(*) FROM orders GROUP BY state ORDER BY state")?;
-        let rows = stmt.query_map([], |row| Ok((row.get::<_, u8>(0)?, row.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map((), |row| Ok((row.get::<_, u8>(0)?, row.get::<_, i64>(1)?)))?;
         let mut counts = Vec::new();
         for row in rows {
             let (state, count) = row?;
@@ -362,15 +473,14 @@ impl Store {
 
     /// The entity type of a resource type, if the store knows the resource type.
     pub fn entity_type_of(&self, resource_type: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
+        self.conn
             .query_row("SELECT entity_type FROM resource_types WHERE name = ?1", [resource_type], |row| row.get(0))
-            .optional()?)
+            .optional()
     }
 }
 
 /// Writes the config's types; `update` changes the ones already there too.
-fn write_catalog(tx: &rusqlite::Transaction<'_>, config: &Config, update: bool) -> Result<()> {
+fn write_catalog(tx: &Db, config: &Config, update: bool) -> Result<()> {
     let (entity_sql, resource_sql) = if update {
         (
             "INSERT INTO entity_types (name, display_name) VALUES (?1, ?2)

@@ -1,7 +1,7 @@
 //! Notifications: the queue of intents written with state changes, the outbox of routed
 //! messages (kept forever), and one delivery per message and channel.
 
-use rusqlite::params;
+use super::db::params;
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, from_json, json};
@@ -114,7 +114,7 @@ impl Store {
     /// How many queued intents wait to be routed into the outbox.
     pub fn unrouted_count(&self) -> Result<u64> {
         let mut stmt = self.conn.prepare_cached("SELECT COUNT(*) FROM notification_queue WHERE routed_at IS NULL")?;
-        let count: i64 = stmt.query_row([], |row| row.get(0))?;
+        let count: i64 = stmt.query_row((), |row| row.get(0))?;
         Ok(count.unsigned_abs())
     }
 
@@ -152,21 +152,24 @@ impl Store {
         let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         for n in notifications {
-            tx.prepare_cached(
-                "INSERT INTO outbox (created_at, kind, entity_type, router, recipients, subject, body, orders)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                now,
-                n.kind.name(),
-                n.entity_type,
-                n.router,
-                json(&n.recipients),
-                n.subject,
-                n.body,
-                json(&n.orders)
-            ])?;
-            let outbox = tx.last_insert_rowid();
+            let outbox: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (created_at, kind, entity_type, router, recipients, subject, body, orders)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        now,
+                        n.kind.name(),
+                        n.entity_type,
+                        n.router,
+                        json(&n.recipients),
+                        n.subject,
+                        n.body,
+                        json(&n.orders)
+                    ],
+                    |r| r.get(0),
+                )?;
             for channel in &n.channels {
                 tx.prepare_cached(
                     "INSERT INTO deliveries (outbox_id, channel, status, next_attempt_at) VALUES (?1, ?2, 'pending', ?3)",

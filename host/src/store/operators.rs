@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError};
@@ -50,7 +50,7 @@ pub struct UserSpec {
     pub identity: Option<(String, String)>,
 }
 
-fn insert_permissions(tx: &rusqlite::Transaction<'_>, profile: &str, paths: &[String]) -> Result<()> {
+fn insert_permissions(tx: &Db, profile: &str, paths: &[String]) -> Result<()> {
     for path in paths {
         tx.execute(
             "INSERT OR IGNORE INTO profile_permissions (profile, path) VALUES (?1, ?2)",
@@ -137,11 +137,11 @@ impl Store {
         let tx = self.write_tx()?;
         for profile in profiles {
             tx.execute("INSERT OR IGNORE INTO user_profiles (login, profile) VALUES (?1, ?2)", params![login, profile])
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                .map_err(|e| match e.kind() {
+                    super::ErrorKind::Conflict => {
                         StoreError::NotFound(format!("no user `{login}` or no profile `{profile}`"))
                     }
-                    e => e.into(),
+                    _ => e,
                 })?;
         }
         tx.commit()?;
@@ -186,7 +186,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT login, display_name, email, identity_entity_type, identity_key FROM users")?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query(())?;
         while let Some(row) = rows.next()? {
             let login: String = row.get(0)?;
             let identity = match (row.get::<_, Option<String>>(3)?, row.get::<_, Option<String>>(4)?) {
@@ -209,7 +209,7 @@ impl Store {
             "SELECT up.login, up.profile, pp.path FROM user_profiles up
              LEFT JOIN profile_permissions pp ON pp.profile = up.profile ORDER BY up.login, up.profile, pp.path",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query(())?;
         while let Some(row) = rows.next()? {
             let login: String = row.get(0)?;
             let Some(user) = users.get_mut(&login) else { continue };
@@ -274,7 +274,7 @@ impl Store {
             "SELECT p.name, p.description, pp.path FROM profiles p
              LEFT JOIN profile_permissions pp ON pp.profile = p.name ORDER BY p.name, pp.path",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query(())?;
         let mut profiles: Vec<Profile> = Vec::new();
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+use super::db::{Db, OptionalExtension, Row, Value, params, params_from_iter};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, from_json, json};
@@ -88,10 +88,10 @@ pub struct OrderFilter {
 impl OrderFilter {
     /// The filter as SQL conditions (each starting with ` AND`) on `orders o`, `resource_types t`
     /// and (for the owner) `identities i`, and their values in order.
-    fn conditions(&self) -> (String, Vec<rusqlite::types::Value>) {
+    fn conditions(&self) -> (String, Vec<Value>) {
         let mut sql = String::new();
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut any_of = |sql: &mut String, column: &str, items: Vec<rusqlite::types::Value>| {
+        let mut values: Vec<Value> = Vec::new();
+        let mut any_of = |sql: &mut String, column: &str, items: Vec<Value>| {
             if !items.is_empty() {
                 sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; items.len()].join(", ")));
                 values.extend(items);
@@ -159,7 +159,7 @@ struct HistoryRow<'a> {
 /// Appends a history row and, when the change leaves people something to do, queues the
 /// notification in the same transaction: a notification is never lost, nor one sent for a
 /// change that was rolled back.
-fn insert_history(tx: &Transaction<'_>, row: HistoryRow<'_>) -> Result<()> {
+fn insert_history(tx: &Db, row: HistoryRow<'_>) -> Result<()> {
     if let Some(kind) = machine::notification(row.from, row.to) {
         tx.prepare_cached(
             "INSERT INTO notification_queue (kind, order_id, reason, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -311,7 +311,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query([id])?;
         match rows.next()? {
-            Some(row) => self.order_from_row(row),
+            Some(row) => self.order_from_row(&row),
             None => Err(StoreError::NoSuchOrder(id)),
         }
     }
@@ -331,7 +331,7 @@ impl Store {
         let mut rows = stmt.query(params_from_iter(values))?;
         let mut orders = Vec::new();
         while let Some(row) = rows.next()? {
-            orders.push(self.order_from_row(row)?);
+            orders.push(self.order_from_row(&row)?);
         }
         Ok(orders)
     }
@@ -347,7 +347,7 @@ impl Store {
             values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
         }
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        Ok(stmt.query_map(params_from_iter(values), |r| r.get(0))?.collect::<Result<_, _>>()?)
+        stmt.query_map(params_from_iter(values), |r| r.get(0))?.collect::<Result<_, _>>()
     }
 
     /// How many orders match a filter (its `after` counts, its `limit` does not), by entity type.
@@ -412,12 +412,7 @@ impl Store {
 }
 
 /// Applies transitions inside a transaction (see [`Store::apply`]).
-fn apply_in(
-    tx: &Transaction<'_>,
-    transitions: &[Transition],
-    actor: &str,
-    now: i64,
-) -> Result<Vec<Result<ProvisioningState>>> {
+fn apply_in(tx: &Db, transitions: &[Transition], actor: &str, now: i64) -> Result<Vec<Result<ProvisioningState>>> {
     let mut results = Vec::with_capacity(transitions.len());
     for t in transitions {
         let current: Option<u8> = tx

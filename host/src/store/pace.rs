@@ -17,7 +17,7 @@
 //!
 //! Times are Unix ms of the wall clock, given by the caller.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{Db, OptionalExtension, Row, params};
 
 use super::{Result, Store};
 
@@ -137,16 +137,16 @@ impl Store {
 }
 
 /// Every stored pace.
-pub(super) fn paces(conn: &rusqlite::Connection) -> Result<Vec<Pace>> {
+pub(super) fn paces(conn: &Db) -> Result<Vec<Pace>> {
     let mut stmt = conn.prepare_cached(
         "SELECT connection, paused_until, allowed, backoff_ms, failures, decreased_at, reason
          FROM connection_pace ORDER BY connection",
     )?;
-    let rows = stmt.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map((), row)?.collect::<Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pace> {
+fn row(r: &Row<'_>) -> Result<Pace> {
     Ok(Pace {
         connection: r.get(0)?,
         paused_until: r.get(1)?,
@@ -159,7 +159,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pace> {
 }
 
 /// Applies a batch's outcome to its connection's pace, inside the caller's transaction.
-pub(super) fn record(tx: &rusqlite::Transaction<'_>, connection: &str, batch: &BatchOutcome, now: i64) -> Result<()> {
+pub(super) fn record(tx: &Db, connection: &str, batch: &BatchOutcome, now: i64) -> Result<()> {
     let current = tx
         .prepare_cached(
             "SELECT connection, paused_until, allowed, backoff_ms, failures, decreased_at, reason

@@ -1,7 +1,7 @@
 //! Synchronised resources: the managed systems' actual state, replaced page by page as a
 //! connector reads them.
 
-use rusqlite::params;
+use super::db::params;
 
 use super::{Result, Store, from_json, json};
 use crate::model::{Order, ProvisioningState, ResourceContent};
@@ -123,8 +123,6 @@ impl Store {
 
     /// How many synchronised resources a resource type has.
     pub fn resource_count(&self, resource_type: &str) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM resources WHERE resource_type = ?1", [resource_type], |r| r.get(0))?)
+        self.conn.query_row("SELECT COUNT(*) FROM resources WHERE resource_type = ?1", [resource_type], |r| r.get(0))
     }
 }

@@ -7,10 +7,10 @@ fn store_with_identity() -> Store {
 }
 
 fn with_identity(mut store: Store) -> Store {
-    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", []).unwrap();
+    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", ()).unwrap();
     store
         .conn
-        .execute("INSERT INTO resource_types VALUES ('SaaS_Account', 'Directory_User', 'saas', 'basic', NULL)", [])
+        .execute("INSERT INTO resource_types VALUES ('SaaS_Account', 'Directory_User', 'saas', 'basic', NULL)", ())
         .unwrap();
     store
         .upsert_identities(&[Identity {
@@ -48,9 +48,9 @@ fn new_order(store: &mut Store, event: Event) -> i64 {
 fn history_is_append_only_and_orders_are_never_deleted() {
     let mut store = store_with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
-    let update = store.conn.execute("UPDATE order_history SET reason = 'rewritten'", []);
+    let update = store.conn.execute("UPDATE order_history SET reason = 'rewritten'", ());
     assert!(update.unwrap_err().to_string().contains("order history is append-only"));
-    let delete = store.conn.execute("DELETE FROM order_history", []);
+    let delete = store.conn.execute("DELETE FROM order_history", ());
     assert!(delete.unwrap_err().to_string().contains("order history is append-only"));
     let delete = store.conn.execute("DELETE FROM orders WHERE id = ?1", [id]);
     assert!(delete.unwrap_err().to_string().contains("orders are never deleted"));
@@ -142,14 +142,14 @@ fn a_reader_sees_committed_orders_and_cannot_write() {
     assert!(Store::open_in_memory().unwrap().reader().unwrap().is_none(), "an in-memory database has no file to share");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("provision.db")).unwrap();
-    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", []).unwrap();
+    store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", ()).unwrap();
     let reader = store.reader().unwrap().expect("a file database has a reader");
     assert_eq!(reader.installation(), store.installation());
-    let count = |s: &Store| s.conn.query_row("SELECT COUNT(*) FROM entity_types", [], |r| r.get::<_, i64>(0)).unwrap();
+    let count = |s: &Store| s.conn.query_row("SELECT COUNT(*) FROM entity_types", (), |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(count(&reader), 1);
-    store.conn.execute("INSERT INTO entity_types VALUES ('Contractor', 'Contractor')", []).unwrap();
+    store.conn.execute("INSERT INTO entity_types VALUES ('Contractor', 'Contractor')", ()).unwrap();
     assert_eq!(count(&reader), 2, "each read sees what was committed before it");
-    let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", []);
+    let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", ());
     assert!(write.unwrap_err().to_string().contains("readonly"));
 }
 
@@ -335,7 +335,7 @@ fn a_write_waits_for_another_connections_write_instead_of_failing() {
     let path = dir.path().join("provision.db");
     let mut store = with_identity(Store::open(&path).unwrap());
     let waiting = new_order(&mut store, Event::ReviewNeeded);
-    store.conn.busy_handler(Some(busy)).unwrap();
+    store.conn.as_sqlite().unwrap().busy_handler(Some(busy)).unwrap();
     let other = Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; UPDATE sequences SET next = next + 1 WHERE name = 'orders';").unwrap();
 
@@ -376,7 +376,7 @@ fn errors_have_kinds_callers_match_on() {
     assert_eq!(store.upsert_identities(&[unknown_type]).unwrap_err().kind(), ErrorKind::Refused);
     // Another connection holds the writer lock and this one will not wait: unavailable, so a
     // caller may try again (an API answers 503), not an internal error.
-    store.conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+    store.conn.as_sqlite().unwrap().busy_timeout(std::time::Duration::ZERO).unwrap();
     let other = Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE;").unwrap();
     let busy = store.allocate_order_ids(1).unwrap_err();

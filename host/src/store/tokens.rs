@@ -1,7 +1,7 @@
 //! API tokens and web sessions. A token or session id is 32 random bytes shown once; only its
 //! sha256 is stored, so a copy of the database signs nobody in.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -51,20 +51,20 @@ impl Store {
         crate::limits::check("the token name", name, crate::limits::NAME)?;
         self.user(login)?;
         let token = format!("prv_{}", random_secret());
-        self.conn.execute(
-            "INSERT INTO api_tokens (login, name, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        let id = self.conn.query_row(
+            "INSERT INTO api_tokens (login, name, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
             params![login, name, hash(&token), self.clock.now_ms(), expires_at],
+            |r| r.get(0),
         )?;
-        Ok((self.conn.last_insert_rowid(), token))
+        Ok((id, token))
     }
 
     /// The user a token acts as, if it is valid (known, not expired).
     pub fn token_user(&self, token: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
+        self.conn
             .prepare_cached("SELECT login FROM api_tokens WHERE hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)")?
             .query_row(params![hash(token), self.clock.now_ms()], |r| r.get(0))
-            .optional()?)
+            .optional()
     }
 
     /// Every token, newest first (values are never stored).
@@ -72,7 +72,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, login, name, created_at, expires_at FROM api_tokens ORDER BY id DESC")?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok(TokenInfo {
                 id: r.get(0)?,
                 login: r.get(1)?,
@@ -81,7 +81,7 @@ impl Store {
                 expires_at: r.get(4)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// Revokes a token.
@@ -106,11 +106,10 @@ impl Store {
 
     /// The session of a cookie, if it is valid.
     pub fn session(&self, id: &str) -> Result<Option<Session>> {
-        Ok(self
-            .conn
+        self.conn
             .prepare_cached("SELECT login, csrf FROM sessions WHERE hash = ?1 AND expires_at > ?2")?
             .query_row(params![hash(id), self.clock.now_ms()], |r| Ok(Session { login: r.get(0)?, csrf: r.get(1)? }))
-            .optional()?)
+            .optional()
     }
 
     /// Ends a session.

@@ -28,7 +28,7 @@
 //!   `DEFER_AFTER_MS` horizon finishes its remaining fulfil units of the phase unworked, their
 //!   orders still Pending for the next run.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use super::db::{Db, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::pace::{self, BatchOutcome, DEFER_AFTER_MS};
@@ -259,7 +259,7 @@ impl Store {
         decides: &std::collections::BTreeMap<String, String>,
         catalog: Option<&crate::config::Config>,
     ) -> Result<Started> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.write_transaction()?;
         if let Some(running) = running(&tx)? {
             return Ok(if running.kind == kind { Started::Joined(running.run) } else { Started::Busy(running) });
         }
@@ -267,11 +267,12 @@ impl Store {
             super::write_catalog(&tx, config, true)?;
         }
         let now = self.clock.now_ms();
-        tx.execute(
-            "INSERT INTO job_runs (kind, started_at, status, plan, phase, decides) VALUES (?1, ?2, 'running', ?3, 0, ?4)",
+        let run: i64 = tx.query_row(
+            "INSERT INTO job_runs (kind, started_at, status, plan, phase, decides)
+             VALUES (?1, ?2, 'running', ?3, 0, ?4) RETURNING id",
             params![kind, now, json(&plan), json(decides)],
+            |r| r.get(0),
         )?;
-        let run = tx.last_insert_rowid();
         insert_units(&tx, run, 0, first)?;
         tx.commit()?;
         Ok(Started::New(run))
@@ -304,7 +305,7 @@ impl Store {
         concurrency: &dyn Fn(&str) -> usize,
         now: i64,
     ) -> Result<Claim> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.write_transaction()?;
         let Some((status, phase, plan)) = tx
             .query_row("SELECT status, phase, plan FROM job_runs WHERE id = ?1", [run], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
@@ -339,7 +340,7 @@ impl Store {
         blocked.extend(calling.iter().filter(|(target, n)| **n >= cap(target)).map(|(target, _)| target.as_str()));
         let candidates = candidates(&tx, run, phase, now, &blocked)?;
         // Nothing to claim: the phase is done, or others hold (or wait to send) what is left.
-        let nothing = |tx: rusqlite::Transaction<'_>| -> Result<Claim> {
+        let nothing = |tx: super::db::Tx<'_>| -> Result<Claim> {
             // Counted without visiting the ready units: a blocked connection may have thousands.
             let ready: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM work_units WHERE run = ?1 AND phase = ?2 AND state = 'ready')",
@@ -485,7 +486,7 @@ impl Store {
     /// phase with `status`; a no-op (false) when another worker did it first or a unit of the
     /// phase is open again.
     pub fn advance_phase(&mut self, run: i64, phase: i64, next: Option<&[UnitSpec]>, end: &RunEnd) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.write_transaction()?;
         let current: Option<(String, i64)> = tx
             .query_row("SELECT status, phase FROM job_runs WHERE id = ?1", [run], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
@@ -564,7 +565,7 @@ impl Store {
         while let Some(row) = rows.next()? {
             let phase: i64 = row.get(0)?;
             if let Some(p) = usize::try_from(phase).ok().and_then(|i| phases.get_mut(i)) {
-                let count = |i: usize| -> rusqlite::Result<u64> {
+                let count = |i: usize| -> Result<u64> {
                     Ok(u64::try_from(row.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
                 };
                 (p.units, p.done, p.claimed) = (count(1)?, count(2)?, count(3)?);
@@ -614,7 +615,9 @@ impl Store {
         let orphaned = "a.finished_at IS NULL AND a.connection = ?1 AND NOT EXISTS (
                 SELECT 1 FROM work_units u WHERE u.id = a.unit AND u.state = 'claimed' AND u.expires_at > ?2)";
         let orders: Vec<i64> = tx
-            .prepare(&format!("SELECT DISTINCT a.order_id FROM order_attempts a WHERE {orphaned} ORDER BY a.order_id"))?
+            .prepare_cached(&format!(
+                "SELECT DISTINCT a.order_id FROM order_attempts a WHERE {orphaned} ORDER BY a.order_id"
+            ))?
             .query_map(params![connection, now], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute(
@@ -631,7 +634,7 @@ impl Store {
         let now = self.clock.now_ms();
         let tx = self.write_tx()?;
         let orders: Vec<i64> = tx
-            .prepare("SELECT DISTINCT order_id FROM order_attempts WHERE unit = ?1 AND finished_at IS NULL ORDER BY order_id")?
+            .prepare_cached("SELECT DISTINCT order_id FROM order_attempts WHERE unit = ?1 AND finished_at IS NULL ORDER BY order_id")?
             .query_map([unit], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute(
@@ -650,13 +653,7 @@ const CANDIDATES: usize = 64;
 /// lapsed, but no fulfil unit of a `blocked` connection. Each (target, kind) of the ready units
 /// is found by a skip over the index and read from it in id order, so a claim costs index
 /// lookups, not a scan of the phase's units, however many there are or are blocked.
-fn candidates(
-    tx: &rusqlite::Transaction<'_>,
-    run: i64,
-    phase: i64,
-    now: i64,
-    blocked: &[&str],
-) -> Result<Vec<Candidate>> {
+fn candidates(tx: &Db, run: i64, phase: i64, now: i64, blocked: &[&str]) -> Result<Vec<Candidate>> {
     const COLUMNS: &str = "id, kind, target, lo, hi, held, state, claims, cursor, stamp, partial, pages";
     let excluded = |kind: &str, target: &str| kind == UnitKind::Fulfil.name() && blocked.contains(&target);
     let groups: Vec<(String, String)> = tx
@@ -705,7 +702,7 @@ fn candidates(
     Ok(found)
 }
 
-fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+fn candidate(r: &Row<'_>) -> Result<Candidate> {
     Ok(Candidate {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -748,7 +745,7 @@ pub struct RunEnd {
 /// A connection of its own that renews leases ([`Store::renewer`]): the renewing thread's, so
 /// that renewals never queue behind a worker's long transaction on its store.
 pub struct Renewer {
-    pub(super) conn: rusqlite::Connection,
+    pub(super) conn: super::db::Db,
     pub(super) clock: std::sync::Arc<dyn crate::model::Clock>,
 }
 
@@ -769,7 +766,7 @@ impl Renewer {
 
 /// Whether `fence` still holds its unit (claimed, unexpired at `now`), inside a write
 /// transaction.
-pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence, now: i64) -> Result<bool> {
+pub(super) fn holds(tx: &Db, fence: Fence, now: i64) -> Result<bool> {
     Ok(tx
         .query_row(
             "SELECT 1 FROM work_units WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
@@ -782,7 +779,7 @@ pub(super) fn holds(tx: &rusqlite::Transaction<'_>, fence: Fence, now: i64) -> R
 
 /// Finishes, unworked, the fulfil units of the phase of a connection paused past the horizon:
 /// their orders stay Pending for the next run; one of them says so.
-fn defer(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, paused: &pace::Pace, now: i64) -> Result<()> {
+fn defer(tx: &Db, run: i64, phase: i64, paused: &pace::Pace, now: i64) -> Result<()> {
     let units: Vec<i64> = tx
         .prepare_cached(
             "UPDATE work_units SET state = 'done', owner = NULL, calling = 0, finished_at = ?4,
@@ -807,11 +804,11 @@ fn defer(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, paused: &pace::Pa
     Ok(())
 }
 
-fn running(conn: &rusqlite::Connection) -> Result<Option<Running>> {
+fn running(conn: &Db) -> Result<Option<Running>> {
     let found: Option<(i64, String, i64, String, i64)> = conn
         .query_row(
             "SELECT id, kind, started_at, plan, phase FROM job_runs WHERE status = 'running' ORDER BY id LIMIT 1",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?;
@@ -821,7 +818,7 @@ fn running(conn: &rusqlite::Connection) -> Result<Option<Running>> {
     Ok(Some(Running { run, kind, started_at, step }))
 }
 
-fn insert_units(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, units: &[UnitSpec]) -> Result<()> {
+fn insert_units(tx: &Db, run: i64, phase: i64, units: &[UnitSpec]) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO work_units (run, phase, kind, target, lo, hi, held, cursor, stamp, partial, pages)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -847,6 +844,6 @@ fn insert_units(tx: &rusqlite::Transaction<'_>, run: i64, phase: i64, units: &[U
 }
 
 /// Whether a job run is unfinished.
-pub(super) fn running_run_exists(conn: &rusqlite::Connection) -> Result<bool> {
+pub(super) fn running_run_exists(conn: &Db) -> Result<bool> {
     Ok(running(conn)?.is_some())
 }
