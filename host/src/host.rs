@@ -116,9 +116,9 @@ impl Host {
         }
         let runtime = Arc::new(Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?);
         let plugins = Plugins::new(load_plugins(&config, &runtime)?);
-        let mut store = Store::open(&config.database)
-            .map_err(|source| OpenError::Store { path: config.database.display().to_string(), source })?;
-        let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
+        let mut store = Store::connect(&config.database)
+            .map_err(|source| OpenError::Store { path: config.database.to_string(), source })?;
+        let store_error = |source| OpenError::Store { path: config.database.to_string(), source };
         store.sync_catalog(&config).map_err(store_error)?;
         store.sync_subscribers(&config.events).map_err(store_error)?;
         seed_operators(&mut store, &config).map_err(store_error)?;
@@ -146,8 +146,8 @@ impl Host {
     pub fn open_for_simulation(config: Config) -> Result<Host, OpenError> {
         let runtime = Arc::new(Runtime::new(config.cache_dir.as_deref()).map_err(OpenError::Runtime)?);
         let plugins = Plugins::new(load_plugins(&config, &runtime)?);
-        let store_error = |source| OpenError::Store { path: config.database.display().to_string(), source };
-        let store = Store::open_read_only(&config.database).map_err(store_error)?;
+        let store_error = |source| OpenError::Store { path: config.database.to_string(), source };
+        let store = Store::connect_read_only(&config.database).map_err(store_error)?;
         let health = store.health().map_err(store_error)?;
         let rates = Arc::new(crate::plugins::rate::Rates::new(&config));
         Ok(Host {
@@ -207,13 +207,16 @@ impl Host {
     /// one writer at a time, never for a job running on this host. It shares the shutdown flag
     /// and the notification pass lock; its health is read from the database.
     pub fn sibling(&self) -> Result<Host, OpenError> {
-        let path = self.config.database.display().to_string();
+        let path = self.config.database.to_string();
         let store_error = |source| OpenError::Store { path: path.clone(), source };
-        let file = self.store.path().ok_or_else(|| {
-            store_error(StoreError::Unavailable("an in-memory database cannot be opened a second time".into()))
-        })?;
-        let mut store =
-            if self.simulation { Store::open_read_only(&file) } else { Store::open(&file) }.map_err(store_error)?;
+        let location = self.store.location();
+        if matches!(location, crate::store::Location::Memory) {
+            return Err(store_error(StoreError::Unavailable(
+                "an in-memory database cannot be opened a second time".into(),
+            )));
+        }
+        let mut store = if self.simulation { Store::open_read_only_at(location) } else { Store::open_at(location) }
+            .map_err(store_error)?;
         store.set_clock(self.store.clock());
         let health = store.health().map_err(store_error)?;
         Ok(Host {

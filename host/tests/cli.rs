@@ -150,6 +150,16 @@ fn an_import_over_a_data_limit_is_refused_naming_file_line_and_key_and_imports_n
     assert_eq!(report["counters"]["orders_created"], 0, "{report}");
 }
 
+/// `db status` exits 1 naming a schema a newer host wrote, and `db migrate` refuses it.
+fn refuses_a_newer_schema(dir: &Path) {
+    let out = provision(&["db", "status"], dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("written by a newer host"), "{}", stdout(&out));
+    let out = provision(&["db", "migrate"], dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("upgrade this host"), "{}", stderr(&out));
+}
+
 #[test]
 fn db_status_reads_without_writing_and_migrate_brings_the_schema_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,10 +199,76 @@ fn db_status_reads_without_writing_and_migrate_brings_the_schema_up_to_date() {
     let db = rusqlite::Connection::open(fresh.join("provision.db")).unwrap();
     db.pragma_update(None, "user_version", i64::try_from(latest + 1).unwrap()).unwrap();
     drop(db);
-    let out = provision(&["db", "status"], &fresh);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stdout(&out).contains("written by a newer host"), "{}", stdout(&out));
+    refuses_a_newer_schema(&fresh);
+}
+
+#[test]
+fn db_status_and_migrate_on_postgres_and_the_database_itself_keeps_history() {
+    let server = common::postgres::server();
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::postgres::database();
+    let out = provision(&["demo", "--dir", "demo", "--database-url", &url], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let demo = dir.path().join("demo");
+    let fresh_url = common::postgres::database();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let config = std::fs::read_to_string(demo.join("provision.toml")).unwrap();
+    std::fs::write(fresh.join("provision.toml"), config.replace(&url, &fresh_url)).unwrap();
+    let fresh_db = common::postgres::Postgres::database_of(&fresh_url);
+
+    // An empty database: no schema, and status creates none.
+    let out = provision(&["db", "status", "--json"], &fresh);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(before["backend"], "postgres", "{before}");
+    assert_eq!(before["location"].as_str(), Some(fresh_url.as_str()));
+    assert_eq!((before["exists"].as_bool(), before["version"].as_u64()), (Some(false), Some(0)), "{before}");
+    let latest = before["latest"].as_u64().unwrap();
+    assert_eq!(
+        server.sql(fresh_db, "SELECT to_regclass('provision_schema') IS NULL"),
+        "t",
+        "status created the schema"
+    );
+
     let out = provision(&["db", "migrate"], &fresh);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("upgrade this host"), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("from schema version 0 to {latest}")), "{}{}", stdout(&out), stderr(&out));
+    let out = provision(&["db", "migrate"], &fresh);
+    assert!(stdout(&out).contains("already at schema version"), "{}", stdout(&out));
+
+    // The demo's: what the demo wrote, counted.
+    let out = provision(&["db", "status", "--json"], &demo);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((status["pending"].as_u64(), status["counts"]["orders"].as_u64()), (Some(0), Some(6)), "{status}");
+
+    // History is append-only and orders are never deleted whoever writes: the database refuses.
+    let demo_db = common::postgres::Postgres::database_of(&url);
+    for sql in ["DELETE FROM order_history", "UPDATE order_history SET reason = 'x'", "TRUNCATE order_history"] {
+        let refused = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "psql -h 127.0.0.1 -p {} -U {} -d {demo_db} -v ON_ERROR_STOP=1 -c \"{sql}\" 2>&1",
+                server.port(),
+                common::postgres::USER
+            ))
+            .env("PATH", format!("{}:{}", server.bin().display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{sql} was allowed");
+        assert!(stdout(&refused).contains("order history is append-only"), "{sql}: {}", stdout(&refused));
+    }
+    assert_eq!(server.sql(demo_db, "SELECT COUNT(*) >= 12 FROM order_history"), "t");
+
+    // A schema a newer host wrote: status exits 1 naming it, migrate refuses.
+    server.sql(fresh_db, &format!("UPDATE provision_schema SET version = {}", latest + 1));
+    refuses_a_newer_schema(&fresh);
+
+    // Nothing listening: the error says where it tried, and no password.
+    let nowhere = format!("postgres://someone@127.0.0.1:{}/idm", common::postgres::unused_port());
+    std::fs::write(fresh.join("provision.toml"), config.replace(&url, &nowhere)).unwrap();
+    let out = provision(&["db", "status"], &fresh);
+    assert_ne!(out.status.code(), Some(0));
+    let message = stderr(&out);
+    assert!(message.contains("cannot connect to PostgreSQL at 127.0.0.1:"), "{message}");
+    assert!(message.contains("database idm, user someone"), "{message}");
 }

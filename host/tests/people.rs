@@ -18,7 +18,12 @@ struct Demo {
 impl Demo {
     fn new() -> Demo {
         let dir = tempfile::tempdir().unwrap();
-        let out = run(dir.path(), &["demo", "--dir", "demo"]);
+        let mut args = vec!["demo", "--dir", "demo"];
+        let url = common::postgres::by_default().then(common::postgres::database);
+        if let Some(url) = &url {
+            args.extend(["--database-url", url]);
+        }
+        let out = run(dir.path(), &args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let config = dir.path().join("demo/provision.toml");
         Demo { dir, config }

@@ -2,6 +2,7 @@
 //! quickstart example or from a config written by the test, with real components (the bundled
 //! first-party ones and the test-only guests of `tests/guests/`) on real SQLite.
 
+pub mod postgres;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub fn quickstart_dir() -> PathBuf {
 pub struct Deployment {
     /// The directory.
     pub dir: TempDir,
+    /// Its PostgreSQL database's URL, when it is on PostgreSQL (its config's `[database]` is
+    /// rewritten to it whenever the config is set).
+    pub postgres: Option<String>,
 }
 
 impl Deployment {
@@ -36,7 +40,8 @@ impl Deployment {
     /// shared one).
     pub fn new(config: &str) -> Deployment {
         let dir = tempfile::Builder::new().prefix("provision-test-").tempdir().expect("temp dir");
-        let deployment = Deployment { dir };
+        let postgres = postgres::by_default().then(postgres::database);
+        let deployment = Deployment { dir, postgres };
         deployment.set_config(config);
         deployment
     }
@@ -49,9 +54,23 @@ impl Deployment {
         deployment
     }
 
-    /// Replaces the config file.
+    /// The same deployment on a fresh database of the tests' PostgreSQL server instead of its
+    /// SQLite file: the config's `[database]` table is replaced.
+    pub fn on_postgres(mut self) -> Deployment {
+        if self.postgres.is_none() {
+            self.postgres = Some(postgres::database());
+            let config = std::fs::read_to_string(self.config_path()).expect("read config");
+            self.set_config(&config);
+        }
+        self
+    }
+
+    /// Replaces the config file (on PostgreSQL, its `[database]` is the deployment's).
     pub fn set_config(&self, config: &str) {
-        let config = with_shared_cache(config);
+        let mut config = with_shared_cache(config);
+        if let Some(url) = &self.postgres {
+            config = postgres::with_database(&config, &format!("url = {url:?}"));
+        }
         std::fs::write(self.config_path(), config).expect("write config");
     }
 

@@ -397,6 +397,18 @@ fn percent_limits_never_apply_to_a_connection_that_cannot_read() {
 
 /// Every table's rows, in a stable order: the database's content, whatever its file layout.
 fn dump(deployment: &Deployment) -> Vec<String> {
+    if let Some(url) = &deployment.postgres {
+        let server = provision_tests::postgres::server();
+        let database = provision_tests::postgres::Postgres::database_of(url);
+        let tables = server.sql(database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        return tables
+            .lines()
+            .flat_map(|table| {
+                let rows = server.sql(database, &format!("SELECT row_to_json(t)::text FROM \"{table}\" t ORDER BY 1"));
+                rows.lines().map(|row| format!("{table}: {row}")).collect::<Vec<_>>()
+            })
+            .collect();
+    }
     let conn = provision_tests::sqlite(&deployment.path("provision.db"));
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")

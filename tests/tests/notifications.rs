@@ -220,3 +220,49 @@ fn a_webhook_secret_missing_at_delivery_fails_that_delivery_and_keeps_it() {
         assert_eq!(request.header("x-provision-signature"), Some(expected.as_str()), "bad HMAC");
     }
 }
+
+/// Hosts that do not share a process (nor its lock) route and deliver the same queue at once:
+/// each intent is routed into one notification and each delivery sent once, whoever wins.
+#[test]
+fn passes_of_several_hosts_at_once_tell_each_person_once() {
+    let smtp = SmtpServer::start(free_port());
+    let hooks = WebhookReceiver::start();
+    let deployment = deployment(smtp.port, hooks.port, "");
+    let mut host = deployment.host();
+    deployment.import(&mut host, "data.toml", false);
+    // Compute and fulfil alone end without a notification pass: the intents wait, queued.
+    let progress = indicatif::ProgressBar::hidden();
+    provision::jobs::compute(&mut host, &progress).unwrap();
+    provision::jobs::fulfil(&mut host, &progress).unwrap();
+    assert!(smtp.messages().is_empty() && hooks.received().is_empty());
+    drop(host);
+
+    let hosts: Vec<_> = (0..4).map(|_| deployment.host()).collect();
+    let reports: Vec<notify::NotifyReport> = std::thread::scope(|scope| {
+        let passes: Vec<_> = hosts
+            .into_iter()
+            .map(|mut host| {
+                scope.spawn(move || {
+                    let mut total = notify::NotifyReport::default();
+                    for _ in 0..3 {
+                        let report = notify::route_and_deliver(&mut host).unwrap();
+                        total.notifications += report.notifications;
+                        total.delivered += report.delivered;
+                    }
+                    total
+                })
+            })
+            .collect();
+        passes.into_iter().map(|pass| pass.join().unwrap()).collect()
+    });
+    let host = deployment.host();
+    let notifications = host.store.notifications(None, None).unwrap();
+    assert_eq!(notifications.len(), 2, "one notification per kind: {notifications:#?}");
+    assert_eq!(reports.iter().map(|r| r.notifications).sum::<u64>(), 2, "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.delivered).sum::<u64>(), 4, "{reports:?}");
+    assert_eq!(smtp.messages().len(), 2, "each e-mail once");
+    assert_eq!(hooks.received().len(), 2, "each webhook once");
+    for n in notifications {
+        assert!(n.deliveries.iter().all(|d| d.status == "sent" && d.attempts == 1), "{n:?}");
+    }
+}

@@ -54,6 +54,8 @@ pub struct App {
     readers: Mutex<Vec<Store>>,
     /// The config (for pages, sessions, simulations).
     config: Config,
+    /// Where the database is (readers connect there; a PostgreSQL password already read).
+    location: crate::store::Location,
     /// Set on shutdown (jobs read it between batches).
     stop: Arc<AtomicBool>,
     /// Tells the scheduler the server is stopping.
@@ -96,6 +98,7 @@ impl App {
         let publisher = host.sibling()?;
         Ok(Arc::new(App {
             config: host.config.clone(),
+            location: host.store.location().clone(),
             stop: host.stop.clone(),
             plugins: host.plugins.clone(),
             runtime: host.runtime.clone(),
@@ -114,7 +117,7 @@ impl App {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match pooled {
             Some(store) => Ok(store),
-            None => Store::open_read_only(&self.config.database).map_err(ApiError::internal),
+            None => Store::open_read_only_at(&self.location).map_err(ApiError::internal),
         }
     }
 

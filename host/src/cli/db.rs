@@ -11,7 +11,7 @@ use super::{ConfigArg, JsonArg, print_json};
 
 #[derive(Subcommand)]
 pub enum DbCommand {
-    /// The database: backend, file, schema version against this host's, pending migrations,
+    /// The database: backend, file or URL, schema version against this host's, pending migrations,
     /// size and row counts. Read-only: nothing is created or migrated. Exits 1 when the
     /// database was written by a newer host (this one must not use it)
     Status {
@@ -63,8 +63,8 @@ pub fn run(command: DbCommand) -> anyhow::Result<ExitCode> {
     match command {
         DbCommand::Status { config, json } => {
             let config = Config::load(&config.config)?;
-            let found = status(&config.database)
-                .with_context(|| format!("cannot read the database {}", config.database.display()))?;
+            let found =
+                status(&config.database).with_context(|| format!("cannot read the database {}", config.database))?;
             if json.json {
                 print_json(&found)?;
             } else {
@@ -74,8 +74,8 @@ pub fn run(command: DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::Migrate { config, json } => {
             let config = Config::load(&config.config)?;
-            let before = status(&config.database)
-                .with_context(|| format!("cannot read the database {}", config.database.display()))?;
+            let before =
+                status(&config.database).with_context(|| format!("cannot read the database {}", config.database))?;
             if before.newer {
                 anyhow::bail!(
                     "{}: schema version {} was written by a newer host (this one knows {}): upgrade this host",
@@ -84,7 +84,7 @@ pub fn run(command: DbCommand) -> anyhow::Result<ExitCode> {
                     before.latest
                 );
             }
-            drop(Store::open(&config.database).with_context(|| format!("migrating {}", config.database.display()))?);
+            drop(Store::connect(&config.database).with_context(|| format!("migrating {}", config.database))?);
             let after = status(&config.database)?;
             if json.json {
                 print_json(&serde_json::json!({ "from": before.version, "to": after.version, "status": after }))?;

@@ -20,6 +20,11 @@ pub struct DemoArgs {
     /// Default: a new temporary directory, kept so you can look around.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the demo's state in PostgreSQL at this URL (`postgres://user@host:port/database`,
+    /// no password in it) instead of a SQLite file in the directory: several hosts can then
+    /// share it (see the README's "Several hosts")
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Print the orders as JSON
     #[arg(long)]
     json: bool,
@@ -38,7 +43,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let config_path = dir.join("provision.toml");
     let data_path = dir.join("data.toml");
-    std::fs::write(&config_path, CONFIG).with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config_text = match &args.database_url {
+        Some(url) => CONFIG.replace(
+            "[database]\npath = \"provision.db\"",
+            &format!("[database]\nurl = {}", toml::Value::String(url.clone())),
+        ),
+        None => CONFIG.to_string(),
+    };
+    std::fs::write(&config_path, config_text).with_context(|| format!("cannot write {}", config_path.display()))?;
     std::fs::write(&data_path, DATA).with_context(|| format!("cannot write {}", data_path.display()))?;
 
     let config = Config::load(&config_path)?;

@@ -49,8 +49,8 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
         return Err(InvalidInput("--until must be after --since".into()).into());
     }
     let config = Config::load(&config.config)?;
-    let store = Store::open_read_only(&config.database)
-        .with_context(|| format!("cannot open the database {}", config.database.display()))?;
+    let store = Store::connect_read_only(&config.database)
+        .with_context(|| format!("cannot open the database {}", config.database))?;
     let bar = super::progress();
     let written = match &output {
         Some(path) => {

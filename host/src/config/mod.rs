@@ -27,8 +27,8 @@ pub struct Config {
     /// The file's text, kept so that later errors (a wrong sha256 pin, a plugin of the wrong
     /// world) can name their key and line too.
     pub source: Source,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// The database: a SQLite file, or PostgreSQL shared by several hosts.
+    pub database: Database,
     /// Where compiled components are cached; `None` turns the cache off.
     pub cache_dir: Option<PathBuf>,
     /// Entity types by name.
@@ -88,6 +88,45 @@ struct RawJobs {
     // The name of the hardening issue's job lock, which units with leases replaced.
     #[serde(alias = "lock_expiry")]
     lease: Option<String>,
+}
+
+/// Where the host keeps its state.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file (`[database] path`, the default): one host.
+    Sqlite(PathBuf),
+    /// PostgreSQL (`[database] url`): several hosts share it.
+    Postgres(Box<PostgresDatabase>),
+}
+
+/// `[database] url = "postgres://…"` with its password.
+#[derive(Debug, Clone)]
+pub struct PostgresDatabase {
+    /// The URL as configured (it carries no password: the config refuses one).
+    pub url: String,
+    /// The connection settings the URL gives.
+    pub settings: postgres::Config,
+    /// The password (`[database] password`), read when a connection opens.
+    pub password: Option<Secret>,
+}
+
+impl Database {
+    /// The SQLite file, if that is the database.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(pg) => f.write_str(&pg.url),
+        }
+    }
 }
 
 /// `provision serve`: where it listens, how often it runs the complete job, its sessions.
@@ -497,6 +536,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     path: Option<String>,
+    url: Option<String>,
+    password: Option<operators::RawSecret>,
 }
 
 #[derive(Deserialize)]
@@ -556,6 +597,36 @@ fn basic() -> String {
     "basic".to_string()
 }
 
+/// `[database]`: SQLite at `path` (the default), or PostgreSQL at `url` with its password as a
+/// secret (never in the URL, which is shown in status and logs).
+fn database(source: &Source, raw: RawDatabase, base: &Path) -> Result<Database, SourceError> {
+    let Some(url) = raw.url else {
+        if raw.password.is_some() {
+            return Err(source.error("database.password", "a password is for PostgreSQL: set `database.url` too"));
+        }
+        return Ok(Database::Sqlite(base.join(raw.path.as_deref().unwrap_or("provision.db"))));
+    };
+    if raw.path.is_some() {
+        return Err(source.error("database.path", "give either `path` (SQLite) or `url` (PostgreSQL), not both"));
+    }
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(source.error("database.url", "expected a PostgreSQL URL, `postgres://user@host:port/database`"));
+    }
+    let settings: postgres::Config =
+        url.parse().map_err(|e| source.error("database.url", format!("not a PostgreSQL URL: {e}")))?;
+    if settings.get_password().is_some() {
+        return Err(source.error(
+            "database.url",
+            "the URL carries a password: give it as `database.password = { env = \"VAR\" }` or `{ file = \"path\" }` instead",
+        ));
+    }
+    if settings.get_dbname().is_none() {
+        return Err(source.error("database.url", "name the database: `postgres://user@host:port/database`"));
+    }
+    let password = raw.password.map(|raw| operators::secret(source, "database.password", raw, base)).transpose()?;
+    Ok(Database::Postgres(Box::new(PostgresDatabase { url, settings, password })))
+}
+
 /// Names of entity types, resource types, connections and plugins: they appear in permission
 /// paths, file names and URLs, so keep them plain.
 pub(super) fn check_name(source: &Source, key: &str, name: &str) -> Result<(), SourceError> {
@@ -577,7 +648,7 @@ impl Config {
         let base = source.file().parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |path: &str| -> PathBuf { base.join(path) };
 
-        let database = resolve(raw.database.path.as_deref().unwrap_or("provision.db"));
+        let database = database(&source, raw.database, &base)?;
         let cache_dir =
             raw.runtime.cache.then(|| resolve(raw.runtime.cache_dir.as_deref().unwrap_or("provision-cache")));
 

@@ -29,7 +29,7 @@ fn load(text: &str) -> Result<Config, SourceError> {
 #[test]
 fn a_valid_config_resolves_defaults_and_paths() {
     let config = load(BASE).unwrap();
-    assert_eq!(config.database, Path::new("/etc/provision/provision.db"));
+    assert_eq!(config.database.path(), Some(Path::new("/etc/provision/provision.db")));
     assert_eq!(config.cache_dir.as_deref(), Some(Path::new("/etc/provision/provision-cache")));
     let files = &config.plugins["files"];
     assert_eq!(files.timeout, Duration::from_millis(250));
@@ -308,4 +308,30 @@ fn event_subscribers_are_checked_and_name_their_key_and_line() {
     }
     let err = load(&format!("{BASE}{}", subscriber.replace("https://", "ftp://"))).unwrap_err();
     assert_eq!(err.key, "events.subscribers.siem.url");
+}
+
+#[test]
+fn a_postgres_database_is_a_url_whose_password_is_a_secret() {
+    let config = load(&format!(
+        "[database]\nurl = \"postgres://provision@db.example:5433/idm\"\npassword = {{ env = \"PROVISION_DB_PASSWORD\" }}\n{BASE}"
+    ))
+    .unwrap();
+    let Database::Postgres(pg) = &config.database else { panic!("{:?}", config.database) };
+    assert_eq!(pg.settings.get_dbname(), Some("idm"));
+    assert_eq!(pg.settings.get_ports(), [5433]);
+    assert_eq!(config.database.to_string(), "postgres://provision@db.example:5433/idm");
+    assert!(format!("{:?}", pg.password).contains("env PROVISION_DB_PASSWORD"));
+
+    let refused = |database: &str| load(&format!("[database]\n{database}\n{BASE}")).unwrap_err().to_string();
+    let both = refused("path = \"a.db\"\nurl = \"postgres://u@h/d\"");
+    assert!(both.contains("provision.toml:2:1: key `database.path`: give either `path`"), "{both}");
+    let secret_in_url = refused("url = \"postgres://u:hunter2@h/d\"");
+    assert!(secret_in_url.contains("key `database.url`: the URL carries a password"), "{secret_in_url}");
+    assert!(!secret_in_url.contains("hunter2"), "the error shows the password: {secret_in_url}");
+    let not_postgres = refused("url = \"mysql://u@h/d\"");
+    assert!(not_postgres.contains("key `database.url`: expected a PostgreSQL URL"), "{not_postgres}");
+    let no_database = refused("url = \"postgres://u@h\"");
+    assert!(no_database.contains("name the database"), "{no_database}");
+    let password_alone = refused("password = { env = \"X\" }");
+    assert!(password_alone.contains("key `database.password`: a password is for PostgreSQL"), "{password_alone}");
 }

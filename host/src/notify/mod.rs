@@ -82,8 +82,9 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
         let Some(et) = host.config.entity_types.get(&entity_type).filter(|et| et.notifications) else {
             // Switched off (or the entity type left the config): routed to nobody.
             let ids = ids(&kinds);
-            host.store.record_routing(&ids, &[])?;
-            report.routed += ids.len() as u64;
+            if host.store.record_routing(&ids, &[])? {
+                report.routed += ids.len() as u64;
+            }
             continue;
         };
         let router = et.router.clone();
@@ -150,9 +151,12 @@ pub fn route(host: &mut Host, report: &mut NotifyReport) -> Result<(), StoreErro
                 }
             }
         }
-        host.store.record_routing(&routed_ids, &notifications)?;
-        report.routed += routed_ids.len() as u64;
-        report.notifications += notifications.len() as u64;
+        // Another pass (another host) may have routed them meanwhile: then its notifications
+        // stand and these are dropped, so nobody is told twice.
+        if host.store.record_routing(&routed_ids, &notifications)? {
+            report.routed += routed_ids.len() as u64;
+            report.notifications += notifications.len() as u64;
+        }
     }
     Ok(())
 }
@@ -189,6 +193,10 @@ pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut Not
     // when delivering, so that no other command needs them.
     let mut mailer: Option<Result<email::Mailer, (bool, String)>> = None;
     for (delivery, notification) in due {
+        // Claimed before it is sent: a pass on another host that read it due too skips it.
+        if !store.claim_delivery(delivery.id, now_ms(), SEND_LEASE_MS)? {
+            continue;
+        }
         let result: Result<(), (bool, String)> = if delivery.channel == "email" {
             match &config.smtp {
                 None => Err((false, "e-mail is no longer configured ([notifications.smtp])".to_string())),
@@ -247,11 +255,16 @@ pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut Not
     Ok(())
 }
 
+/// How long a claimed delivery is a pass's to send: more than any channel's time limit for one
+/// send. A pass that dies with it leaves it to be sent again after this.
+const SEND_LEASE_MS: i64 = 5 * 60 * 1000;
+
 /// Routes, then delivers: what a job run, or a person's action, ends with.
 pub fn route_and_deliver(host: &mut Host) -> Result<NotifyReport, StoreError> {
     // One pass at a time among hosts sharing the lock (`Host::sibling`: serve's job host and
-    // the host of people's actions): two passes at once would route the same intents into two
-    // notifications and send the same pending deliveries twice.
+    // the host of people's actions), so they do not do the same work twice. Passes of other
+    // processes and hosts are kept apart by the store: routing records an intent only if it is
+    // still unrouted, and each delivery is claimed before it is sent.
     let passes = host.notifying.clone();
     let _pass = passes.lock().unwrap_or_else(|e| e.into_inner());
     let mut report = NotifyReport::default();

@@ -233,11 +233,11 @@ impl Store {
         }
         let mut applied = Applied::default();
         tx.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS snapshot_kept (identity_id INTEGER, resource_type TEXT,
+            "CREATE TEMP TABLE IF NOT EXISTS snapshot_kept (identity_id BIGINT, resource_type TEXT,
                 PRIMARY KEY (identity_id, resource_type))",
             (),
         )?;
-        tx.execute("DELETE FROM temp.snapshot_kept", ())?;
+        tx.execute("DELETE FROM snapshot_kept", ())?;
         for (index, change) in batch.changes.iter().enumerate() {
             let version = apply_one(&tx, batch, now, change, &mut applied).map_err(|e| at(index, e))?;
             applied.versions.push(version);
@@ -374,14 +374,26 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, IdentityRecord)>> {
         let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, entity_type, key, display_name, attributes, version FROM identities
-             WHERE removed_at IS NULL AND id > ?1
-               AND entity_type IN (SELECT value FROM json_each(?2))
-               AND (?3 = '%%' OR key LIKE ?3 ESCAPE '\\' OR display_name LIKE ?3 ESCAPE '\\'
-                    OR EXISTS (SELECT 1 FROM json_each(identities.attributes) a WHERE a.value LIKE ?3 ESCAPE '\\'))
-             ORDER BY id LIMIT ?4",
-        )?;
+        // SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE does. Each has its own JSON.
+        let mut stmt = self.conn.prepare_cached(match self.conn.backend() {
+            super::Backend::Sqlite => {
+                "SELECT id, entity_type, key, display_name, attributes, version FROM identities
+                 WHERE removed_at IS NULL AND id > ?1
+                   AND entity_type IN (SELECT value FROM json_each(?2))
+                   AND (?3 = '%%' OR key LIKE ?3 ESCAPE '\\' OR display_name LIKE ?3 ESCAPE '\\'
+                        OR EXISTS (SELECT 1 FROM json_each(identities.attributes) a WHERE a.value LIKE ?3 ESCAPE '\\'))
+                 ORDER BY id LIMIT ?4"
+            }
+            super::Backend::Postgres => {
+                "SELECT id, entity_type, key, display_name, attributes, version FROM identities
+                 WHERE removed_at IS NULL AND id > ?1
+                   AND entity_type IN (SELECT value FROM jsonb_array_elements_text(?2::text::jsonb))
+                   AND (?3::text = '%%' OR key ILIKE ?3 ESCAPE '\\' OR display_name ILIKE ?3 ESCAPE '\\'
+                        OR EXISTS (SELECT 1 FROM jsonb_each_text(identities.attributes::jsonb) a
+                                   WHERE a.value ILIKE ?3 ESCAPE '\\'))
+                 ORDER BY id LIMIT ?4"
+            }
+        })?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![after.unwrap_or(0), json(&entity_types), pattern, limit], |r| {
             Ok((
@@ -572,7 +584,7 @@ fn apply_one(
                 found.as_ref().map(|f| f.3),
             )?;
             if !batch.snapshot.is_empty() {
-                tx.prepare_cached("INSERT OR IGNORE INTO temp.snapshot_kept VALUES (?1, ?2)")?
+                tx.prepare_cached("INSERT INTO snapshot_kept VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
                     .execute(params![identity_id, a.resource_type])?;
             }
             let content = json(&a.content);
@@ -681,7 +693,7 @@ fn withdraw_unlisted(tx: &Db, batch: &DesiredBatch, now: i64, resource_type: &st
         .prepare_cached(
             "SELECT a.identity_id, i.entity_type, i.key, a.content, a.valid_from, a.valid_until
              FROM assignments a JOIN identities i ON i.id = a.identity_id
-             WHERE a.resource_type = ?1 AND NOT EXISTS (SELECT 1 FROM temp.snapshot_kept k
+             WHERE a.resource_type = ?1 AND NOT EXISTS (SELECT 1 FROM snapshot_kept k
                 WHERE k.identity_id = a.identity_id AND k.resource_type = a.resource_type)",
         )?
         .query_map([resource_type], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?

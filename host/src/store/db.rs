@@ -441,7 +441,11 @@ impl Db {
                 let statement = match pg_conn.statements.get(sql) {
                     Some(statement) => statement.clone(),
                     None => {
-                        let statement = pg_conn.client.prepare(&translate(sql))?;
+                        let statement = pg_conn.client.prepare(&translate(sql)).inspect_err(|e| {
+                            // The store's SQL is fixed: a statement PostgreSQL cannot prepare
+                            // is a bug, and its text is what a developer needs.
+                            tracing::error!(%sql, "PostgreSQL cannot prepare a statement: {e}");
+                        })?;
                         pg_conn.statements.insert(sql.to_string(), statement.clone());
                         statement
                     }
@@ -637,8 +641,10 @@ fn is_write(sql: &str) -> bool {
 }
 
 /// SQLite's placeholders as PostgreSQL's `$N` (outside quoted text): `?N` is `$N`, and a bare
-/// `?` is one more than the largest number before it, as SQLite numbers it.
+/// `?` is one more than the largest number before it, as SQLite numbers it. SQLite's index hints
+/// (`INDEXED BY name`) are left out: PostgreSQL's planner takes none.
 fn translate(sql: &str) -> String {
+    let sql = without_index_hints(sql);
     let mut out = String::with_capacity(sql.len() + 8);
     let mut quoted: Option<char> = None;
     let mut largest = 0usize;
@@ -669,6 +675,20 @@ fn translate(sql: &str) -> String {
             None => out.push(c),
         }
     }
+    out
+}
+
+fn without_index_hints(sql: &str) -> String {
+    const HINT: &str = " INDEXED BY ";
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(HINT) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + HINT.len()..];
+        let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -792,6 +812,10 @@ mod tests {
             "SELECT a FROM t WHERE a IN ($1, $2) AND b = $3"
         );
         assert_eq!(translate("UPDATE t SET a = ?2 WHERE b = ?"), "UPDATE t SET a = $2 WHERE b = $3");
+        assert_eq!(
+            translate("SELECT i.id FROM identities i INDEXED BY identities_by_type_id WHERE i.x = ?1"),
+            "SELECT i.id FROM identities i WHERE i.x = $1"
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Store {
         let delivered = i64::try_from(delivered).unwrap_or(i64::MAX);
         let tx = self.write_tx()?;
         let changed = tx.prepare_cached(
-            "UPDATE event_subscribers SET cursor = MAX(cursor, ?3), delivered = delivered + ?4, lease_until = ?5 + ?6,
+            "UPDATE event_subscribers SET cursor = CASE WHEN cursor > ?3 THEN cursor ELSE ?3 END, delivered = delivered + ?4, lease_until = ?5 + ?6,
                 failures = CASE WHEN ?4 > 0 THEN 0 ELSE failures END,
                 last_success_at = CASE WHEN ?4 > 0 THEN ?5 ELSE last_success_at END
              WHERE name = ?1 AND lease_owner = ?2 AND lease_until >= ?5",

@@ -73,7 +73,7 @@ impl Store {
     pub fn holds(&self, run: Option<i64>) -> Result<Vec<Hold>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT run, resource_type, counters, limits, status, decided_by FROM job_holds
-             WHERE ?1 IS NULL OR run = ?1 ORDER BY run, resource_type",
+             WHERE CAST(?1 AS BIGINT) IS NULL OR run = ?1 ORDER BY run, resource_type",
         )?;
         let rows = stmt.query_map([run], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))

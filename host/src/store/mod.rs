@@ -259,6 +259,33 @@ pub enum Location {
     Postgres(Box<postgres::Config>),
 }
 
+impl Location {
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
+
+    /// Where the config's `[database]` is, its password read (from its environment variable or
+    /// file) now.
+    pub fn of(database: &crate::config::Database) -> Result<Location> {
+        match database {
+            crate::config::Database::Sqlite(path) => Ok(Location::Sqlite(path.clone())),
+            crate::config::Database::Postgres(pg) => {
+                let mut settings = pg.settings.clone();
+                if let Some(secret) = &pg.password {
+                    let password =
+                        secret.resolve().map_err(|e| StoreError::Unavailable(format!("database.password: {e}")))?;
+                    settings.password(password);
+                }
+                if settings.get_application_name().is_none() {
+                    settings.application_name("provision");
+                }
+                Ok(Location::Postgres(Box::new(settings)))
+            }
+        }
+    }
+}
+
 /// A connection to the host's database.
 pub struct Store {
     conn: Db,
@@ -280,6 +307,16 @@ impl Store {
             })?;
         }
         Store::from_connection(Connection::open(path)?, Location::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the config's database and brings its schema up to date.
+    pub fn connect(database: &crate::config::Database) -> Result<Store> {
+        Store::open_at(&Location::of(database)?)
+    }
+
+    /// Opens the config's database read-only (see [`Store::open_read_only_at`]).
+    pub fn connect_read_only(database: &crate::config::Database) -> Result<Store> {
+        Store::open_read_only_at(&Location::of(database)?)
     }
 
     /// Opens the database at `location` and brings its schema up to date.

@@ -147,10 +147,20 @@ impl Store {
     }
 
     /// Stores routed notifications with a pending delivery per channel, and marks the queue rows
-    /// they came from as routed: one transaction, so an intent is routed exactly once.
-    pub fn record_routing(&mut self, queue_ids: &[i64], notifications: &[NewNotification]) -> Result<()> {
+    /// they came from as routed: one transaction, so an intent is routed exactly once. False,
+    /// and nothing written, when another pass (another process or host) routed one of them
+    /// first: its notifications are the ones kept.
+    pub fn record_routing(&mut self, queue_ids: &[i64], notifications: &[NewNotification]) -> Result<bool> {
         let now = self.clock.now_ms();
         let tx = self.write_tx()?;
+        for id in queue_ids {
+            let marked = tx
+                .prepare_cached("UPDATE notification_queue SET routed_at = ?2 WHERE id = ?1 AND routed_at IS NULL")?
+                .execute(params![id, now])?;
+            if marked == 0 {
+                return Ok(false);
+            }
+        }
         for n in notifications {
             let outbox: i64 = tx
                 .prepare_cached(
@@ -177,12 +187,20 @@ impl Store {
                 .execute(params![outbox, channel, now])?;
             }
         }
-        for id in queue_ids {
-            tx.prepare_cached("UPDATE notification_queue SET routed_at = ?2 WHERE id = ?1")?
-                .execute(params![id, now])?;
-        }
         tx.commit()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Claims a pending delivery that is due at `now` for one send: it is not due again for
+    /// `lease_ms` (so no other pass, on any host, sends it meanwhile; a pass that dies with it
+    /// leaves it due again after that). False when another pass claimed or settled it first.
+    pub fn claim_delivery(&mut self, id: i64, now: i64, lease_ms: i64) -> Result<bool> {
+        let claimed = self.conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ?3
+             WHERE id = ?1 AND status = 'pending' AND next_attempt_at <= ?2",
+            params![id, now, now.saturating_add(lease_ms)],
+        )?;
+        Ok(claimed == 1)
     }
 
     /// Pending deliveries due at `now`, each with its notification.
@@ -216,7 +234,7 @@ impl Store {
     pub fn delivery_failed(&mut self, id: i64, error: &str, retry_at: Option<i64>) -> Result<()> {
         self.conn.execute(
             "UPDATE deliveries SET attempts = attempts + 1, last_error = ?2,
-                status = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
+                status = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END,
                 next_attempt_at = COALESCE(?3, next_attempt_at)
              WHERE id = ?1",
             params![id, error, retry_at],
@@ -285,7 +303,7 @@ impl Store {
     /// The outbox, newest last; `status` keeps notifications with a delivery in that status.
     pub fn notifications(&self, status: Option<&str>, limit: Option<usize>) -> Result<Vec<Notification>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT o.id FROM outbox o WHERE ?1 IS NULL OR EXISTS
+            "SELECT o.id FROM outbox o WHERE CAST(?1 AS TEXT) IS NULL OR EXISTS
                 (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.status = ?1)
              ORDER BY o.id DESC LIMIT ?2",
         )?;

@@ -53,7 +53,7 @@ pub struct UserSpec {
 fn insert_permissions(tx: &Db, profile: &str, paths: &[String]) -> Result<()> {
     for path in paths {
         tx.execute(
-            "INSERT OR IGNORE INTO profile_permissions (profile, path) VALUES (?1, ?2)",
+            "INSERT INTO profile_permissions (profile, path) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![profile, path],
         )?;
     }
@@ -74,9 +74,9 @@ impl Store {
         self.conn.execute(
             "INSERT INTO users (login, display_name, email, identity_entity_type, identity_key, created_at)
              VALUES (?1, COALESCE(?2, ?1), ?3, ?4, ?5, ?6)
-             ON CONFLICT (login) DO UPDATE SET display_name = COALESCE(?2, display_name),
-                email = COALESCE(?3, email), identity_entity_type = COALESCE(?4, identity_entity_type),
-                identity_key = COALESCE(?5, identity_key)",
+             ON CONFLICT (login) DO UPDATE SET display_name = COALESCE(?2, users.display_name),
+                email = COALESCE(?3, users.email), identity_entity_type = COALESCE(?4, users.identity_entity_type),
+                identity_key = COALESCE(?5, users.identity_key)",
             params![user.login, user.display_name, user.email, et, key, self.clock.now_ms()],
         )?;
         Ok(())
@@ -95,7 +95,7 @@ impl Store {
         }
         self.conn.execute(
             "INSERT INTO profiles (name, description) VALUES (?1, COALESCE(?2, ''))
-             ON CONFLICT (name) DO UPDATE SET description = COALESCE(?2, description)",
+             ON CONFLICT (name) DO UPDATE SET description = COALESCE(?2, profiles.description)",
             params![name, description],
         )?;
         Ok(())
@@ -136,13 +136,16 @@ impl Store {
     pub fn grant_profiles(&mut self, login: &str, profiles: &[String]) -> Result<()> {
         let tx = self.write_tx()?;
         for profile in profiles {
-            tx.execute("INSERT OR IGNORE INTO user_profiles (login, profile) VALUES (?1, ?2)", params![login, profile])
-                .map_err(|e| match e.kind() {
-                    super::ErrorKind::Conflict => {
-                        StoreError::NotFound(format!("no user `{login}` or no profile `{profile}`"))
-                    }
-                    _ => e,
-                })?;
+            tx.execute(
+                "INSERT INTO user_profiles (login, profile) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![login, profile],
+            )
+            .map_err(|e| match e.kind() {
+                super::ErrorKind::Conflict => {
+                    StoreError::NotFound(format!("no user `{login}` or no profile `{profile}`"))
+                }
+                _ => e,
+            })?;
         }
         tx.commit()?;
         Ok(())

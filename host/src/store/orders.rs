@@ -363,7 +363,7 @@ impl Store {
             joins.push_str(" JOIN resource_types t ON t.name = o.resource_type");
         }
         let sql = format!(
-            "SELECT r.entity_type, SUM(counted.n) FROM (SELECT o.resource_type, COUNT(*) AS n FROM orders o{joins}
+            "SELECT r.entity_type, CAST(SUM(counted.n) AS BIGINT) FROM (SELECT o.resource_type, COUNT(*) AS n FROM orders o{joins}
              WHERE 1 = 1{conditions} GROUP BY o.resource_type) counted
              JOIN resource_types r ON r.name = counted.resource_type GROUP BY r.entity_type"
         );

@@ -1,9 +1,62 @@
+//! The store's conformance tests: each `on_both!` test runs on SQLite and on PostgreSQL (a real
+//! server, started by the tests: see `tests/src/postgres.rs`), and must pass the same on both.
+
 use super::*;
 use crate::machine::Event;
 use crate::model::{Change, ChangeKind, ProvisioningState, ResourceContent};
 
-fn store_with_identity() -> Store {
-    with_identity(Store::open_in_memory().unwrap())
+#[allow(dead_code, missing_docs)]
+#[path = "../../../tests/src/postgres.rs"]
+mod server;
+
+/// A database to test on, and connections to it.
+struct TestDb {
+    location: Location,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        TestDb { location: Location::Sqlite(dir.path().join("provision.db")), _dir: Some(dir) }
+    }
+
+    fn postgres() -> TestDb {
+        let url = server::database();
+        TestDb { location: Location::Postgres(Box::new(url.parse().unwrap())), _dir: None }
+    }
+
+    /// A connection (the first creates the schema).
+    fn open(&self) -> Store {
+        Store::open_at(&self.location).unwrap()
+    }
+
+    /// A connection with the test identity alice (the first time).
+    fn with_identity(&self) -> Store {
+        with_identity(self.open())
+    }
+}
+
+/// A test that runs on both backends: `name::sqlite` and `name::postgres`.
+macro_rules! on_both {
+    ($(#[doc = $doc:literal])* fn $name:ident($db:ident: &TestDb) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            use super::*;
+
+            fn run($db: &TestDb) $body
+
+            #[test]
+            fn sqlite() {
+                run(&TestDb::sqlite())
+            }
+
+            #[test]
+            fn postgres() {
+                run(&TestDb::postgres())
+            }
+        }
+    };
 }
 
 fn with_identity(mut store: Store) -> Store {
@@ -44,9 +97,9 @@ fn new_order(store: &mut Store, event: Event) -> i64 {
     id
 }
 
-#[test]
-fn history_is_append_only_and_orders_are_never_deleted() {
-    let mut store = store_with_identity();
+on_both! {
+fn history_is_append_only_and_orders_are_never_deleted(db: &TestDb) {
+    let mut store = db.with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
     let update = store.conn.execute("UPDATE order_history SET reason = 'rewritten'", ());
     assert!(update.unwrap_err().to_string().contains("order history is append-only"));
@@ -54,12 +107,19 @@ fn history_is_append_only_and_orders_are_never_deleted() {
     assert!(delete.unwrap_err().to_string().contains("order history is append-only"));
     let delete = store.conn.execute("DELETE FROM orders WHERE id = ?1", [id]);
     assert!(delete.unwrap_err().to_string().contains("orders are never deleted"));
+    if db.location.is_postgres() {
+        let truncate = store.conn.execute("TRUNCATE order_history", ());
+        assert!(truncate.unwrap_err().to_string().contains("order history is append-only"));
+        let truncate = store.conn.execute("TRUNCATE orders CASCADE", ());
+        assert!(truncate.unwrap_err().to_string().contains("never deleted"));
+    }
     assert_eq!(store.history(id).unwrap().len(), 1);
 }
+}
 
-#[test]
-fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
-    let mut store = store_with_identity();
+on_both! {
+fn a_batch_applies_what_the_machine_allows_and_reports_the_rest(db: &TestDb) {
+    let mut store = db.with_identity();
     let pending = new_order(&mut store, Event::NoReviewNeeded);
     let waiting = new_order(&mut store, Event::ReviewNeeded);
     store.start_attempts(&[pending], "saas", None, None).unwrap();
@@ -91,10 +151,11 @@ fn a_batch_applies_what_the_machine_allows_and_reports_the_rest() {
         [(None, ProvisioningState::Pending), (Some(ProvisioningState::Pending), ProvisioningState::Executed)]
     );
 }
+}
 
-#[test]
-fn closing_events_record_why() {
-    let mut store = store_with_identity();
+on_both! {
+fn closing_events_record_why(db: &TestDb) {
+    let mut store = db.with_identity();
     let id = new_order(&mut store, Event::ReviewNeeded);
     store.apply(&[Transition::new(id, Event::Decline, "not needed")], "user:bob").unwrap();
     let order = store.order(id).unwrap();
@@ -102,10 +163,11 @@ fn closing_events_record_why() {
     let blocked = new_order(&mut store, Event::RuleBlocks);
     assert_eq!(store.order(blocked).unwrap().closed.as_deref(), Some("blocked"));
 }
+}
 
-#[test]
-fn an_attempt_without_an_outcome_is_found_after_a_crash() {
-    let mut store = store_with_identity();
+on_both! {
+fn an_attempt_without_an_outcome_is_found_after_a_crash(db: &TestDb) {
+    let mut store = db.with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
     store.start_attempts(&[id], "saas", None, None).unwrap();
     // The process dies here; the next run finds the open attempt.
@@ -114,10 +176,11 @@ fn an_attempt_without_an_outcome_is_found_after_a_crash() {
     assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending, "the order is still there to send");
     assert!(store.close_orphaned_attempts("saas").unwrap().is_empty());
 }
+}
 
-#[test]
-fn an_operator_retry_starts_a_fresh_retry_budget() {
-    let mut store = store_with_identity();
+on_both! {
+fn an_operator_retry_starts_a_fresh_retry_budget(db: &TestDb) {
+    let mut store = db.with_identity();
     let id = new_order(&mut store, Event::NoReviewNeeded);
     store.start_attempts(&[id], "saas", None, None).unwrap();
     let failed = Transition { retry_at: Some(42), ..Transition::new(id, Event::ConnectorError, "transient") };
@@ -128,20 +191,25 @@ fn an_operator_retry_starts_a_fresh_retry_budget() {
     let order = store.order(id).unwrap();
     assert_eq!((order.state, order.attempts, order.next_attempt_at), (ProvisioningState::Pending, 0, None));
 }
+}
 
-#[test]
-fn order_ids_are_reserved_without_overlap() {
-    let mut store = store_with_identity();
+on_both! {
+fn order_ids_are_reserved_without_overlap(db: &TestDb) {
+    let mut store = db.with_identity();
     let a = store.allocate_order_ids(10).unwrap();
     let b = store.allocate_order_ids(1).unwrap();
     assert_eq!(b, a + 10);
 }
+}
 
 #[test]
-fn a_reader_sees_committed_orders_and_cannot_write() {
+fn an_in_memory_database_has_no_reader() {
     assert!(Store::open_in_memory().unwrap().reader().unwrap().is_none(), "an in-memory database has no file to share");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("provision.db")).unwrap();
+}
+
+on_both! {
+fn a_reader_sees_committed_orders_and_cannot_write(db: &TestDb) {
+    let store = db.open();
     store.conn.execute("INSERT INTO entity_types VALUES ('Directory_User', 'Directory user')", ()).unwrap();
     let reader = store.reader().unwrap().expect("a file database has a reader");
     assert_eq!(reader.installation(), store.installation());
@@ -149,8 +217,11 @@ fn a_reader_sees_committed_orders_and_cannot_write() {
     assert_eq!(count(&reader), 1);
     store.conn.execute("INSERT INTO entity_types VALUES ('Contractor', 'Contractor')", ()).unwrap();
     assert_eq!(count(&reader), 2, "each read sees what was committed before it");
-    let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", ());
-    assert!(write.unwrap_err().to_string().contains("readonly"));
+    let write = reader.conn.execute("INSERT INTO entity_types VALUES ('X', 'X')", ()).unwrap_err();
+    assert_eq!(write.kind(), ErrorKind::Unavailable, "{write}");
+    assert!(write.to_string().contains("read"), "{write}");
+    assert_eq!(count(&store), 2, "the reader wrote nothing");
+}
 }
 
 const LEASE: i64 = 30_000;
@@ -170,9 +241,9 @@ fn fulfil_units(n: usize) -> Vec<UnitSpec> {
     (0..n).map(|_| UnitSpec::new(UnitKind::Fulfil, "saas")).collect()
 }
 
-#[test]
-fn one_run_at_a_time_joined_by_its_kind_refused_to_another() {
-    let mut store = store_with_identity();
+on_both! {
+fn one_run_at_a_time_joined_by_its_kind_refused_to_another(db: &TestDb) {
+    let mut store = db.with_identity();
     let Started::New(run) = store.start_run("complete", &["fulfil"], &[], &Default::default(), None).unwrap() else {
         panic!("no run yet")
     };
@@ -183,13 +254,12 @@ fn one_run_at_a_time_joined_by_its_kind_refused_to_another() {
     }
     assert_eq!(store.job_runs(10).unwrap().len(), 1, "a refused or joining start records no run");
 }
+}
 
-#[test]
-fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("provision.db");
-    let mut mine = Store::open(&path).unwrap();
-    let mut theirs = Store::open(&path).unwrap();
+on_both! {
+fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off(db: &TestDb) {
+    let mut mine = db.open();
+    let mut theirs = db.open();
     // Both read one clock that moves only when told: the lease lapses without sleeping.
     let clock = std::sync::Arc::new(crate::model::ManualClock::at(1_000_000));
     mine.set_clock(clock.clone());
@@ -237,10 +307,11 @@ fn a_claim_is_exclusive_until_its_lease_lapses_and_then_fenced_off() {
     let results = theirs.unit_results(run).unwrap();
     assert_eq!((results.counters.len(), results.problems), (1, vec!["p".to_string()]));
 }
+}
 
-#[test]
-fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
-    let mut store = store_with_identity();
+on_both! {
+fn a_connections_batches_in_flight_never_exceed_its_concurrency(db: &TestDb) {
+    let mut store = db.with_identity();
     let Started::New(run) =
         store.start_run("fulfil", &["fulfil"], &fulfil_units(3), &Default::default(), None).unwrap()
     else {
@@ -263,10 +334,11 @@ fn a_connections_batches_in_flight_never_exceed_its_concurrency() {
     store.set_fence(None);
     assert!(matches!(store.claim_unit(run, "c", LEASE, &two, store.now_ms()).unwrap(), Claim::Unit(_)));
 }
+}
 
-#[test]
-fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
-    let mut store = store_with_identity();
+on_both! {
+fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on(db: &TestDb) {
+    let mut store = db.with_identity();
     let Started::New(run) =
         store.start_run("fulfil", &["fulfil"], &fulfil_units(1), &Default::default(), None).unwrap()
     else {
@@ -284,10 +356,11 @@ fn a_unit_that_keeps_failing_is_given_up_and_the_phase_moves_on() {
     assert_eq!(results.given_up, 1);
     assert!(results.problems[0].contains("given up after 5 attempts"), "{:?}", results.problems);
 }
+}
 
-#[test]
-fn recovery_leaves_a_live_workers_attempts_alone() {
-    let mut store = store_with_identity();
+on_both! {
+fn recovery_leaves_a_live_workers_attempts_alone(db: &TestDb) {
+    let mut store = db.with_identity();
     let (dead, live) = (new_order(&mut store, Event::NoReviewNeeded), new_order(&mut store, Event::NoReviewNeeded));
     let Started::New(run) =
         store.start_run("fulfil", &["fulfil"], &fulfil_units(2), &Default::default(), None).unwrap()
@@ -305,6 +378,7 @@ fn recovery_leaves_a_live_workers_attempts_alone() {
     store.conn.execute("UPDATE work_units SET expires_at = 0 WHERE id = ?1", [a.id]).unwrap();
     assert_eq!(store.close_orphaned_attempts("saas").unwrap(), [dead], "only the dead worker's attempt is a crash");
     assert_eq!(store.attempts(live).unwrap()[0].outcome, None, "the live worker's attempt is still open");
+}
 }
 
 /// What the test of waiting writes sees, in order.
@@ -444,9 +518,9 @@ fn units_of(connection: &str, n: usize) -> Vec<UnitSpec> {
     (0..n).map(|_| UnitSpec::new(UnitKind::Fulfil, connection)).collect()
 }
 
-#[test]
-fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starving_others() {
-    let mut store = store_with_identity();
+on_both! {
+fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starving_others(db: &TestDb) {
+    let mut store = db.with_identity();
     // More units of the connection that will be paused than a claim looks at, then another's.
     let mut units = units_of("slow", 70);
     units.extend(units_of("other", 2));
@@ -487,10 +561,11 @@ fn end_calling_paces_the_connection_and_claims_skip_a_paused_one_without_starvin
     let Claim::Unit(next) = claim(&mut store, now + 10_000) else { panic!("the pause did not end") };
     assert_eq!(next.target, "slow");
 }
+}
 
-#[test]
-fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_for_the_next_run() {
-    let mut store = store_with_identity();
+on_both! {
+fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_for_the_next_run(db: &TestDb) {
+    let mut store = db.with_identity();
     let Started::New(run) =
         store.start_run("fulfil", &["fulfil"], &units_of("saas", 6), &Default::default(), None).unwrap()
     else {
@@ -536,4 +611,5 @@ fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_fo
     let notes = store.unit_results(run).unwrap().notes;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains("1 of its batches stay Pending for the next run"), "{notes:?}");
+}
 }

@@ -348,7 +348,7 @@ impl Store {
                 |r| r.get(0),
             )?;
             let (claimed, live): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), coalesce(SUM(expires_at > ?3), 0) FROM work_units
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE expires_at > ?3) FROM work_units
                  WHERE run = ?1 AND phase = ?2 AND state = 'claimed'",
                 params![run, phase, now],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -558,7 +558,8 @@ impl Store {
         let mut phases: Vec<PhaseProgress> =
             steps.into_iter().map(|step| PhaseProgress { step, ..PhaseProgress::default() }).collect();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT phase, COUNT(*), SUM(state IN ('done', 'given-up')), SUM(state = 'claimed' AND expires_at > ?2)
+            "SELECT phase, COUNT(*), COUNT(*) FILTER (WHERE state IN ('done', 'given-up')),
+                COUNT(*) FILTER (WHERE state = 'claimed' AND expires_at > ?2)
              FROM work_units WHERE run = ?1 GROUP BY phase",
         )?;
         let mut rows = stmt.query(params![run, self.clock.now_ms()])?;

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test file uses a part
 
 pub mod hooks;
+#[path = "../../../tests/src/postgres.rs"]
+pub mod postgres;
 pub mod server;
 
 use std::path::Path;
