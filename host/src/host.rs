@@ -304,7 +304,7 @@ impl Host {
 
     /// Records one call of a plugin (failed with `error`, or succeeded).
     pub fn record(&mut self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
-        let now = crate::model::now_ms();
+        let now = self.store.now_ms();
         let disable_after = self.config.plugins.get(name).map_or(0, |p| p.disable_after);
         // Counted on the stored row, not this host's copy: a sibling host (serve's job and
         // people's hosts) may have recorded calls or an enable since.

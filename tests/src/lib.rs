@@ -126,6 +126,11 @@ fn with_shared_cache(config: &str) -> String {
     }
 }
 
+/// Runs the complete job with no progress display, returning its error.
+pub fn try_complete(host: &mut Host) -> Result<JobReport, provision::jobs::JobError> {
+    provision::jobs::complete(host, &ProgressBar::hidden())
+}
+
 /// Runs the complete job with no progress display.
 pub fn complete(host: &mut Host) -> JobReport {
     provision::jobs::complete(host, &ProgressBar::hidden()).expect("complete job")

@@ -8,3 +8,5 @@ mod events;
 mod fulfilment;
 #[path = "notifications.rs"]
 mod notifications;
+#[path = "several_hosts.rs"]
+mod several_hosts;

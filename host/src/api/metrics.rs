@@ -48,6 +48,18 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, A
         }
         statuses.get_or_create(&vec![("kind".into(), run.kind.clone()), ("status".into(), run.status.clone())]).inc();
     }
+    let host = family(&mut registry, "provision_host_info", "This host's id among the hosts sharing the database");
+    host.get_or_create(&vec![("host".into(), crate::jobs::host_id())]).set(1.0);
+    let units = family(
+        &mut registry,
+        "provision_work_units_done",
+        "Work units each host finished, over the last 200 job runs (any host's, read from the database)",
+    );
+    for run in &runs {
+        for (host, done) in &run.hosts {
+            units.get_or_create(&vec![("host".into(), host.clone())]).inc_by(*done as f64);
+        }
+    }
     let calls = family(&mut registry, "provision_plugin_calls", "Plugin calls since the server started");
     let failures = family(&mut registry, "provision_plugin_failures", "Plugin call failures, all time");
     let latency = family(

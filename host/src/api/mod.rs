@@ -386,7 +386,13 @@ pub async fn serve(host: Host, listen: &str) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("serving on http://{}", listener.local_addr()?);
-    println!("provision serve: listening on http://{}", listener.local_addr()?);
+    println!(
+        "provision serve: listening on http://{} as host {} ({} database {})",
+        listener.local_addr()?,
+        crate::jobs::host_id(),
+        app.location.backend_name(),
+        app.config.database
+    );
 
     let scheduler = tokio::spawn(schedule(app.clone()));
     let publisher = tokio::spawn(publish_events(app.clone()));
@@ -435,7 +441,7 @@ async fn publish_events(app: AppState) {
     if app.config.events.subscribers.is_empty() {
         return;
     }
-    let owner = format!("{}:{}:serve", crate::jobs::hostname(), std::process::id());
+    let owner = format!("{}:serve", crate::jobs::host_id());
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = app.stopping.subscribe();

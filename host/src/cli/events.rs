@@ -57,7 +57,7 @@ pub fn run(command: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Deliver { config, json } => {
             let mut host = open(&config)?;
-            let owner = format!("{}:{}:cli", provision::jobs::hostname(), std::process::id());
+            let owner = format!("{}:cli", provision::jobs::host_id());
             let events = host.config.events.clone();
             let report = provision::events::deliver(&mut host.store, &events, &owner)?;
             if json.json {

@@ -170,7 +170,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                     .collect();
                 return print_json(&list).map(|()| ExitCode::SUCCESS);
             }
-            let mut t = table(&["RUN", "KIND", "STARTED", "STATUS", "COUNTERS", "HOLDS"]);
+            let mut t = table(&["RUN", "KIND", "STARTED", "STATUS", "HOSTS (UNITS)", "COUNTERS", "HOLDS"]);
             for r in runs {
                 let counters: Vec<String> = r
                     .counters
@@ -190,11 +190,13 @@ pub fn run(command: JobCommand) -> anyhow::Result<ExitCode> {
                         )
                     })
                     .collect();
+                let hosts: Vec<String> = r.hosts.iter().map(|(host, units)| format!("{host} ({units})")).collect();
                 t.row(vec![
                     r.id.to_string(),
                     r.kind,
                     format_time(r.started_at),
                     r.status,
+                    hosts.join(", "),
                     counters.join(", "),
                     held.join(", "),
                 ]);

@@ -26,7 +26,7 @@ pub use compute::{Exceeded, KindTally, Simulation, TypeTally, compute, describe,
 pub use fulfil::fulfil;
 pub use holds::{cancel, resume};
 pub use synchronise::synchronise;
-pub use work::{RunProgress, Step, StepProgress, hostname, progress};
+pub use work::{RunProgress, Step, StepProgress, host_id, hostname, progress};
 
 /// Orders handed to a review rule per call.
 const REVIEW_BATCH: usize = 500;

@@ -61,7 +61,7 @@ pub(super) fn run(host: &mut Host, step: Step, progress: &ProgressBar) -> Result
         let _ = started.send(run); // nobody listening any more is no reason to stop the run
     }
     let leases = Leases::start(host.store.renewer()?, host.config.jobs.lease);
-    let owner = format!("{}:{}", hostname(), std::process::id());
+    let owner = host_id();
     let mut siblings = Vec::new();
     for _ in 1..host.config.jobs.workers.max(1) {
         match host.sibling() {
@@ -491,6 +491,12 @@ fn differences(
             (None, None) => None,
         })
         .collect()
+}
+
+/// This process's id among the hosts sharing the database, `hostname:pid`: the owner of its
+/// claims (with the worker after it), shown by `serve`, `job list`, the Jobs page and `/metrics`.
+pub fn host_id() -> String {
+    format!("{}:{}", hostname(), std::process::id())
 }
 
 /// This machine's name, for the owner of a claim.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::NotificationsConfig;
 use crate::host::Host;
-use crate::model::{NotificationKind, now_ms};
+use crate::model::NotificationKind;
 use crate::plugins::{Event, EventKind, OrderSummary};
 use crate::store::{NewNotification, Queued, Recipient, Store, StoreError};
 
@@ -188,13 +188,13 @@ fn next_delay(config: &NotificationsConfig, attempts: u32) -> Option<std::time::
 
 /// Delivers the deliveries due now.
 pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut NotifyReport) -> Result<(), StoreError> {
-    let due = store.due_deliveries(now_ms(), DELIVER_BATCH)?;
+    let due = store.due_deliveries(store.now_ms(), DELIVER_BATCH)?;
     // A failure is (whether a secret could not be read, the error). Secrets are read here,
     // when delivering, so that no other command needs them.
     let mut mailer: Option<Result<email::Mailer, (bool, String)>> = None;
     for (delivery, notification) in due {
         // Claimed before it is sent: a pass on another host that read it due too skips it.
-        if !store.claim_delivery(delivery.id, now_ms(), SEND_LEASE_MS)? {
+        if !store.claim_delivery(delivery.id, store.now_ms(), SEND_LEASE_MS)? {
             continue;
         }
         let result: Result<(), (bool, String)> = if delivery.channel == "email" {
@@ -229,7 +229,7 @@ pub fn deliver(store: &mut Store, config: &NotificationsConfig, report: &mut Not
             }
             Err((secret, error)) => {
                 let next = next_delay(config, delivery.attempts);
-                let retry_at = next.map(|d| now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+                let retry_at = next.map(|d| store.now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
                 tracing::warn!(delivery = delivery.id, channel = %delivery.channel, "delivery failed: {error}");
                 store.delivery_failed(delivery.id, &error, retry_at)?;
                 if retry_at.is_some() {

@@ -367,7 +367,7 @@ enum Connection {
 
 /// A PostgreSQL session with its prepared statements.
 pub struct PgConnection {
-    client: postgres::Client,
+    client: PgClient,
     /// Prepared statements by their SQLite text.
     statements: HashMap<String, postgres::Statement>,
     /// A transaction is open (so a single write needs no transaction of its own).
@@ -386,7 +386,7 @@ impl Db {
     }
 
     /// A connection to PostgreSQL.
-    pub fn postgres(client: postgres::Client) -> Db {
+    pub fn postgres(client: PgClient) -> Db {
         Db {
             conn: Connection::Postgres(Box::new(RefCell::new(PgConnection {
                 client,
@@ -417,13 +417,27 @@ impl Db {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.conn {
             Connection::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Connection::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+            Connection::Postgres(pg) => pg.borrow().client.batch_execute(sql),
         }
     }
 
     /// Runs one statement; the number of rows it changed.
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
         self.prepare_cached(sql)?.execute(params)
+    }
+
+    /// Runs one write that needs no other writer kept out: it changes one row under a condition
+    /// that makes it right whatever commits beside it (a lease renewal, which only extends a
+    /// claim still held under its fence). On PostgreSQL it does not wait for the write lock, so
+    /// a host paused inside a transaction holds up no lease; on SQLite it is [`Db::execute`].
+    pub fn execute_alone<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
+        match self.prepare_cached(sql)? {
+            Statement::Postgres { db, statement, .. } => {
+                let changed = db.borrow().client.execute(&statement, owned(&params.values()), false)?;
+                Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+            }
+            mut sqlite => sqlite.execute(params),
+        }
     }
 
     /// The first row of a query, or a not-found error when there is none (see
@@ -441,7 +455,7 @@ impl Db {
                 let statement = match pg_conn.statements.get(sql) {
                     Some(statement) => statement.clone(),
                     None => {
-                        let statement = pg_conn.client.prepare(&translate(sql)).inspect_err(|e| {
+                        let statement = pg_conn.client.prepare(translate(sql)).inspect_err(|e| {
                             // The store's SQL is fixed: a statement PostgreSQL cannot prepare
                             // is a bug, and its text is what a developer needs.
                             tracing::error!(%sql, "PostgreSQL cannot prepare a statement: {e}");
@@ -476,7 +490,7 @@ impl Db {
             Connection::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
                 pg.in_transaction = false;
-                Ok(pg.client.batch_execute(sql)?)
+                pg.client.batch_execute(sql)
             }
         }
     }
@@ -539,15 +553,8 @@ impl Statement<'_> {
                 Ok(stmt.execute(rusqlite::params_from_iter(values.iter().map(|v| SqliteParam(*v))))?)
             }
             Statement::Postgres { db, statement, write } => {
-                let mut pg = db.borrow_mut();
-                let bound: Vec<PgParam<'_>> = values.iter().map(|v| PgParam(*v)).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    bound.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-                let changed = if *write && !pg.in_transaction {
-                    locked(&mut pg.client, |client| client.execute(&*statement, &refs))?
-                } else {
-                    pg.client.execute(&*statement, &refs)?
-                };
+                let pg = db.borrow();
+                let changed = pg.client.execute(statement, owned(&values), *write && !pg.in_transaction)?;
                 Ok(usize::try_from(changed).unwrap_or(usize::MAX))
             }
         }
@@ -602,20 +609,119 @@ fn pg_query(
     write: bool,
     values: &[ValueRef<'_>],
 ) -> Result<Vec<postgres::Row>> {
-    let mut pg = db.borrow_mut();
-    let bound: Vec<PgParam<'_>> = values.iter().map(|v| PgParam(*v)).collect();
-    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-        bound.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-    if write && !pg.in_transaction {
-        Ok(locked(&mut pg.client, |client| client.query(statement, &refs))?)
-    } else {
-        Ok(pg.client.query(statement, &refs)?)
+    let pg = db.borrow();
+    pg.client.query(statement, owned(values), write && !pg.in_transaction)
+}
+
+fn owned(values: &[ValueRef<'_>]) -> Vec<Value> {
+    values
+        .iter()
+        .map(|v| match *v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(r) => Value::Real(r),
+            ValueRef::Text(t) => Value::Text(t.to_string()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        })
+        .collect()
+}
+
+/// A PostgreSQL client on a thread of its own. The `postgres` crate drives its connection with a
+/// runtime of its own, which must not be entered from inside another (serve's handlers and
+/// tasks run on tokio): every call is sent to the connection's thread and waited for there, so
+/// the store can be used from any thread. The thread ends, closing the session, when the
+/// client is dropped.
+pub struct PgClient {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+
+impl PgClient {
+    /// Connects on a new thread; a failure says where to and why (never the password).
+    pub fn connect(config: &postgres::Config) -> Result<PgClient> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let (connected, answer) = std::sync::mpsc::sync_channel(1);
+        let (config, config_for_errors) = (config.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || match config.connect(postgres::NoTls) {
+                Ok(mut client) => {
+                    let _ = connected.send(Ok(()));
+                    for job in inbox {
+                        job(&mut client);
+                    }
+                }
+                Err(error) => {
+                    let _ = connected.send(Err(error));
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start a PostgreSQL connection's thread: {e}")))?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(PgClient { jobs }),
+            Ok(Err(error)) => {
+                Err(StoreError::Unavailable(super::postgres_schema::describe(&config_for_errors, &error)))
+            }
+            Err(_) => Err(StoreError::Unavailable("the PostgreSQL connection's thread ended while connecting".into())),
+        }
+    }
+
+    /// Runs `f` with the client on its thread and waits for the result.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |client| {
+                let _ = done.send(f(client));
+            }))
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL connection's thread has ended".into()))?;
+        let answer = result
+            .recv()
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL connection's thread has ended".into()))?;
+        Ok(answer?)
+    }
+
+    fn batch_execute(&self, sql: &str) -> Result<()> {
+        let sql = sql.to_string();
+        self.run(move |client| client.batch_execute(&sql))
+    }
+
+    fn prepare(&self, sql: String) -> Result<postgres::Statement> {
+        self.run(move |client| client.prepare(&sql))
+    }
+
+    /// Runs a statement; `locked`: in a transaction of its own under the write lock.
+    fn execute(&self, statement: &postgres::Statement, values: Vec<Value>, locked: bool) -> Result<u64> {
+        let statement = statement.clone();
+        self.run(move |client| {
+            let params: Vec<PgParam<'_>> = values.iter().map(|v| PgParam(v.value())).collect();
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+            if locked {
+                under_lock(client, |c| c.execute(&statement, &refs))
+            } else {
+                client.execute(&statement, &refs)
+            }
+        })
+    }
+
+    /// A statement's rows; `locked` as for [`PgClient::execute`].
+    fn query(&self, statement: &postgres::Statement, values: Vec<Value>, locked: bool) -> Result<Vec<postgres::Row>> {
+        let statement = statement.clone();
+        self.run(move |client| {
+            let params: Vec<PgParam<'_>> = values.iter().map(|v| PgParam(v.value())).collect();
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+            if locked { under_lock(client, |c| c.query(&statement, &refs)) } else { client.query(&statement, &refs) }
+        })
     }
 }
 
 /// Runs one write in a transaction of its own under the write lock (see the module's
 /// documentation): a lone UPDATE must not slip between another host's read and write.
-fn locked<T>(
+fn under_lock<T>(
     client: &mut postgres::Client,
     f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error>,
 ) -> std::result::Result<T, postgres::Error> {

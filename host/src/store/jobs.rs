@@ -28,6 +28,14 @@ pub struct JobRun {
     pub counters: serde_json::Map<String, serde_json::Value>,
     /// A message, for failures.
     pub message: Option<String>,
+    /// The hosts (`hostname:pid`) that did its work, with the units each finished.
+    #[schema(value_type = Object)]
+    pub hosts: std::collections::BTreeMap<String, u64>,
+}
+
+/// The host of a claim's owner (`host:pid:worker` is the owner; `host:pid` the host).
+fn host_of(owner: &str) -> &str {
+    owner.rsplit_once(':').map_or(owner, |(host, _)| host)
 }
 
 /// A resource type whose orders a run holds because a threshold was exceeded.
@@ -170,7 +178,22 @@ impl Store {
                     status,
                     counters: from_json(&counters, "job counters")?,
                     message,
+                    hosts: self.run_hosts(id)?,
                 })
             })
+    }
+
+    /// The hosts that finished units of `run`, with how many each.
+    fn run_hosts(&self, run: i64) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut hosts = std::collections::BTreeMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT owner, COUNT(*) FROM work_units WHERE run = ?1 AND state = 'done' AND owner IS NOT NULL
+             GROUP BY owner",
+        )?;
+        for row in stmt.query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))? {
+            let (owner, units) = row?;
+            *hosts.entry(host_of(&owner).to_string()).or_default() += units;
+        }
+        Ok(hosts)
     }
 }

@@ -23,6 +23,7 @@ mod pace;
 mod postgres_schema;
 mod resources;
 mod schema;
+mod server_clock;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -260,6 +261,11 @@ pub enum Location {
 }
 
 impl Location {
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.is_postgres() { "postgres" } else { "sqlite" }
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         matches!(self, Location::Postgres(_))
@@ -386,7 +392,13 @@ impl Store {
 
     fn from_db(conn: Db, location: Location) -> Result<Store> {
         let installation = conn.query_row("SELECT id FROM installation", (), |row| row.get(0))?;
-        Ok(Store { conn, location, installation, fence: None, clock: Arc::new(SystemClock) })
+        // On PostgreSQL every host reads the server's clock (a sibling or reader shares its
+        // host's: see `Host::sibling`, `Store::reader`).
+        let clock: Arc<dyn Clock> = match &location {
+            Location::Postgres(config) => Arc::new(server_clock::ServerClock::new((**config).clone())),
+            Location::Sqlite(_) | Location::Memory => Arc::new(SystemClock),
+        };
+        Ok(Store { conn, location, installation, fence: None, clock })
     }
 
     /// Where this store's database is.

@@ -345,14 +345,13 @@ CREATE TABLE event_subscribers (
 /// Connects to PostgreSQL and sets the session up: a session idle inside a transaction (its host
 /// paused or hung mid-write) is ended by the server, so the write lock it holds is freed.
 pub(super) fn connect(config: &postgres::Config) -> Result<Db> {
-    let client = config.connect(postgres::NoTls).map_err(|e| StoreError::Unavailable(describe(config, &e)))?;
-    let db = Db::postgres(client);
-    db.execute_batch("SET idle_in_transaction_session_timeout = '15s'; SET lock_timeout = '60s'; SET TIME ZONE 'UTC'")?;
+    let db = Db::postgres(super::db::PgClient::connect(config)?);
+    db.execute_batch("SET idle_in_transaction_session_timeout = '10s'; SET lock_timeout = '60s'; SET TIME ZONE 'UTC'")?;
     Ok(db)
 }
 
 /// What went wrong connecting, with where to (never the password).
-fn describe(config: &postgres::Config, error: &postgres::Error) -> String {
+pub(super) fn describe(config: &postgres::Config, error: &postgres::Error) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()

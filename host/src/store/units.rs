@@ -756,7 +756,7 @@ impl Renewer {
     /// claiming.
     pub fn renew(&self, fence: Fence, lease_ms: i64) -> Result<bool> {
         let now = self.clock.now_ms();
-        let renewed = self.conn.execute(
+        let renewed = self.conn.execute_alone(
             "UPDATE work_units SET expires_at = ?3 + ?4
              WHERE id = ?1 AND fence = ?2 AND state = 'claimed' AND expires_at > ?3",
             params![fence.unit, fence.token, now, lease_ms],

@@ -60,6 +60,17 @@ impl Server {
         self.child.wait().ok()?.code()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends a signal to the server.
     pub fn signal(&self, signal: i32) {
         // SAFETY: signalling our own child process by its pid.
