@@ -620,6 +620,13 @@ fn database(source: &Source, raw: RawDatabase, base: &Path) -> Result<Database, 
             "the URL carries a password: give it as `database.password = { env = \"VAR\" }` or `{ file = \"path\" }` instead",
         ));
     }
+    if settings.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err(source.error(
+            "database.url",
+            "`sslmode=require`: this host does not speak TLS to PostgreSQL yet; reach the server on a private \
+             network or a local socket, or through a TLS tunnel",
+        ));
+    }
     if settings.get_dbname().is_none() {
         return Err(source.error("database.url", "name the database: `postgres://user@host:port/database`"));
     }

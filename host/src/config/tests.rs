@@ -330,6 +330,8 @@ fn a_postgres_database_is_a_url_whose_password_is_a_secret() {
     assert!(!secret_in_url.contains("hunter2"), "the error shows the password: {secret_in_url}");
     let not_postgres = refused("url = \"mysql://u@h/d\"");
     assert!(not_postgres.contains("key `database.url`: expected a PostgreSQL URL"), "{not_postgres}");
+    let tls = refused("url = \"postgres://u@h/d?sslmode=require\"");
+    assert!(tls.contains("key `database.url`: `sslmode=require`: this host does not speak TLS"), "{tls}");
     let no_database = refused("url = \"postgres://u@h\"");
     assert!(no_database.contains("name the database"), "{no_database}");
     let password_alone = refused("password = { env = \"X\" }");

@@ -396,6 +396,20 @@ impl Db {
         }
     }
 
+    /// On PostgreSQL, a session that broke (the server restarted, the network dropped, the
+    /// session was ended) is replaced by a new one before the next statement, outside a
+    /// transaction: the statement that met the break failed (unavailable), the next goes on.
+    fn ready(&self) -> Result<()> {
+        let Connection::Postgres(pg) = &self.conn else { return Ok(()) };
+        let mut pg = pg.borrow_mut();
+        if pg.client.is_broken() && !pg.in_transaction {
+            tracing::info!("the PostgreSQL session broke; connecting again");
+            pg.client = PgClient::connect(&pg.client.config)?;
+            pg.statements.clear();
+        }
+        Ok(())
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         match self.conn {
@@ -415,6 +429,7 @@ impl Db {
 
     /// Runs statements with no parameters and no result (schema changes, session settings).
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        self.ready()?;
         match &self.conn {
             Connection::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
             Connection::Postgres(pg) => pg.borrow().client.batch_execute(sql),
@@ -448,6 +463,7 @@ impl Db {
 
     /// A statement, prepared once per connection and kept.
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
+        self.ready()?;
         match &self.conn {
             Connection::Sqlite(conn) => Ok(Statement::Sqlite(conn.prepare_cached(sql)?)),
             Connection::Postgres(pg) => {
@@ -473,6 +489,7 @@ impl Db {
     /// Begins a write transaction: one writer at a time on the whole database (see the module's
     /// documentation). It rolls back unless committed.
     pub fn write_transaction(&self) -> Result<Tx<'_>> {
+        self.ready()?;
         match &self.conn {
             Connection::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
             Connection::Postgres(pg) => {
@@ -633,9 +650,18 @@ fn owned(values: &[ValueRef<'_>]) -> Vec<Value> {
 /// client is dropped.
 pub struct PgClient {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Where it connected (to connect again).
+    config: postgres::Config,
+    /// The session is gone (see [`Db::ready`]).
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+
+/// Every session's settings: a session idle inside a transaction (its host paused or hung
+/// mid-write) is ended by the server, so the write lock it holds is freed; a lock is waited
+/// for at most a minute; times are UTC.
+const SESSION: &str = "SET idle_in_transaction_session_timeout = '10s'; SET lock_timeout = '60s'; SET TIME ZONE 'UTC'";
 
 impl PgClient {
     /// Connects on a new thread; a failure says where to and why (never the password).
@@ -645,20 +671,25 @@ impl PgClient {
         let (config, config_for_errors) = (config.clone(), config.clone());
         std::thread::Builder::new()
             .name("postgres".into())
-            .spawn(move || match config.connect(postgres::NoTls) {
-                Ok(mut client) => {
-                    let _ = connected.send(Ok(()));
-                    for job in inbox {
-                        job(&mut client);
+            .spawn(move || {
+                match config.connect(postgres::NoTls).and_then(|mut client| {
+                    client.batch_execute(SESSION)?;
+                    Ok(client)
+                }) {
+                    Ok(mut client) => {
+                        let _ = connected.send(Ok(()));
+                        for job in inbox {
+                            job(&mut client);
+                        }
                     }
-                }
-                Err(error) => {
-                    let _ = connected.send(Err(error));
+                    Err(error) => {
+                        let _ = connected.send(Err(error));
+                    }
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start a PostgreSQL connection's thread: {e}")))?;
         match answer.recv() {
-            Ok(Ok(())) => Ok(PgClient { jobs }),
+            Ok(Ok(())) => Ok(PgClient { jobs, config: config_for_errors, broken: Default::default() }),
             Ok(Err(error)) => {
                 Err(StoreError::Unavailable(super::postgres_schema::describe(&config_for_errors, &error)))
             }
@@ -672,15 +703,36 @@ impl PgClient {
         f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T> {
         let (done, result) = std::sync::mpsc::sync_channel(1);
+        let ended = || {
+            self.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+            StoreError::Unavailable("the PostgreSQL connection's thread has ended".into())
+        };
+        let broken = self.broken.clone();
         self.jobs
             .send(Box::new(move |client| {
-                let _ = done.send(f(client));
+                let answer = f(client);
+                // However the session ended (the server ended it, the network dropped it): an
+                // error that is not the server's answer to the statement, or the server saying
+                // it is shutting the session down (57P..) or that the connection failed (08...).
+                let ended = match &answer {
+                    Err(error) => error.code().is_none_or(|code| {
+                        let code = code.code();
+                        code.starts_with("57P") || code.starts_with("08")
+                    }),
+                    Ok(_) => false,
+                };
+                if ended || client.is_closed() {
+                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = done.send(answer);
             }))
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL connection's thread has ended".into()))?;
-        let answer = result
-            .recv()
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL connection's thread has ended".into()))?;
+            .map_err(|_| ended())?;
+        let answer = result.recv().map_err(|_| ended())?;
         Ok(answer?)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn batch_execute(&self, sql: &str) -> Result<()> {

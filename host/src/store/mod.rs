@@ -193,7 +193,12 @@ impl DatabaseError {
                 {
                     ErrorKind::Unavailable
                 }
-                None if error.is_closed() => ErrorKind::Unavailable,
+                // The session ended, or the network failed under it.
+                None if error.is_closed()
+                    || std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>()) =>
+                {
+                    ErrorKind::Unavailable
+                }
                 _ => ErrorKind::Internal,
             },
             DatabaseError::NoRows => ErrorKind::NotFound,

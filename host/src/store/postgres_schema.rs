@@ -342,12 +342,9 @@ CREATE TABLE event_subscribers (
 );
 "#;
 
-/// Connects to PostgreSQL and sets the session up: a session idle inside a transaction (its host
-/// paused or hung mid-write) is ended by the server, so the write lock it holds is freed.
+/// Connects to PostgreSQL (the session's settings: see `db::PgClient`).
 pub(super) fn connect(config: &postgres::Config) -> Result<Db> {
-    let db = Db::postgres(super::db::PgClient::connect(config)?);
-    db.execute_batch("SET idle_in_transaction_session_timeout = '10s'; SET lock_timeout = '60s'; SET TIME ZONE 'UTC'")?;
-    Ok(db)
+    Ok(Db::postgres(super::db::PgClient::connect(config)?))
 }
 
 /// What went wrong connecting, with where to (never the password).

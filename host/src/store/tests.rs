@@ -613,3 +613,27 @@ fn a_halved_allowance_caps_claims_and_a_long_pause_leaves_the_batches_pending_fo
     assert!(notes[0].contains("1 of its batches stay Pending for the next run"), "{notes:?}");
 }
 }
+
+/// A PostgreSQL session that breaks (the server restarted it, a network cut, an operator ended
+/// it) fails the statement that meets the break as unavailable; the next one runs on a new
+/// session, without reopening the store.
+#[test]
+fn a_broken_postgres_session_is_replaced_before_the_next_statement() {
+    let db = TestDb::postgres();
+    let mut store = db.with_identity();
+    let other = db.open();
+    let ended: bool = other
+        .conn
+        .query_row(
+            "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            (),
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(ended);
+    let broken = store.allocate_order_ids(1).unwrap_err();
+    assert_eq!(broken.kind(), ErrorKind::Unavailable, "{broken}");
+    let id = new_order(&mut store, Event::NoReviewNeeded);
+    assert_eq!(store.order(id).unwrap().state, ProvisioningState::Pending);
+}

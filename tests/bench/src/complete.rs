@@ -22,7 +22,9 @@
 //! `BENCH_COMPLETE_N` (comma-separated, e.g. `2000,20000`) replaces the default N list;
 //! `BENCH_COMPLETE_RUNS` sets the runs per N (default: 3, and 1 from 1 000 000 orders on).
 //! `BENCH_COMPLETE_WORKERS` (comma-separated, default `1,2`) the `[runtime] workers` each N is
-//! run with; the ratios (memory, storage ceiling) use the first.
+//! run with; the ratios (memory, storage ceiling) use the first. `BENCH_COMPLETE_DATABASE=postgres`
+//! runs each on a fresh database of the tests' PostgreSQL server (`provision_tests::postgres`)
+//! instead of a SQLite file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,8 @@ use serde_json::{Value, json};
 
 use crate::report::{Samples, fmt, header};
 
+/// The variable that gives a child its PostgreSQL database (none: SQLite).
+const DATABASE_URL: &str = "BENCH_COMPLETE_DATABASE_URL";
 /// The hidden subcommand a run's child process is started with.
 pub const CHILD: &str = "complete-child";
 /// Orders per run when `BENCH_COMPLETE_N` is not set.
@@ -60,11 +64,15 @@ const RESOURCE_TYPE: &str = "SaaS_Account";
 /// by the classification rule (`basic` needs no review, so orders go straight to Pending). No
 /// thresholds (none by default), so no run is held; limits per call above the defaults so that
 /// a slow disk does not fail a batch.
-fn config_text(cache: &Path, workers: usize) -> String {
+fn config_text(cache: &Path, workers: usize, database: Option<&str>) -> String {
     let cache = serde_json::to_string(&cache.display().to_string()).expect("a path as a TOML string");
+    let database = match database {
+        Some(url) => format!("url = {}", serde_json::to_string(url).expect("a URL as a TOML string")),
+        None => "path = \"provision.db\"".to_string(),
+    };
     format!(
         r#"[database]
-path = "provision.db"
+{database}
 
 [runtime]
 cache_dir = {cache}
@@ -161,7 +169,8 @@ pub fn run() -> Vec<(usize, Samples)> {
     let workers_text = workers.iter().map(usize::to_string).collect::<Vec<_>>().join(" and ");
     header(&format!(
         "Complete job: N new assignments to N Verified orders (compute → review rule component → file \
-         connector component → history → synchronise); one process per run; workers: {workers_text}; runs: {runs_text}"
+         connector component → history → synchronise) on {}; one process per run; workers: {workers_text}; runs: {runs_text}",
+        if std::env::var("BENCH_COMPLETE_DATABASE").is_ok_and(|d| d == "postgres") { "PostgreSQL" } else { "SQLite" }
     ));
     let samples = |runs: &[RunResult], f: &dyn Fn(&RunResult) -> f64| Samples::new(runs.iter().map(f).collect());
     let mut speeds = Vec::new();
@@ -240,7 +249,11 @@ fn env_list(name: &str) -> Option<Vec<usize>> {
 fn child_run(n: usize, workers: usize, root: &Path, cache: &Path) -> RunResult {
     let dir = tempfile::tempdir_in(root).expect("a directory for the run");
     let exe = std::env::current_exe().expect("the bench's own executable");
-    let output = Command::new(exe)
+    let mut command = Command::new(exe);
+    if std::env::var("BENCH_COMPLETE_DATABASE").is_ok_and(|d| d == "postgres") {
+        command.env(DATABASE_URL, provision_tests::postgres::database());
+    }
+    let output = command
         .arg(CHILD)
         .arg(n.to_string())
         .arg(workers.to_string())
@@ -300,7 +313,9 @@ pub fn child(args: &[String]) {
 
 fn child_job(n: usize, workers: usize, dir: &Path, cache: &Path) -> Result<(), String> {
     let config_path = dir.join("provision.toml");
-    std::fs::write(&config_path, config_text(cache, workers)).map_err(|e| format!("write the config: {e}"))?;
+    let database = std::env::var(DATABASE_URL).ok();
+    std::fs::write(&config_path, config_text(cache, workers, database.as_deref()))
+        .map_err(|e| format!("write the config: {e}"))?;
     std::fs::create_dir_all(dir.join("managed")).map_err(|e| format!("create the managed directory: {e}"))?;
 
     let started = Instant::now();
@@ -330,6 +345,13 @@ fn child_job(n: usize, workers: usize, dir: &Path, cache: &Path) -> Result<(), S
     let peak = setup_peak.max(status_kib("VmHWM"));
     let maxrss = rusage_maxrss_kib();
     let report = report.map_err(|e| format!("the complete job stopped: {e}"))?;
+    let states: BTreeMap<u8, i64> = host
+        .store
+        .count_by_state()
+        .map_err(|e| format!("count orders by state: {e}"))?
+        .into_iter()
+        .map(|(state, n)| (state.number(), n))
+        .collect();
     drop(host);
 
     let c = &report.counters;
@@ -341,7 +363,6 @@ fn child_job(n: usize, workers: usize, dir: &Path, cache: &Path) -> Result<(), S
         let redone = redone_units(&dir.join("provision.db")).unwrap_or_else(|e| vec![format!("(cannot read: {e})")]);
         return Err(format!("the job's counters are not {n} each: {c:?}; units claimed more than once: {redone:?}"));
     }
-    let states = order_states(&dir.join("provision.db")).map_err(|e| format!("count orders by state: {e}"))?;
     let verified = provision::model::ProvisioningState::Verified.number();
     if states.len() != 1 || states.get(&verified) != Some(&(n as i64)) {
         return Err(format!("expected {n} orders, all 4 Verified; orders by state: {states:?}"));
@@ -403,14 +424,6 @@ fn setup(host: &mut Host, n: usize) -> Result<(), String> {
         host.store.set_assignments(&assignments, false).map_err(|e| format!("insert assignments: {e}"))?;
     }
     Ok(())
-}
-
-/// Orders by state number, counted with SQL.
-fn order_states(db: &Path) -> rusqlite::Result<BTreeMap<u8, i64>> {
-    let conn = rusqlite::Connection::open(db)?;
-    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM orders GROUP BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?)))?;
-    rows.collect()
 }
 
 /// The units claimed more than once (a failed or taken-over unit is redone), to say why counters

@@ -20,7 +20,7 @@ use provision_tests::servers::SlowScim;
 
 const LATENCY: Duration = Duration::from_millis(50);
 const ORDERS_PER_SLOT: usize = 100;
-const BATCH: usize = 10;
+pub const BATCH: usize = 10;
 const RUNS: usize = 3;
 
 struct Run {
@@ -41,14 +41,13 @@ fn cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-fn measure(concurrency: usize) -> Run {
-    let scim = SlowScim::start(LATENCY);
-    let port = scim.port;
-    let orders = ORDERS_PER_SLOT * concurrency;
-    let deployment = Deployment::new(&format!(
+/// A deployment whose SaaS_Account connection is the bundled SCIM connector to `port` (one
+/// request per order), with `workers` worker threads and `concurrency` batches in flight.
+pub fn scim_config(port: u16, workers: usize, concurrency: usize) -> String {
+    format!(
         r#"
 [runtime]
-workers = {concurrency}
+workers = {workers}
 
 [entity_types.Directory_User]
 notifications = false
@@ -72,14 +71,27 @@ concurrency = {concurrency}
 entity_type = "Directory_User"
 connection = "saas"
 "#
-    ));
+    )
+}
+
+/// A desired-state file of `n` identities, each assigned a SaaS_Account.
+pub fn identities(n: usize) -> String {
     let mut data = String::new();
-    for n in 0..orders {
+    for n in 0..n {
         data.push_str(&format!(
             "[[identities]]\nentity_type = \"Directory_User\"\nkey = \"u{n:05}\"\n\n\
              [[assignments]]\nidentity = \"u{n:05}\"\nresource_type = \"SaaS_Account\"\nattributes = {{ userName = \"u{n:05}\" }}\n\n"
         ));
     }
+    data
+}
+
+fn measure(concurrency: usize) -> Run {
+    let scim = SlowScim::start(LATENCY);
+    let port = scim.port;
+    let orders = ORDERS_PER_SLOT * concurrency;
+    let deployment = Deployment::new(&scim_config(port, concurrency, concurrency));
+    let data = identities(orders);
     deployment.write("data.toml", data);
     let mut host = deployment.host();
     deployment.import(&mut host, "data.toml", false);

@@ -24,6 +24,7 @@ mod approve;
 mod complete;
 mod concurrency;
 mod feed;
+mod hosts;
 mod report;
 mod rule;
 mod startup;
@@ -37,6 +38,10 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some(feed::EXPORT_CHILD) {
         feed::export_child(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some(hosts::CHILD) {
+        hosts::child(&args[2..]);
         return;
     }
     if args.get(1).map(String::as_str) == Some(approve::CHILD) {
@@ -72,6 +77,10 @@ fn main() {
         known = true;
         concurrency::run();
     }
+    if all || what == "hosts" {
+        known = true;
+        hosts::run();
+    }
     if all || what == "feed" {
         known = true;
         feed::run();
@@ -85,7 +94,9 @@ fn main() {
         startup::run();
     }
     if !known {
-        eprintln!("unknown benchmark `{what}`: storage, complete, approve, concurrency, feed, rule, startup or all");
+        eprintln!(
+            "unknown benchmark `{what}`: storage, complete, approve, concurrency, hosts, feed, rule, startup or all"
+        );
         std::process::exit(2);
     }
 }
